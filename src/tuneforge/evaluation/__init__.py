@@ -1,0 +1,6 @@
+"""Evaluation: metrics, reports, plots, error analysis."""
+
+from tuneforge.evaluation.evaluate import evaluate_run
+from tuneforge.evaluation.report import write_evaluation
+
+__all__ = ["evaluate_run", "write_evaluation"]

@@ -1,0 +1,67 @@
+"""Evaluation reports: ``metrics.json``, ``report.md``, figures and ``predictions.jsonl`` in one folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tuneforge.evaluation.plots import plot_confusion_matrix, plot_per_class_f1
+from tuneforge.utils.fs import atomic_dir
+
+__all__ = ["write_evaluation"]
+
+MAX_ERRORS_SHOWN = 25
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]], dataset: Any,
+                     labels: list[str], *, multi_label: bool = False, title: str = "Evaluation") -> dict[str, Any]:
+    """Score ``predictions`` against ``dataset`` and write the report folder atomically; returns the metrics."""
+    examples: Sequence[dict[str, Any]] = dataset.examples
+    scores = task.score(predictions, examples, labels, multi_label=multi_label)
+    flat = {k: v for k, v in scores.items() if not isinstance(v, dict)}
+    md = [f"# {title}", "", f"Data: `{dataset.path}` ({len(examples)} examples, {dataset.fingerprint})", "",
+          "| metric | value |", "|---|---|"]
+    md += [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        per_class = scores.get("per_class")
+        if per_class:
+            head = "class" if task.name == "classification" else "entity type"
+            md += ["", f"## Per {head}", "", f"| {head} | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+            md += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+                   for k, v in sorted(per_class.items(), key=lambda kv: kv[1]["f1"])]
+            plot_per_class_f1(per_class, tmp / "per_class_f1.png", title=f"F1 per {head}")
+            md += ["", "![F1 per class](per_class_f1.png)"]
+        cm = scores.get("confusion_matrix")
+        if cm and len(cm["labels"]) <= 120:
+            plot_confusion_matrix(cm["matrix"], cm["labels"], tmp / "confusion_matrix.png", title="Confusion matrix")
+            md += ["", "## Confusion matrix", "", "![Confusion matrix](confusion_matrix.png)"]
+            if len(cm["labels"]) > 2:
+                pairs = sorted(((cm["matrix"][i][j], cm["labels"][i], cm["labels"][j])
+                                for i in range(len(cm["labels"])) for j in range(len(cm["labels"])) if i != j),
+                               reverse=True)[:10]
+                md += ["", "Most frequent confusions:", ""]
+                md += [f"- {n} × `{a}` predicted as `{b}`" for n, a, b in pairs if n]
+        errors = []
+        for i, (pred, ex) in enumerate(zip(predictions, examples, strict=True)):
+            wrong, line = task.describe(pred, ex)
+            if wrong:
+                errors.append((float(pred.get("score", 0.0)), i, line))
+        md += ["", f"## Errors ({len(errors)} of {len(examples)})", ""]
+        if errors:
+            md += ["The most confident mistakes first (line numbers refer to the data file):", ""]
+            for _, i, line in sorted(errors, key=lambda e: -e[0])[:MAX_ERRORS_SHOWN]:
+                src = dataset.lines[i] if i < len(dataset.lines) else None
+                md.append(f"- line {src}: {line}" if src else f"- {line}")
+        (tmp / "metrics.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (tmp / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+        with (tmp / "predictions.jsonl").open("w", encoding="utf-8") as f:
+            for i, pred in enumerate(predictions):
+                line_no = dataset.lines[i] if i < len(dataset.lines) else None
+                f.write(json.dumps({"line": line_no, **pred}, ensure_ascii=False) + "\n")
+    return scores

@@ -1,0 +1,107 @@
+"""The task interface and its registry.
+
+A task turns normalized examples into model features, builds the model head, decodes raw model outputs back
+into predictions (labels, entity spans, answer spans) and scores predictions against references. Training,
+evaluation and inference all go through these same functions, so what is measured is what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tuneforge.errors import ConfigError
+
+__all__ = ["Encoded", "Task", "get_task", "register_task", "task_names"]
+
+
+@dataclass
+class Encoded:
+    """Model features for a list of examples.
+
+    ``features`` are dicts of model inputs (and labels when known); ``example_index[i]`` is the example that
+    feature ``i`` came from (QA splits one long context into several features); ``meta`` holds what decoding
+    needs (offsets, word ids) and never reaches the model.
+    """
+
+    features: list[dict[str, Any]]
+    example_index: list[int]
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    n_examples: int = 0
+    truncated: int = 0  # examples whose input did not fit in max_length
+
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.features]
+
+
+class Task(Protocol):
+    name: str
+    #: the dev metric used for early stopping and for picking the best checkpoint (higher is better)
+    main_metric: str
+    default_max_length: int
+    #: whether model outputs have a per-token axis (NER, QA) or one row per sequence (classification)
+    per_token: bool
+
+    def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
+        """The output labels of the head, in id order, from the training examples."""
+
+    def build_model(self, base_path: Path, labels: list[str], *, multi_label: bool, **kwargs: Any) -> Any:
+        """Load the base model with a new head for this task (weights from safetensors only)."""
+
+    def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
+               max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
+        """Tokenize examples into features; labels are attached when ``with_labels``."""
+
+    def collator(self, tokenizer: Any) -> Any:
+        """A data collator that pads a batch to its longest item."""
+
+    def decode(self, outputs: list[tuple[np.ndarray, ...]], enc: Encoded, examples: Sequence[dict[str, Any]],
+               labels: list[str], *, multi_label: bool = False) -> list[dict[str, Any]]:
+        """Turn per-feature model outputs (unpadded) into one prediction per example."""
+
+    def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
+              multi_label: bool = False) -> dict[str, Any]:
+        """Metrics of predictions against the references: flat numbers, plus optional ``per_class`` (label ->
+        precision/recall/f1/support) and ``confusion_matrix`` (rows: reference, columns: prediction)."""
+
+    def describe(self, prediction: dict[str, Any], example: dict[str, Any]) -> tuple[bool, str]:
+        """(is the prediction wrong?, one markdown line showing input, reference and prediction) for error analysis."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    import tuneforge.tasks  # noqa: F401  (importing the package registers the built-in tasks)
+
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ConfigError(f"task: unknown task '{name}' (choose one of: {', '.join(sorted(_TASKS))})") from None
+
+
+def task_names() -> list[str]:
+    import tuneforge.tasks  # noqa: F401
+
+    return sorted(_TASKS)
+
+
+def split_outputs(arrays: tuple[np.ndarray, ...] | np.ndarray, lengths: Sequence[int], *,
+                  per_token: bool) -> list[tuple[np.ndarray, ...]]:
+    """Cut batched model outputs into one tuple per feature, dropping padding.
+
+    With ``per_token`` (NER logits, QA start/end logits) each output is sliced to the feature's own length;
+    otherwise (classification logits) rows are kept whole.
+    """
+    if isinstance(arrays, np.ndarray):
+        arrays = (arrays,)
+    return [tuple(a[i][:n] if per_token else a[i] for a in arrays) for i, n in enumerate(lengths)]

@@ -1,0 +1,146 @@
+"""Sequence classification on top of ``AutoModelForSequenceClassification``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneforge.tasks.base import Encoded
+from tuneforge.tasks.common import load_with_head, softmax
+
+__all__ = ["ClassificationTask"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+class ClassificationTask:
+    name = "classification"
+    per_token = False
+    main_metric = "accuracy"
+    default_max_length = 256
+
+    def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
+        seen: set[str] = set()
+        for ex in examples:
+            lab = ex.get("label")
+            if lab is None:
+                continue
+            seen.update(lab if isinstance(lab, list) else [lab])
+        return sorted(seen)
+
+    def build_model(self, base_path: Path, labels: list[str], *, multi_label: bool, **kwargs: Any) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        problem = "multi_label_classification" if multi_label else "single_label_classification"
+        return load_with_head(AutoModelForSequenceClassification, base_path, labels, problem_type=problem, **kwargs)
+
+    def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
+               max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
+        texts = [ex["text"] for ex in examples]
+        pairs = [ex.get("text_pair") for ex in examples]
+        has_pairs = any(p is not None for p in pairs)
+        if has_pairs:
+            enc = tokenizer(texts, [p or "" for p in pairs], truncation="longest_first", max_length=max_length)
+            full = tokenizer(texts, [p or "" for p in pairs], truncation=False)
+        else:
+            enc = tokenizer(texts, truncation=True, max_length=max_length)
+            full = None
+        index = {label: i for i, label in enumerate(labels)}
+        features: list[dict[str, Any]] = []
+        truncated = 0
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        for i, ex in enumerate(examples):
+            f = {k: enc[k][i] for k in keys}
+            if full is not None and len(full["input_ids"][i]) > max_length:
+                truncated += 1
+            elif full is None and len(f["input_ids"]) >= max_length:
+                truncated += 1
+            if with_labels:
+                lab = ex.get("label")
+                if multi_label:
+                    vec = [0.0] * len(labels)
+                    for name in lab or []:
+                        vec[index[name]] = 1.0
+                    f["labels"] = vec
+                else:
+                    f["labels"] = index[lab]
+            features.append(f)
+        return Encoded(features=features, example_index=list(range(len(examples))), n_examples=len(examples),
+                       truncated=truncated)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def decode(self, outputs: list[tuple[np.ndarray, ...]], enc: Encoded, examples: Sequence[dict[str, Any]],
+               labels: list[str], *, multi_label: bool = False) -> list[dict[str, Any]]:
+        preds: list[dict[str, Any]] = []
+        for (logits, *_rest) in outputs:
+            if multi_label:
+                p = _sigmoid(logits)
+                chosen = [labels[j] for j in np.flatnonzero(p >= 0.5)]
+                preds.append({"labels": chosen, "scores": {labels[j]: round(float(p[j]), 6) for j in range(len(labels))}})
+            else:
+                p = softmax(logits)
+                j = int(p.argmax())
+                top = np.argsort(-p)[: min(5, len(labels))]
+                preds.append({"label": labels[j], "score": round(float(p[j]), 6),
+                              "scores": {labels[k]: round(float(p[k]), 6) for k in top}})
+        return preds
+
+    def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
+              multi_label: bool = False) -> dict[str, Any]:
+        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+        if multi_label:
+            from sklearn.preprocessing import MultiLabelBinarizer
+
+            mlb = MultiLabelBinarizer(classes=labels)
+            y_true = mlb.fit_transform([ex["label"] or [] for ex in examples])
+            y_pred = mlb.transform([p["labels"] for p in predictions])
+            p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+            return {
+                "accuracy": float(accuracy_score(y_true, y_pred)),  # exact match of the whole label set
+                "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+                "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+                "hamming_accuracy": float((y_true == y_pred).mean()),
+                "n": len(examples),
+                "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                    "support": int(s[i])} for i, lab in enumerate(labels)},
+            }
+        # references may hold labels the model never saw: keep them as their own classes so they count as errors
+        extra = sorted({ex["label"] for ex in examples} - set(labels))
+        classes = list(labels) + extra
+        y_true = [ex["label"] for ex in examples]
+        y_pred = [pr["label"] for pr in predictions]
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+        present = [i for i, c in enumerate(classes) if s[i] > 0 or c in Counter(y_pred)]
+        return {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=[classes[i] for i in present], average="macro",
+                                       zero_division=0)),
+            "micro_f1": float(f1_score(y_true, y_pred, labels=classes, average="micro", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0)),
+            "n": len(examples),
+            "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                              "support": int(s[i])} for i, c in enumerate(classes)},
+            "confusion_matrix": {"labels": classes,
+                                 "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist()},
+        }
+
+    def describe(self, prediction: dict[str, Any], example: dict[str, Any]) -> tuple[bool, str]:
+        text = example["text"] if example.get("text_pair") is None else f"{example['text']} ‖ {example['text_pair']}"
+        if "labels" in prediction:
+            gold = sorted(example.get("label") or [])
+            pred = sorted(prediction["labels"])
+            return gold != pred, f"{text!r}: expected {gold}, predicted {pred}"
+        gold = example.get("label")
+        return gold != prediction["label"], (
+            f"{text!r}: expected `{gold}`, predicted `{prediction['label']}` ({prediction['score']:.2f})")

@@ -1,0 +1,141 @@
+"""Token classification: BIO labels on the first sub-word of every word; entities decoded to character spans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneforge.tasks.base import Encoded
+from tuneforge.tasks.common import join_tokens, load_with_head, softmax
+
+__all__ = ["NerTask", "bio_to_spans"]
+
+IGNORE = -100
+
+
+def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Entities as (type, first word, last word + 1). An ``I-X`` that does not continue an ``X`` entity starts a
+    new one, as conlleval and seqeval's default mode do."""
+    spans: list[tuple[str, int, int]] = []
+    cur: list[Any] | None = None
+    for i, t in enumerate(tags):
+        if t == "O" or t is None:
+            if cur:
+                spans.append((cur[0], cur[1], i))
+            cur = None
+            continue
+        prefix, _, typ = t.partition("-")
+        if prefix == "B" or cur is None or cur[0] != typ:
+            if cur:
+                spans.append((cur[0], cur[1], i))
+            cur = [typ, i]
+    if cur:
+        spans.append((cur[0], cur[1], len(tags)))
+    return spans
+
+
+class NerTask:
+    name = "ner"
+    per_token = True
+    main_metric = "f1"
+    default_max_length = 256
+
+    def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
+        types = sorted({t[2:] for ex in examples for t in (ex.get("tags") or []) if t != "O"})
+        return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+    def build_model(self, base_path: Path, labels: list[str], *, multi_label: bool, **kwargs: Any) -> Any:
+        from transformers import AutoModelForTokenClassification
+
+        return load_with_head(AutoModelForTokenClassification, base_path, labels, **kwargs)
+
+    def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
+               max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
+        index = {label: i for i, label in enumerate(labels)}
+        enc = tokenizer([list(ex["tokens"]) for ex in examples], is_split_into_words=True, truncation=True,
+                        max_length=max_length)
+        features: list[dict[str, Any]] = []
+        meta: list[dict[str, Any]] = []
+        truncated = 0
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        for i, ex in enumerate(examples):
+            word_ids = enc.word_ids(i)
+            first: list[int] = []  # token position of each word's first sub-word, in word order
+            prev = None
+            for pos, w in enumerate(word_ids):
+                if w is not None and w != prev:
+                    first.append(pos)
+                prev = w
+            if len(first) < len(ex["tokens"]):
+                truncated += 1
+            f = {k: enc[k][i] for k in keys}
+            if with_labels and ex.get("tags") is not None:
+                lab = [IGNORE] * len(f["input_ids"])
+                for w, pos in enumerate(first):
+                    lab[pos] = index.get(ex["tags"][w], 0)  # a tag unseen in training counts as O for the loss
+                f["labels"] = lab
+            features.append(f)
+            meta.append({"first": first})
+        return Encoded(features=features, example_index=list(range(len(examples))), meta=meta,
+                       n_examples=len(examples), truncated=truncated)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
+
+    def decode(self, outputs: list[tuple[np.ndarray, ...]], enc: Encoded, examples: Sequence[dict[str, Any]],
+               labels: list[str], *, multi_label: bool = False) -> list[dict[str, Any]]:
+        preds = []
+        for (logits, *_r), m, ex in zip(outputs, enc.meta, examples, strict=True):
+            probs = softmax(logits[m["first"]]) if m["first"] else np.zeros((0, len(labels)))
+            ids = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
+            tags = [labels[j] for j in ids] + ["O"] * (len(ex["tokens"]) - len(ids))  # truncated words: O
+            words = ex.get("spans")
+            text = ex.get("source_text")
+            if words is None:
+                text, words = join_tokens(list(ex["tokens"]))
+            entities = []
+            for typ, a, b in bio_to_spans(tags):
+                start, end = words[a][0], words[b - 1][1]
+                score = float(np.mean([probs[k, ids[k]] for k in range(a, min(b, len(ids)))])) if a < len(ids) else 0.0
+                entities.append({"type": typ, "text": text[start:end], "start": start, "end": end,
+                                 "score": round(score, 6), "words": [a, b]})
+            preds.append({"tags": tags, "entities": entities})
+        return preds
+
+    def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
+              multi_label: bool = False) -> dict[str, Any]:
+        from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+        y_true = [list(ex["tags"]) for ex in examples]
+        y_pred = [p["tags"] for p in predictions]
+        rep = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+        per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
+                        "support": int(v["support"])}
+                    for k, v in rep.items() if k not in ("micro avg", "macro avg", "weighted avg")}
+        flat_t = [t for s in y_true for t in s]
+        flat_p = [t for s in y_pred for t in s]
+        return {
+            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+            "macro_f1": float(rep.get("macro avg", {}).get("f1-score", 0.0)),
+            "token_accuracy": float(np.mean([a == b for a, b in zip(flat_t, flat_p, strict=True)])) if flat_t else 0.0,
+            "n": len(examples),
+            "per_class": per_type,
+        }
+
+    def describe(self, prediction: dict[str, Any], example: dict[str, Any]) -> tuple[bool, str]:
+        gold = {(t, a, b) for t, a, b in bio_to_spans(list(example["tags"]))}
+        pred = {(t, a, b) for t, a, b in bio_to_spans(prediction["tags"])}
+        toks = list(example["tokens"])
+
+        def show(spans: set[tuple[str, int, int]]) -> str:
+            return ", ".join(f"{' '.join(toks[a:b])}/{t}" for t, a, b in sorted(spans, key=lambda s: s[1])) or "none"
+
+        text, _ = join_tokens(toks)
+        return gold != pred, f"{text!r}: missed {show(gold - pred)}; spurious {show(pred - gold)}"

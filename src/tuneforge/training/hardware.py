@@ -1,0 +1,26 @@
+"""What the machine supports: used to pick bf16 autocast and thread counts."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+__all__ = ["bf16_supported", "use_bf16"]
+
+
+@functools.cache
+def bf16_supported() -> bool:
+    """True on a CUDA device with bf16, or a CPU with native bf16 instructions (AVX512-BF16 or AMX)."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and bf16_supported())

@@ -1,0 +1,444 @@
+"""The fine-tuning recipe: setup → train → evaluate → save, on transformers' ``Trainer``.
+
+A run folder is complete when ``tuneforge.json`` exists; it is written last. While training, the folder holds
+``run-config.json`` and ``checkpoints/`` so that a killed run continues with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from tuneforge.data import ColumnMap, Dataset, load_dataset
+from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
+from tuneforge.evaluation.report import write_evaluation
+from tuneforge.models.registry import ResolvedModel, resolve_base_model
+from tuneforge.settings import Settings
+from tuneforge.tasks import Encoded, Task, get_task
+from tuneforge.tasks.base import split_outputs
+from tuneforge.training.callbacks import EventCallback, RichProgressCallback
+from tuneforge.training.config import TrainConfig
+from tuneforge.training.hardware import use_bf16
+from tuneforge.training.optim import build_optimizer
+from tuneforge.utils.fs import atomic_write_json, storage_errors
+
+__all__ = ["TrainResult", "auto_hyperparameters", "train"]
+
+MANIFEST = "tuneforge.json"
+RUN_CONFIG = "run-config.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    manifest: dict[str, Any]
+    metrics: dict[str, Any] | None
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+@dataclass
+class _Prepared:
+    config: TrainConfig
+    task: Task
+    base: ResolvedModel
+    train_ds: Dataset
+    eval_ds: Dataset | None
+    labels: list[str]
+    multi_label: bool
+    tokenizer: Any
+    train_enc: Encoded
+    eval_enc: Encoded | None
+    hp: dict[str, Any] = field(default_factory=dict)
+
+
+def _columns(config: TrainConfig) -> ColumnMap:
+    return ColumnMap(**config.columns.model_dump())
+
+
+def auto_hyperparameters(config: TrainConfig, *, n_train: int, hidden_size: int, model_max: int,
+                         task: Task) -> dict[str, Any]:
+    """Fill the knobs left as auto. Small models want a larger learning rate than the usual 5e-5 (which leaves
+    all-MiniLM-L6-v2 near chance on a few hundred examples); small data wants small batches, i.e. more steps."""
+    lr = config.learning_rate
+    if lr is None:
+        lr = 3e-4 if hidden_size <= 128 else 1e-4 if hidden_size <= 384 else 5e-5
+    bs = config.batch_size or (16 if n_train < 5000 or task.name != "classification" else 32)
+    max_len = min(config.max_length or task.default_max_length, model_max)
+    return {"learning_rate": lr, "batch_size": bs, "max_length": max_len}
+
+
+def _model_max_positions(base_path: Path, tokenizer: Any) -> int:
+    cfg = json.loads((base_path / "config.json").read_text())
+    limit = int(cfg.get("max_position_embeddings", 512))
+    if cfg.get("model_type") in ("roberta", "xlm-roberta"):
+        limit -= 2  # their positions start after the padding index
+    tok_max = getattr(tokenizer, "model_max_length", limit) or limit
+    return int(min(limit, tok_max if tok_max < 1e6 else limit))
+
+
+def _load_data(config: TrainConfig, task: Task) -> tuple[Dataset, Dataset | None]:
+    """Load and validate train and eval data; problems in both files are reported together."""
+    problems: list[DataProblem] = []
+    train_ds = eval_ds = None
+    common = dict(columns=_columns(config), multi_label=config.multi_label, label_separator=config.label_separator)
+    try:
+        train_ds = load_dataset(config.data, task.name, require_labels=True, min_classes=2, **common)
+    except DataError as e:
+        problems += e.problems
+    if config.eval_data is not None:
+        label_set = None
+        if train_ds is not None and task.name == "classification":
+            label_set = train_ds.labels
+        try:
+            eval_ds = load_dataset(config.eval_data, task.name, require_labels=True, label_set=label_set,
+                                   **{**common, "multi_label": train_ds.multi_label if train_ds else None})
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems, hint="Fix these lines (or map the right columns with --text-column, "
+                                       "--label-column ...) and run the command again.")
+    assert train_ds is not None
+    return train_ds, eval_ds
+
+
+def _prepare(config: TrainConfig, settings: Settings, console: Console) -> _Prepared:
+    from transformers import AutoTokenizer
+
+    task = get_task(config.task)
+    # Check the cheap things first so that a typo fails in milliseconds, not after a model load.
+    with console.status("Reading and validating data..."):
+        train_ds, eval_ds = _load_data(config, task)
+    with console.status(f"Loading base model {config.base_model}..."):
+        base = resolve_base_model(config.base_model, settings.cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"base_model: {base.path} has no fast tokenizer (tokenizer.json); TuneForge needs one to "
+                          "map predictions back to character offsets")
+    multi_label = bool(train_ds.multi_label)
+    labels = task.label_list(train_ds.examples, multi_label)
+    hidden = int(json.loads((base.path / "config.json").read_text()).get("hidden_size", 384))
+    hp = auto_hyperparameters(config, n_train=len(train_ds), hidden_size=hidden,
+                              model_max=_model_max_positions(base.path, tokenizer), task=task)
+    with console.status("Tokenizing..."):
+        train_enc = task.encode(train_ds.examples, tokenizer, labels, max_length=hp["max_length"],
+                                stride=config.stride, multi_label=multi_label)
+        eval_enc = None
+        if eval_ds is not None:
+            eval_enc = task.encode(eval_ds.examples, tokenizer, labels, max_length=hp["max_length"],
+                                   stride=config.stride, multi_label=multi_label)
+    if train_enc.truncated:
+        console.print(f"[yellow]note:[/] {train_enc.truncated} of {len(train_ds)} training inputs are longer than "
+                      f"max_length {hp['max_length']} and were "
+                      + ("split into overlapping windows." if task.name == "qa" else "truncated."))
+    return _Prepared(config, task, base, train_ds, eval_ds, labels, multi_label, tokenizer, train_enc, eval_enc, hp)
+
+
+class _EvalStash:
+    """Keeps the decoded dev predictions of every evaluation, so the final report needs no extra pass."""
+
+    def __init__(self, p: _Prepared) -> None:
+        self.p = p
+        self.pending: list[dict[str, Any]] | None = None
+        self.by_step: dict[int, list[dict[str, Any]]] = {}
+
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        p = self.p
+        assert p.eval_enc is not None and p.eval_ds is not None
+        preds = eval_pred.predictions
+        preds = preds if isinstance(preds, tuple) else (preds,)
+        # Trainer evaluates in its own order (transformers 5 groups eval batches by length too), so rows are
+        # matched back to features by their input ids; identical inputs have identical outputs.
+        rows = _strip_padding(eval_pred.inputs, pad_id=p.tokenizer.pad_token_id)
+        slots: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(p.eval_enc.features):
+            slots.setdefault(tuple(f["input_ids"]), []).append(i)
+        per_row = split_outputs(preds, [len(r) for r in rows], per_token=p.task.per_token)
+        outputs: list[Any] = [None] * len(p.eval_enc.features)
+        for ids, out in zip(rows, per_row, strict=True):
+            outputs[slots[tuple(ids)].pop()] = out
+        decoded = p.task.decode(outputs, p.eval_enc, p.eval_ds.examples, p.labels, multi_label=p.multi_label)
+        self.pending = decoded
+        scores = p.task.score(decoded, p.eval_ds.examples, p.labels, multi_label=p.multi_label)
+        return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and k != "n"}
+
+    def on_evaluated(self, step: int) -> None:
+        if self.pending is not None:
+            self.by_step[step] = self.pending
+            self.pending = None
+
+
+def _strip_padding(inputs: np.ndarray, *, pad_id: int | None) -> list[list[int]]:
+    """Input ids of each row without trailing padding (the collator's pad id, or -100 from Trainer's concat)."""
+    pads = {-100} | ({pad_id} if pad_id is not None else set())
+    rows = []
+    for row in np.asarray(inputs):
+        n = len(row)
+        while n and int(row[n - 1]) in pads:
+            n -= 1
+        rows.append([int(x) for x in row[:n]])
+    return rows
+
+
+def _stash_callback(stash: _EvalStash) -> Any:
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            stash.on_evaluated(state.global_step)
+
+    return _Cb()
+
+
+def _versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    import tuneforge
+
+    return {"tuneforge": tuneforge.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "python": platform.python_version()}
+
+
+def _fingerprint(ds: Dataset) -> dict[str, Any]:
+    return {"path": str(ds.path), "format": ds.format, "examples": len(ds), "sha256": ds.fingerprint}
+
+
+def _check_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    if (out / MANIFEST).exists() and not overwrite:
+        raise RunError(f"{out} already holds a trained model.",
+                       hint="Choose another --output, or pass --overwrite to replace it.")
+    if resume:
+        if not (out / RUN_CONFIG).exists():
+            raise RunError(f"{out} holds no interrupted run to resume.",
+                           hint="Start a new run without --resume.")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        what = "an interrupted run" if (out / RUN_CONFIG).exists() else "other files"
+        raise RunError(f"{out} already exists and holds {what}.",
+                       hint="Pass --resume to continue an interrupted run, --overwrite to start over, "
+                            "or choose another --output.")
+
+
+def train(config: TrainConfig, *, settings: Settings | None = None, resume: bool = False, overwrite: bool = False,
+          console: Console | None = None, on_event: Callable[[dict[str, Any]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Fine-tune ``config.base_model`` on ``config.data`` and write a self-contained model folder.
+
+    ``on_event`` receives training logs (loss, learning rate, dev metrics); ``should_stop`` is polled every step
+    and ends training early with a checkpoint to resume from (cancel or pause from a job queue).
+    """
+    settings = settings or Settings()
+    console = console or Console(stderr=True)
+    out = Path(config.output)
+    _check_output(out, resume=resume, overwrite=overwrite)
+    if resume:
+        saved = json.loads((out / RUN_CONFIG).read_text())
+        config = TrainConfig.model_validate(saved["config"])
+        console.print(f"Resuming the run in {out} with its saved configuration.")
+    t_start = time.time()
+    p = _prepare(config, settings, console)
+    if overwrite and out.exists() and not resume:
+        with storage_errors(out):
+            shutil.rmtree(out)
+    with storage_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_json(out / RUN_CONFIG, {"config": config.to_json(), "started_at": _now()})
+    try:
+        return _run(p, out, console, resume=resume, on_event=on_event, should_stop=should_stop, t_start=t_start)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]Interrupted.[/] Continue later with: tuneforge train --resume --output {out}")
+        raise
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _training_args(p: _Prepared, ckpt_dir: Path, bf16: bool) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    c = p.config
+    has_eval = p.eval_enc is not None
+    strategy = "steps" if c.eval_every else "epoch"
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=c.epochs,
+        learning_rate=p.hp["learning_rate"],
+        per_device_train_batch_size=p.hp["batch_size"],
+        per_device_eval_batch_size=c.eval_batch_size,
+        gradient_accumulation_steps=c.grad_accum,
+        weight_decay=c.weight_decay,
+        warmup_steps=c.warmup_ratio,  # a float below 1 is a ratio of the total steps in transformers 5
+        lr_scheduler_type=c.lr_scheduler,
+        max_grad_norm=c.max_grad_norm,
+        label_smoothing_factor=c.label_smoothing,
+        seed=c.seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy=strategy if has_eval else "no",
+        eval_steps=c.eval_every,
+        save_strategy=strategy,
+        save_steps=c.eval_every,
+        save_total_limit=2,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model=p.task.main_metric if has_eval else None,
+        greater_is_better=True,
+        logging_steps=c.logging_steps,
+        logging_first_step=True,
+        report_to=[],
+        disable_tqdm=True,
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+        save_only_model=False,
+        include_for_metrics=["inputs"] if has_eval else [],
+    )
+
+
+def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
+         on_event: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
+         t_start: float) -> TrainResult:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    c = p.config
+    set_seed(c.seed)
+    bf16 = use_bf16(c.precision)
+    model_kwargs: dict[str, Any] = {}
+    if c.dropout is not None:
+        model_kwargs.update(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+    model = p.task.build_model(p.base.path, p.labels, multi_label=p.multi_label, **model_kwargs)
+    if c.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    n_params = sum(x.numel() for x in model.parameters())
+    n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+
+    ckpt_dir = out / "checkpoints"
+    args = _training_args(p, ckpt_dir, bf16)
+    stash = _EvalStash(p)
+    events = EventCallback(on_event, should_stop)
+    callbacks: list[Any] = [RichProgressCallback(console, p.task.main_metric), events, _stash_callback(stash),
+                            TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs")))]
+    if p.eval_enc is not None and c.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=c.early_stopping_patience))
+    eval_features = p.eval_enc.features if p.eval_enc is not None else None
+    optimizer = build_optimizer(model, lr=p.hp["learning_rate"], weight_decay=c.weight_decay,
+                                head_lr_multiplier=c.head_lr_multiplier)
+    trainer = Trainer(model=model, args=args, train_dataset=p.train_enc.features, eval_dataset=eval_features,
+                      optimizers=(optimizer, None),
+                      data_collator=p.task.collator(p.tokenizer), processing_class=p.tokenizer,
+                      compute_metrics=stash.compute_metrics if eval_features else None, callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.exists() else None
+    if resume and last is None:
+        console.print("No checkpoint was saved before the interruption: training starts from the beginning.")
+    console.print(f"Fine-tuning [bold]{p.base.name}[/] for {c.task} on {len(p.train_ds)} examples "
+                  f"({len(p.labels) if c.task != 'qa' else 'span'} labels), {n_trainable / 1e6:.2f}M of "
+                  f"{n_params / 1e6:.2f}M parameters trainable, lr {p.hp['learning_rate']:g}, "
+                  f"batch {p.hp['batch_size']}, {'bf16' if bf16 else 'fp32'}")
+    with storage_errors(ckpt_dir):
+        result = trainer.train(resume_from_checkpoint=last)
+    if events.stopped:
+        console.print(f"Stopped on request at step {trainer.state.global_step}; resume with --resume.")
+        return TrainResult(out, {}, None, interrupted=True)
+    train_seconds = float(result.metrics.get("train_runtime", 0.0))
+
+    # The dev report comes from the evaluation that chose the best checkpoint; re-run only if it is not at hand
+    # (a resumed run whose best evaluation happened before the interruption).
+    metrics = dev_name = None
+    if p.eval_ds is not None and p.eval_enc is not None:
+        best_step = _best_step(trainer)
+        preds = stash.by_step.get(best_step) if best_step is not None else None
+        if preds is None:
+            from tuneforge.inference.runner import forward_features
+
+            outputs = forward_features(trainer.model, p.eval_enc.features, p.task.collator(p.tokenizer),
+                                       batch_size=c.eval_batch_size, bf16=bf16)
+            preds = p.task.decode(outputs, p.eval_enc, p.eval_ds.examples, p.labels, multi_label=p.multi_label)
+        dev_name = "eval-" + _safe_name(Path(p.eval_ds.path).stem)
+        metrics = write_evaluation(out / dev_name, p.task, preds, p.eval_ds, p.labels,
+                                   multi_label=p.multi_label, title=f"Dev evaluation of {out.name}")
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": out.name,
+        "task": c.task,
+        "labels": p.labels if c.task != "qa" else [],
+        "multi_label": p.multi_label,
+        "max_length": p.hp["max_length"],
+        "stride": c.stride,
+        "base_model": {"name": p.base.name, "model_id": p.base.spec.model_id if p.base.spec else str(p.base.path)},
+        "method": c.method,
+        "config": c.to_json(),
+        "resolved": {**p.hp, "precision": "bf16" if bf16 else "fp32"},
+        "data": {"train": _fingerprint(p.train_ds), **({"eval": _fingerprint(p.eval_ds)} if p.eval_ds else {})},
+        "metrics": {"dev": {k: v for k, v in (metrics or {}).items() if not isinstance(v, dict)}} if metrics else {},
+        "training": {
+            "steps": trainer.state.global_step,
+            "epochs": round(float(trainer.state.epoch or 0), 3),
+            "train_seconds": round(train_seconds, 2),
+            "train_examples_per_second": round(float(result.metrics.get("train_samples_per_second", 0.0)), 2),
+            "wall_seconds": round(time.time() - t_start, 2),
+            "final_loss": round(float(result.training_loss), 5),
+            "best_step": _best_step(trainer),
+            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+            "parameters": n_params,
+            "trainable_parameters": n_trainable,
+        },
+        "versions": _versions(),
+        "created_at": _now(),
+    }
+    _finalize(trainer.model, p.tokenizer, out, manifest, keep_checkpoints=c.keep_checkpoints)
+    return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
+
+
+def _best_step(trainer: Any) -> int | None:
+    best = trainer.state.best_model_checkpoint
+    if not best:
+        return None
+    try:
+        return int(Path(best).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _safe_name(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s) or "data"
+
+
+def _finalize(model: Any, tokenizer: Any, out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> None:
+    """Write weights and tokenizer through a staging folder, then the manifest last: the run is complete
+    exactly when ``tuneforge.json`` exists."""
+    staging = out / ".final.partial"
+    with storage_errors(out):
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        for f in staging.iterdir():
+            os.replace(f, out / f.name)
+        staging.rmdir()
+        atomic_write_json(out / MANIFEST, manifest)
+        (out / RUN_CONFIG).unlink(missing_ok=True)
+        if not keep_checkpoints:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny BERT built in-process (seconds to train), and the shared datasets when present."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("TUNEFORGE_SHARED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_datasets() -> Path:
+    d = shared_dir() / "datasets"
+    if not d.is_dir():
+        pytest.skip(f"needs the shared datasets at {d} (set TUNEFORGE_SHARED_DIR to the folder holding datasets/)")
+    return d
+
+
+def make_tiny_bert(dest: Path) -> Path:
+    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer over tests/assets/vocab.txt, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    vocab = (ASSETS / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(v for v in vocab if v)}, do_lower_case=True)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(str(dest), safe_serialization=True)
+    tok.save_pretrained(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cls_rows() -> list[dict]:
+    good = ["a good movie", "great fun film", "i love this film", "very good", "a great film", "good fun"]
+    bad = ["a bad movie", "awful and boring", "i hate this film", "very bad", "not good", "boring film"]
+    return [{"text": t, "label": "positive"} for t in good] + [{"text": t, "label": "negative"} for t in bad]
+
+
+@pytest.fixture
+def ner_rows() -> list[dict]:
+    return [
+        {"tokens": ["john", "lives", "in", "paris"], "tags": ["B-PER", "O", "O", "B-LOC"]},
+        {"tokens": ["mary", "works", "at", "acme", "corp"], "tags": ["B-PER", "O", "O", "B-ORG", "I-ORG"]},
+        {"tokens": ["he", "visited", "london"], "tags": ["O", "O", "B-LOC"]},
+        {"tokens": ["张", "三", "在", "北", "京"], "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]},
+    ] * 3
+
+
+@pytest.fixture
+def qa_rows() -> list[dict]:
+    ctx = "paris is the capital of france. berlin is the capital of germany. the river in london is long."
+    qs = [("what is the capital of france?", "paris"), ("what is the capital of germany?", "berlin"),
+          ("where is the river?", "london")]
+    return [{"id": f"q{i}", "title": "t", "context": ctx, "question": q,
+             "answers": {"text": [a], "answer_start": [ctx.index(a)]}} for i, (q, a) in enumerate(qs)] * 3

@@ -1,0 +1,319 @@
+"""Readers: every format, line numbers, encodings and the problems they report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneforge.data import FORMATS, detect_format, fingerprint, fingerprint_examples, load_dataset, read_rows
+from tuneforge.errors import ConfigError, DataError
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_bytes(content.encode("utf-8"))
+    return path
+
+
+def problems_of(exc: pytest.ExceptionInfo[DataError]) -> list:
+    return exc.value.problems
+
+
+# --- JSON Lines ----------------------------------------------------------------------------------------------
+
+
+def test_malformed_jsonl_names_line_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.jsonl", '{"text": "fine", "label": "positive"}\n{"text": "oops" "label": 1}\n')
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert problem.line == 2
+    assert problem.file == str(path)
+    assert problem.message == "line 2 is not valid JSON: Expecting ',' delimiter (column 17)"
+    assert f"{path}:2" in str(exc.value)
+
+
+def test_jsonl_skips_blank_lines_and_keeps_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "ok.jsonl", '\n{"a": 1}\n\n  \n{"a": 2}\r\n{"a": "x\u2028y"}\n')
+    fmt, rows = read_rows(path)
+    assert fmt == "jsonl"
+    assert [r.line for r in rows] == [2, 5, 6]
+    assert [r.data["a"] for r in rows] == [1, 2, "x\u2028y"]  # U+2028 is data, not a line break
+
+
+def test_jsonl_collects_every_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.jsonl", '{"a": 1}\n[1, 2]\n{"a": 3}\n"text"\n{broken\n')
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    problems = problems_of(exc)
+    assert [p.line for p in problems] == [2, 4, 5]
+    assert "array, not an object" in problems[0].message
+    assert "string, not an object" in problems[1].message
+
+
+def test_pretty_json_saved_as_jsonl_is_one_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.jsonl", json.dumps([{"text": "a"}, {"text": "b"}], indent=2))
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert "not JSON Lines" in problem.message
+    assert "--format json" in (problem.hint or "")
+
+
+# --- CSV / TSV -----------------------------------------------------------------------------------------------
+
+
+def test_csv_quoted_multiline_field_keeps_record_start_lines(tmp_path: Path) -> None:
+    content = 'text,label\n"first line\nsecond line, with a comma",pos\nplain,neg\n\n"say ""hi""",pos\n'
+    path = write(tmp_path, "data.csv", content)
+    fmt, rows = read_rows(path)
+    assert fmt == "csv"
+    assert [r.line for r in rows] == [2, 4, 6]
+    assert rows[0].data == {"text": "first line\nsecond line, with a comma", "label": "pos"}
+    assert rows[2].data["text"] == 'say "hi"'
+
+
+def test_csv_crlf_line_endings(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", 'text,label\r\n"a\r\nb",x\r\nc,y\r\n')
+    _, rows = read_rows(path)
+    assert [r.line for r in rows] == [2, 4]
+    assert rows[1].data == {"text": "c", "label": "y"}
+
+
+def test_csv_wrong_field_count_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "text,label\ngood,pos\nhello, world,neg\nshort\n")
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    problems = problems_of(exc)
+    assert [p.line for p in problems] == [3, 4]
+    assert "has 3 field(s) but the header (line 1) has 2" in problems[0].message
+    assert "quotes" in (problems[0].hint or "")
+
+
+def test_tsv(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.tsv", "sentence\tlabel\nit, is good\t1\n\nbad one\t0\n")
+    fmt, rows = read_rows(path)
+    assert fmt == "tsv"
+    assert [(r.line, r.data) for r in rows] == [(2, {"sentence": "it, is good", "label": "1"}),
+                                               (4, {"sentence": "bad one", "label": "0"})]
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "bom.csv", b"\xef\xbb\xbftext,label\nhi,x\n")
+    _, rows = read_rows(path)
+    assert rows[0].data == {"text": "hi", "label": "x"}
+
+
+def test_duplicate_header_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "dup.csv", "text,text\na,b\n")
+    with pytest.raises(DataError, match="names the column 'text' twice"):
+        read_rows(path)
+
+
+# --- CoNLL ---------------------------------------------------------------------------------------------------
+
+
+def test_conll_with_docstart_and_blank_lines(tmp_path: Path) -> None:
+    content = (
+        "-DOCSTART- -X- -X- O\n"
+        "\n"
+        "EU NNP B-NP B-ORG\n"
+        "rejects VBZ B-VP O\n"
+        "\n"
+        "\n"
+        "Peter NNP B-NP B-PER\n"
+        "Blackburn NNP I-NP I-PER\n"
+        "-DOCSTART- -X- -X- O\n"
+        "BRUSSELS\tB-LOC\n"
+    )
+    path = write(tmp_path, "data.conll", content)
+    fmt, rows = read_rows(path)
+    assert fmt == "conll"
+    assert [r.line for r in rows] == [3, 7, 10]
+    assert rows[0].data == {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}
+    assert rows[1].data == {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]}
+    assert rows[2].data == {"tokens": ["BRUSSELS"], "tags": ["B-LOC"]}
+
+
+def test_conll_single_column_file_has_no_tags(tmp_path: Path) -> None:
+    path = write(tmp_path, "input.txt", "我\n爱\n\n北\n京\n")
+    _, rows = read_rows(path)
+    assert [r.data for r in rows] == [{"tokens": ["我", "爱"]}, {"tokens": ["北", "京"]}]
+
+
+def test_conll_keeps_full_width_space_token(tmp_path: Path) -> None:
+    path = write(tmp_path, "zh.bio", "你 O\n\u3000 O\n好 O\n")
+    _, rows = read_rows(path)
+    assert rows[0].data["tokens"] == ["你", "\u3000", "好"]
+
+
+def test_conll_missing_tag_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.iob", "EU B-ORG\nrejects\n\nok O\n")
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert problem.line == 2
+    assert "('rejects') but no tag" in problem.message
+
+
+# --- JSON and SQuAD ------------------------------------------------------------------------------------------
+
+SQUAD = """{
+  "version": "1.1",
+  "data": [
+    {
+      "title": "Normans",
+      "paragraphs": [
+        {
+          "context": "The Normans were in France.",
+          "qas": [
+            {"id": "q1", "question": "Who was in France?",
+             "answers": [{"text": "The Normans", "answer_start": 0}]},
+            {
+              "question": "Where were they?",
+              "id": "q2",
+              "answers": [{"text": "France", "answer_start": 20}, {"text": "in France", "answer_start": 17}]
+            }
+          ]
+        }
+      ]
+    },
+    {"title": "Other", "paragraphs": [{"context": "x \\"y\\" z", "qas": [
+      {"id": "q3", "question": "what?", "answers": [{"text": "z", "answer_start": 8}]}]}]}
+  ]
+}
+"""
+
+
+def test_squad_json_is_flattened_with_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "squad.json", SQUAD)
+    fmt, rows = read_rows(path)
+    assert fmt == "squad"
+    assert [r.line for r in rows] == [10, 12, 22]
+    assert rows[1].data == {
+        "id": "q2", "title": "Normans", "context": "The Normans were in France.", "question": "Where were they?",
+        "answers": {"text": ["France", "in France"], "answer_start": [20, 17]},
+    }
+    assert rows[2].data["context"] == 'x "y" z'
+
+
+def test_explicit_squad_format_rejects_a_list(tmp_path: Path) -> None:
+    path = write(tmp_path, "list.json", '[{"a": 1}]')
+    with pytest.raises(DataError, match="not a SQuAD file"):
+        read_rows(path, format="squad")
+
+
+def test_json_list_of_objects_with_line_numbers(tmp_path: Path) -> None:
+    content = '[\n  {"text": "a, [b]", "label": "x"},\n\n  {\n    "text": "{c}",\n    "label": "y"\n  }\n]\n'
+    path = write(tmp_path, "data.json", content)
+    fmt, rows = read_rows(path)
+    assert fmt == "json"
+    assert [(r.line, r.data["text"]) for r in rows] == [(2, "a, [b]"), (4, "{c}")]
+
+
+def test_json_object_wrapping_a_list_of_records(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.json", '{"version": 2,\n "data": [\n  {"text": "a"},\n  {"text": "b"}\n]}\n')
+    fmt, rows = read_rows(path)
+    assert fmt == "json"
+    assert [(r.line, r.data) for r in rows] == [(3, {"text": "a"}), (4, {"text": "b"})]
+
+
+def test_csv_with_only_a_header_holds_no_records(tmp_path: Path) -> None:
+    path = write(tmp_path, "header.csv", "text,label\n")
+    assert read_rows(path) == ("csv", [])
+    with pytest.raises(DataError, match="holds no records"):
+        load_dataset(path, "classification")
+
+
+def test_json_file_holding_json_lines_is_read_as_jsonl(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.json", '{"text": "a"}\n{"text": "b"}\n')
+    fmt, rows = read_rows(path)
+    assert fmt == "jsonl"
+    assert [r.line for r in rows] == [1, 2]
+
+
+def test_invalid_json_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.json", '[\n  {"text": "a"},\n  {"text": }\n]')
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    assert problems_of(exc)[0].line == 3
+
+
+# --- encodings, missing and empty files ----------------------------------------------------------------------
+
+
+def test_gbk_file_gets_a_utf8_hint_naming_the_line(tmp_path: Path) -> None:
+    content = "text,label\n这家酒店很好,positive\n服务太差了,negative\n".encode("gbk")
+    path = write(tmp_path, "zh.csv", content)
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert problem.line == 2
+    assert "byte offset 11" in problem.message
+    assert "save the file as UTF-8" in (problem.hint or "")
+    assert "iconv -f GBK -t UTF-8" in (problem.hint or "")
+    assert "Chinese" in (problem.hint or "")
+
+
+def test_latin1_file_is_not_mistaken_for_gbk(tmp_path: Path) -> None:
+    path = write(tmp_path, "fr.jsonl", '{"text": "ok"}\n{"text": "café crème"}\n'.encode("latin-1"))
+    with pytest.raises(DataError) as exc:
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert problem.line == 2
+    assert "GBK" not in (problem.hint or "")
+    assert "-t UTF-8" in (problem.hint or "")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "empty.jsonl", "\n  \n")
+    with pytest.raises(DataError, match="the file is empty"):
+        read_rows(path)
+
+
+def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        read_rows(tmp_path / "nope.jsonl")
+    assert "file not found" in str(exc.value)
+    assert not isinstance(exc.value, FileNotFoundError)
+    with pytest.raises(DataError, match="file not found"):
+        fingerprint(tmp_path / "nope.jsonl")
+
+
+def test_format_detection_and_unknown_formats(tmp_path: Path) -> None:
+    assert [detect_format(f"x{ext}") for ext in (".jsonl", ".ndjson", ".json", ".CSV", ".tsv", ".txt", ".bio")] == [
+        "jsonl", "jsonl", "json", "csv", "tsv", "conll", "conll"]
+    assert set(FORMATS) == {"jsonl", "json", "csv", "tsv", "conll", "squad"}
+    with pytest.raises(DataError, match="--format"):
+        read_rows(write(tmp_path, "data.dat", "x"))
+    with pytest.raises(ConfigError, match="unknown format 'xml'"):
+        read_rows(write(tmp_path, "data.jsonl", "{}"), format="xml")
+    # An explicit format wins over the extension.
+    _, rows = read_rows(write(tmp_path, "data.dat", "text\tlabel\na\tb\n"), format="tsv")
+    assert rows[0].data == {"text": "a", "label": "b"}
+
+
+# --- fingerprints --------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_of_file_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.jsonl", '{"a": 1}\n')
+    assert fingerprint(path) == "sha256:" + hashlib.sha256(b'{"a": 1}\n').hexdigest()
+    before = fingerprint(path)
+    path.write_bytes(b'{"a": 2}\n')
+    assert fingerprint(path) != before
+
+
+def test_fingerprint_of_examples_is_canonical() -> None:
+    a = [{"text": "héllo", "label": "x"}, {"text": "b", "label": None}]
+    b = [{"label": "x", "text": "héllo"}, {"label": None, "text": "b"}]
+    assert fingerprint_examples(a) == fingerprint_examples(b)
+    assert fingerprint_examples(a).startswith("sha256:")
+    assert fingerprint_examples(a) != fingerprint_examples(a[::-1])
+    assert fingerprint_examples(a) != fingerprint_examples([{"text": "héllo", "label": "y"}, a[1]])

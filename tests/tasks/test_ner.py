@@ -1,0 +1,44 @@
+import numpy as np
+
+from tuneforge.tasks import get_task
+
+
+def test_ner_labels_only_first_subword_and_decodes_char_spans(tiny_bert, ner_rows):
+    from transformers import AutoTokenizer
+
+    task = get_task("ner")
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    labels = task.label_list(ner_rows, False)
+    assert labels == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    ex = {"tokens": ["johnny", "lives", "in", "paris"], "tags": ["B-PER", "O", "O", "B-LOC"]}
+    enc = task.encode([ex], tok, labels, max_length=64)
+    feat, first = enc.features[0], enc.meta[0]["first"]
+    assert len(first) == 4
+    assigned = [i for i, v in enumerate(feat["labels"]) if v != -100]
+    assert assigned == first  # sub-words after the first one are ignored by the loss
+    assert len(tok.tokenize("johnny")) > 1
+    # logits that say PER on johnny and LOC on paris decode to character spans of the joined text
+    n = len(feat["input_ids"])
+    logits = np.zeros((n, len(labels)))
+    logits[:, 0] = 1
+    logits[first[0], labels.index("B-PER")] = 5
+    logits[first[3], labels.index("B-LOC")] = 5
+    pred = task.decode([(logits,)], enc, [ex], labels)[0]
+    assert [(e["type"], e["text"], e["start"], e["end"]) for e in pred["entities"]] == [
+        ("PER", "johnny", 0, 6), ("LOC", "paris", 16, 21)]
+    scores = task.score([pred], [ex], labels)
+    assert scores["f1"] == 1.0 and set(scores["per_class"]) == {"PER", "LOC"}
+
+
+def test_ner_truncated_words_are_predicted_O(tiny_bert):
+    from transformers import AutoTokenizer
+
+    task = get_task("ner")
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    ex = {"tokens": ["good"] * 40 + ["paris"], "tags": ["O"] * 40 + ["B-LOC"]}
+    labels = ["O", "B-LOC", "I-LOC"]
+    enc = task.encode([ex], tok, labels, max_length=16)
+    assert enc.truncated == 1
+    n = len(enc.features[0]["input_ids"])
+    pred = task.decode([(np.zeros((n, 3)),)], enc, [ex], labels)[0]
+    assert len(pred["tags"]) == 41 and pred["tags"][-1] == "O"
