@@ -134,6 +134,8 @@ def test_unknown_label_with_did_you_mean(tmp_path: Path) -> None:
 def test_label_set_becomes_the_label_space(tmp_path: Path) -> None:
     ds = load_dataset(jsonl(tmp_path, [{"text": "a", "label": "b"}]), "classification", label_set=["c", "b", "a"])
     assert ds.labels == ["a", "b", "c"]
+    csv_path = text_file(tmp_path, "ids.csv", "text,label\nx,1\ny,0\n")
+    assert load_dataset(csv_path, "classification", label_set=[0, 1, 2]).labels == ["0", "1", "2"]  # type: ignore[list-item]
 
 
 def test_min_classes(tmp_path: Path) -> None:

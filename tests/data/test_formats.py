@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -311,8 +312,8 @@ def test_fingerprint_of_file_bytes(tmp_path: Path) -> None:
 
 
 def test_fingerprint_of_examples_is_canonical() -> None:
-    a = [{"text": "héllo", "label": "x"}, {"text": "b", "label": None}]
-    b = [{"label": "x", "text": "héllo"}, {"label": None, "text": "b"}]
+    a: list[dict[str, Any]] = [{"text": "héllo", "label": "x"}, {"text": "b", "label": None}]
+    b: list[dict[str, Any]] = [{"label": "x", "text": "héllo"}, {"label": None, "text": "b"}]
     assert fingerprint_examples(a) == fingerprint_examples(b)
     assert fingerprint_examples(a).startswith("sha256:")
     assert fingerprint_examples(a) != fingerprint_examples(a[::-1])

@@ -151,7 +151,9 @@ def load_dataset(
     warnings: list[DataProblem] = []
     multi = False
     if task == "classification":
-        examples, lines, labels, multi = _load_classification(ctx, label_set, multi_label, label_separator, min_classes)
+        # The same spelling rules as the file's labels, so label_set=[0, 1] matches labels 0/1 read from a CSV.
+        known = [_scalar_label(x) for x in label_set] if label_set is not None else None
+        examples, lines, labels, multi = _load_classification(ctx, known, multi_label, label_separator, min_classes)
     elif task == "ner":
         examples, lines, labels = _load_ner(ctx, label_set, strict_bio, warnings)
     else:
