@@ -77,13 +77,16 @@ def data_check(
     context_column: ContextCol = None, answers_column: AnswersCol = None, fmt: FormatOpt = None,
     multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
                                                      help="Several labels per example (default: detect).")] = None,
+    lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
 ) -> None:
     """Validate a data file and summarize it. Every problem is listed with its file, line and field."""
     from tuneforge.data import load_dataset
 
     cols = _columns(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                     tags=tags_column, question=question_column, context=context_column, answers=answers_column)
-    ds = load_dataset(file, task, columns=cols, format=fmt, multi_label=multi_label)
+    ds = load_dataset(file, task, columns=cols, format=fmt, multi_label=multi_label, strict_bio=not lenient_bio)
+    for w in ds.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
     out.print(f"[green]OK[/] {file}: {len(ds)} {task} examples ({ds.format}), fingerprint {ds.fingerprint}")
     if task == "classification":
         counts: Counter[str] = Counter()
@@ -129,7 +132,7 @@ def data_clean(
     cols = _columns(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                     tags=tags_column)
     with err.status("Cleaning..."):
-        ds = load_dataset(file, task, columns=cols, format=fmt, require_labels=False)
+        ds = load_dataset(file, task, columns=cols, format=fmt, require_labels=False, allow_empty=True)
         opts = CleanOptions(min_chars=min_chars, max_chars=max_chars, near_threshold=near_threshold,
                             near_dedupe=not no_near_dedupe, strip_html=not no_html, lowercase=lowercase)
         cleaned, report = clean_dataset(ds, opts)
@@ -188,9 +191,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="A YAML file with these options (flags override it).")]
     = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the training data (default 3).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: by model size, 1e-4 "
-                                                          "for minilm).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per step (default 16; 32 from 5k examples).")]
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: by model and data "
+                                                          "size; for minilm 2e-4 under 1,000 examples, else 1e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step (default: 8 under 1,000 examples, 16, or 32 from 5,000 for classification).")]
     = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per input (default 256; 384 for QA).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 42).")] = None,
@@ -209,6 +212,7 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (default 0).")] = None,
     multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
                                                      help="Several labels per example (default: detect).")] = None,
+    lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
     text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
     tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
     context_column: ContextCol = None, answers_column: AnswersCol = None,
@@ -231,6 +235,8 @@ def train(
                  dropout=dropout, label_smoothing=label_smoothing, multi_label=multi_label)
     if keep_checkpoints:
         flags["keep_checkpoints"] = True
+    if lenient_bio:
+        flags["lenient_bio"] = True
     values.update({k: v for k, v in flags.items() if v is not None})
     col_flags = dict(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                      tags=tags_column, question=question_column, context=context_column, answers=answers_column)
@@ -281,6 +287,7 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="Report folder name: eval-<name> (default: the file's name).")]
     = None,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 64,
+    lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
     text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
     tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
     context_column: ContextCol = None, answers_column: AnswersCol = None,
@@ -297,6 +304,7 @@ def evaluate(
     with Progress(console=err, transient=True) as progress:
         tid = progress.add_task("Evaluating", total=None)
         metrics, folder = evaluate_run(run, data, name=name, columns=cols, batch_size=batch_size,
+                                       strict_bio=not lenient_bio,
                                        on_start=lambda n: progress.update(tid, total=n),
                                        on_batch=lambda n: progress.advance(tid, n))
     _print_metrics(metrics, f"Metrics on {data.name}")
@@ -359,8 +367,23 @@ def predict(
 
 
 # ------------------------------------------------------------------------------------------------------- main
+def _register_extensions() -> None:
+    """Command groups that live beside the services they drive (serve/worker/admin, solutions ...)."""
+    import importlib
+
+    for module in ("tuneforge.cli_service",):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
 def main() -> None:
     """Entry point: domain errors become a short message and exit code 2, never a traceback."""
+    _register_extensions()
     try:
         app(standalone_mode=False)
     except TuneforgeError as e:

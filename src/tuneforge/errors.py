@@ -9,7 +9,20 @@ one-paragraph message (never a traceback) and, later, the API maps them to HTTP 
     ├── ModelNotFoundError   an unknown base model or a missing model package
     ├── ModelFormatError     a model file that is not what it claims to be
     ├── RunError             a run folder that is missing, incomplete or already used
-    └── StorageError         the disk is full or a path cannot be written
+    ├── StorageError         the disk is full or a path cannot be written
+    └── ServiceError         a request to the service (API, job queue, admin CLI) cannot be honoured
+        ├── InvalidRequestError    a bad value or a state that does not allow the operation
+        ├── AuthError              no API key, or an unknown or revoked one
+        ├── PermissionDeniedError  the key lacks the scope, the trial ended, the object is not yours to change
+        ├── NotFoundError          no such object for this tenant (another tenant's objects are not found either)
+        ├── ConflictError          the object is in use, or a request with the same Idempotency-Key is running
+        ├── IdempotencyError       an Idempotency-Key reused with a different request
+        ├── PayloadTooLargeError   an upload over the size limit
+        └── QuotaExceededError     a plan limit (concurrent jobs, trained tokens, storage) is reached
+            └── RateLimitError     too many requests in the current minute
+
+The API maps each ServiceError (and ConfigError, DataError, ...) to an HTTP status in one table in
+``tuneforge.api.errors``; ``code`` and ``param`` travel into the OpenAI-style error body.
 """
 
 from __future__ import annotations
@@ -17,12 +30,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AuthError",
     "ConfigError",
+    "ConflictError",
     "DataError",
     "DataProblem",
+    "IdempotencyError",
+    "InvalidRequestError",
     "ModelFormatError",
     "ModelNotFoundError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
     "RunError",
+    "ServiceError",
     "StorageError",
     "TuneforgeError",
 ]
@@ -96,3 +119,80 @@ class RunError(TuneforgeError):
 
 class StorageError(TuneforgeError):
     """Writing to disk failed (disk full, permission denied)."""
+
+
+class ServiceError(TuneforgeError):
+    """A request to the service cannot be honoured. ``code`` is a stable machine-readable reason and ``param``
+    the request field at fault (both go into the API's error body)."""
+
+    default_code: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code or self.default_code
+        self.param = param
+
+
+class InvalidRequestError(ServiceError):
+    """A bad value in a request, or an object whose state does not allow the operation."""
+
+    default_code = "invalid_request"
+
+
+class AuthError(ServiceError):
+    """No API key, or one that is unknown or revoked."""
+
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(ServiceError):
+    """The key lacks the scope for the operation, the tenant's trial ended, or the object cannot be changed."""
+
+    default_code = "permission_denied"
+
+
+class NotFoundError(ServiceError):
+    """No such object for this tenant; another tenant's objects are reported exactly like missing ones."""
+
+    default_code = "not_found"
+
+
+class ConflictError(ServiceError):
+    """The object is in use, or a request with the same Idempotency-Key is still being processed."""
+
+    default_code = "conflict"
+
+
+class IdempotencyError(ServiceError):
+    """An Idempotency-Key was reused with a different request body or endpoint."""
+
+    default_code = "idempotency_key_reused"
+
+
+class PayloadTooLargeError(ServiceError):
+    """An upload larger than the configured limit."""
+
+    default_code = "file_too_large"
+
+
+class QuotaExceededError(ServiceError):
+    """A plan limit is reached. ``resource`` names the limit (``requests``, ``tokens``, ``jobs``, ``storage``);
+    ``limit``/``remaining``/``reset_seconds`` feed the ``x-ratelimit-*`` and ``retry-after`` headers."""
+
+    default_code = "quota_exceeded"
+
+    def __init__(self, message: str, *, resource: str, limit: int, remaining: int = 0,
+                 reset_seconds: float | None = None, code: str | None = None, param: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, code=code, param=param, hint=hint)
+        self.resource = resource
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_seconds = reset_seconds
+
+
+class RateLimitError(QuotaExceededError):
+    """Too many requests in the current window."""
+
+    default_code = "rate_limit_exceeded"

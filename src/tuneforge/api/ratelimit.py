@@ -1,0 +1,60 @@
+"""Requests-per-minute limits: a small interface, and an in-memory implementation for one server process.
+
+Several API processes behind a load balancer would each count separately; a shared implementation (the
+database or Redis) can replace :class:`MemoryRateLimiter` behind the same ``hit``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Decision", "MemoryRateLimiter", "RateLimiter"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, limit: int) -> Decision: ...
+
+
+class MemoryRateLimiter:
+    """A sliding window of one minute, approximated from the current and previous fixed windows (the
+    Cloudflare/Redis-cell method): smooth at window edges, O(1) memory per key."""
+
+    def __init__(self, window_seconds: float = 60.0, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+        self.window = window_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int, int]] = {}  # key -> (window index, count, previous count)
+
+    def hit(self, key: str, limit: int) -> Decision:
+        now = self.clock()
+        idx = int(now // self.window)
+        elapsed = now - idx * self.window
+        with self._lock:
+            w, count, prev = self._counts.get(key, (idx, 0, 0))
+            if w != idx:
+                prev = count if w == idx - 1 else 0
+                count = 0
+            weight = 1.0 - elapsed / self.window
+            used = prev * weight + count
+            if used + 1 > limit:
+                self._counts[key] = (idx, count, prev)
+                # when enough of the previous window has slid out for one more request
+                need = used + 1 - limit
+                wait = (need / prev * self.window) if prev else self.window - elapsed
+                return Decision(False, limit, 0, max(0.001, min(wait, self.window - elapsed + self.window)))
+            count += 1
+            self._counts[key] = (idx, count, prev)
+            remaining = max(0, math.floor(limit - (used + 1)))
+            return Decision(True, limit, remaining, self.window - elapsed)

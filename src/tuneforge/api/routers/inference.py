@@ -1,0 +1,69 @@
+"""/v1/predict and /v1/embeddings: served from the model cache through the micro-batcher."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter
+
+from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep
+from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
+from tuneforge.errors import InvalidRequestError
+from tuneforge.jobs.service import available_base_models
+
+router = APIRouter(tags=["inference"])
+
+
+def _check_count(n: int, limit: int, param: str) -> None:
+    if n > limit:
+        raise InvalidRequestError(f"{param}: at most {limit} inputs per request, got {n}; split them.", param=param,
+                                  code="too_many_inputs")
+
+
+@router.post("/predict", response_model=PredictPublic, summary="Predict with a fine-tuned model")
+def predict(body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
+            settings: SettingsDep) -> PredictPublic:
+    _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
+    m = models.get(body.model)
+    path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
+    models.session.close()  # hold no database connection during the forward pass
+    preds, tokens = state.inference.predict(model_id, path, body.inputs)
+    state.meter.add(principal.tenant_id, "predicted_tokens", tokens, model=model_id)
+    return PredictPublic(model=model_id, task=task, data=[{"index": i, **p} for i, p in enumerate(preds)],
+                         usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+def _encoder_path(name: str, settings: SettingsDep) -> Path:
+    from tuneforge.models.registry import resolve_base_model
+
+    if name not in available_base_models(settings):
+        raise InvalidRequestError(f"model: '{name}' is not an embedding model here (available: "
+                                  f"{', '.join(available_base_models(settings))}).", param="model",
+                                  code="model_not_found")
+    if name in settings.base_models:
+        return Path(settings.base_models[name])
+    return resolve_base_model(name, settings.cache_dir).path
+
+
+@router.post("/embeddings", response_model=EmbeddingsPublic, summary="Embed texts with a base encoder")
+def embeddings(body: EmbeddingCreate, principal: PredictPrincipal, state: StateDep,
+               settings: SettingsDep) -> EmbeddingsPublic:
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InvalidRequestError("input: a string or a list of strings (token arrays are not supported)",
+                                  param="input", code="invalid_input")
+    _check_count(len(texts), settings.max_predict_inputs, "input")
+    path = _encoder_path(body.model, settings)
+    vectors, tokens = state.inference.embed(body.model, path, texts)
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise InvalidRequestError(f"dimensions: {body.model} gives {len(vectors[0])}-dimensional vectors; it cannot "
+                                  f"give {body.dimensions}.", param="dimensions", code="invalid_value")
+    state.meter.add(principal.tenant_id, "embedded_tokens", tokens, model=body.model)
+    data = []
+    for i, v in enumerate(vectors):
+        vec = np.asarray(v, dtype="<f4")
+        emb: object = base64.b64encode(vec.tobytes()).decode() if body.encoding_format == "base64" else vec.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return EmbeddingsPublic(data=data, model=body.model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))

@@ -1,0 +1,95 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from tuneforge.api.deps import IdempotencyKey, Jobs, SessionDep, SettingsDep, TrainPrincipal
+from tuneforge.api.idempotency import fingerprint, idempotent
+from tuneforge.api.schemas import CheckpointPublic, EventPublic, JobCreate, JobPublic, ListPublic
+from tuneforge.errors import ConfigError, InvalidRequestError
+from tuneforge.jobs.service import JobRequest, cancel_job, create_job, pause_job, resume_job
+from tuneforge.store.models import Job
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+_KNOWN = set(JobCreate.model_fields)
+
+
+def _to_request(body: JobCreate) -> JobRequest:
+    problems = []
+    method = body.method
+    if method is not None and method.type != "supervised":
+        raise InvalidRequestError(f"method.type: '{method.type}' is not available for encoder fine-tuning; use "
+                                  "'supervised'.", param="method.type", code="unsupported_method")
+    hp = body.hyperparameters
+    if method is not None and method.supervised is not None:
+        hp = method.supervised.hyperparameters
+    hyper = (hp.checked().model_dump() if hp is not None else {})
+    if body.integrations:
+        problems.append("integrations: not supported")
+    meta = body.metadata or {}
+    if len(meta) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in meta.items()):
+        problems.append("metadata: at most 16 pairs, keys up to 64 and values up to 512 characters")
+    task = meta.get("task")
+    if not task:
+        problems.append("metadata.task: required: the encoder task to train (classification, ner or qa)")
+    if problems:
+        raise ConfigError(problems, hint="Fix these fields of the request.")
+    options = {k: v for k, v in (body.model_extra or {}).items() if k not in _KNOWN}
+    return JobRequest(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+                      task=str(task), hyperparameters=hyper, options=options, suffix=body.suffix, seed=body.seed,
+                      metadata=body.metadata)
+
+
+@router.post("", response_model=JobPublic, summary="Create a fine-tuning job")
+def create(body: JobCreate, principal: TrainPrincipal, session: SessionDep, settings: SettingsDep,
+           idempotency_key: IdempotencyKey = None) -> object:
+    req = _to_request(body)
+    return idempotent(session, tenant_id=principal.tenant_id, key=idempotency_key,
+                      endpoint="POST /v1/fine_tuning/jobs", request_hash=fingerprint(body.model_dump(mode="json")),
+                      create=lambda: JobPublic.of(create_job(session, principal=principal, settings=settings,
+                                                             req=req)))
+
+
+@router.get("", response_model=ListPublic, summary="List fine-tuning jobs")
+def list_jobs(jobs: Jobs, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+              status: str | None = None) -> ListPublic:
+    page = jobs.list(after=after, limit=limit, where=(Job.status == status) if status else None)
+    return ListPublic.of([JobPublic.of(j) for j in page.data], page.has_more)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=JobPublic, summary="Retrieve a fine-tuning job")
+def retrieve(fine_tuning_job_id: str, jobs: Jobs) -> JobPublic:
+    return JobPublic.of(jobs.get(fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=JobPublic, summary="Cancel a fine-tuning job")
+def cancel(fine_tuning_job_id: str, principal: TrainPrincipal, session: SessionDep) -> JobPublic:
+    return JobPublic.of(cancel_job(session, tenant_id=principal.tenant_id, job_id=fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=JobPublic, summary="Pause a fine-tuning job")
+def pause(fine_tuning_job_id: str, principal: TrainPrincipal, session: SessionDep) -> JobPublic:
+    return JobPublic.of(pause_job(session, tenant_id=principal.tenant_id, job_id=fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=JobPublic, summary="Resume a paused fine-tuning job")
+def resume(fine_tuning_job_id: str, principal: TrainPrincipal, session: SessionDep) -> JobPublic:
+    return JobPublic.of(resume_job(session, principal=principal, job_id=fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=ListPublic, summary="List a job's events")
+def events(fine_tuning_job_id: str, jobs: Jobs, after: str | None = None,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> ListPublic:
+    page = jobs.events(fine_tuning_job_id, after=after, limit=limit)
+    return ListPublic.of([EventPublic.of(e) for e in page.data], page.has_more)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=ListPublic, summary="List a job's checkpoints")
+def checkpoints(fine_tuning_job_id: str, jobs: Jobs, after: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=100)] = 10) -> ListPublic:
+    page = jobs.checkpoints(fine_tuning_job_id, after=after, limit=limit)
+    return ListPublic.of([CheckpointPublic.of(c) for c in page.data], page.has_more)

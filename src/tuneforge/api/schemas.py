@@ -1,0 +1,265 @@
+"""Request and response bodies, after the OpenAI API (``XCreate`` in, ``XPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.store.models import Checkpoint, File, Job, JobEvent, Model
+
+__all__ = ["CheckpointPublic", "EmbeddingCreate", "EmbeddingsPublic", "EventPublic", "FileDeleted", "FilePublic",
+           "Hyperparameters", "JobCreate", "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic",
+           "PredictCreate", "PredictPublic", "UsagePublic"]
+
+
+def _ts(t: datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp())
+
+
+class ListPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Any]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+    @classmethod
+    def of(cls, items: list[Any], has_more: bool = False) -> ListPublic:
+        ids = [getattr(x, "id", None) for x in items]
+        return cls(data=items, has_more=has_more, first_id=ids[0] if ids else None,
+                   last_id=ids[-1] if ids else None)
+
+
+# ------------------------------------------------------------------------------------------------------ files
+class FilePublic(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: str | None = None
+    expires_at: int | None = None
+
+    @classmethod
+    def of(cls, f: File) -> FilePublic:
+        return cls(id=f.id, bytes=f.bytes, created_at=_ts(f.created_at) or 0, filename=f.filename,
+                   purpose=f.purpose, status=f.status)
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+# ------------------------------------------------------------------------------------------------------- jobs
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: Literal["auto"] | int = Field("auto", description="Passes over the training data (1-1000).")
+    batch_size: Literal["auto"] | int = Field("auto", description="Examples per step.")
+    learning_rate_multiplier: Literal["auto"] | float = Field(
+        "auto", description="Scales TuneForge's learning rate for the base model's size.")
+
+    def checked(self) -> Hyperparameters:
+        from tuneforge.errors import ConfigError
+
+        problems = []
+        if isinstance(self.n_epochs, int) and not 1 <= self.n_epochs <= 1000:
+            problems.append(f"n_epochs: must be 1-1000 or 'auto', got {self.n_epochs}")
+        if isinstance(self.batch_size, int) and not 1 <= self.batch_size <= 4096:
+            problems.append(f"batch_size: must be 1-4096 or 'auto', got {self.batch_size}")
+        if isinstance(self.learning_rate_multiplier, float) and not 0 < self.learning_rate_multiplier <= 100:
+            problems.append(f"learning_rate_multiplier: must be in (0, 100] or 'auto', got "
+                            f"{self.learning_rate_multiplier}")
+        if problems:
+            raise ConfigError(problems, hint="Fix method.supervised.hyperparameters.")
+        return self
+
+
+class SupervisedIn(BaseModel):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class MethodIn(BaseModel):
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
+    supervised: SupervisedIn | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class JobCreate(BaseModel):
+    """POST /v1/fine_tuning/jobs. Extra fields are TuneForge training options (``max_length``,
+    ``learning_rate``, ``columns``, ``early_stopping_patience`` ... see ``tuneforge train --help``)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "model": "minilm", "training_file": "file-abc123", "metadata": {"task": "classification"},
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}}]})
+
+    model: str = Field(description="Base model (`GET /v1/models`) or one of your fine-tuned models.")
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = Field(None, description="Up to 16 string pairs; `task` chooses the encoder "
+                                                              "task: classification, ner or qa.")
+    method: MethodIn | None = None
+    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI: use method.")
+    integrations: list[dict[str, Any]] | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+def _hyperparameters(job: Job) -> dict[str, Any]:
+    hp = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    hp.update({k: v for k, v in (job.hyperparameters or {}).items() if k in hp})
+    return hp
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: dict[str, Any]
+    model: str
+    organization_id: str
+    result_files: list[str] = Field(default_factory=list)
+    seed: int
+    status: str
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[Any] = Field(default_factory=list)
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any]
+    user_provided_suffix: str | None = None
+    task: str
+    options: dict[str, Any] = Field(default_factory=dict, description="TuneForge training options of the job.")
+    attempt: int = 0
+    failed_attempts: int = 0
+
+    @classmethod
+    def of(cls, j: Job) -> JobPublic:
+        hp = _hyperparameters(j)
+        err = JobError(code=j.error_code, message=j.error_message or "", param=j.error_param) if j.error_code else None
+        return cls(id=j.id, created_at=_ts(j.created_at) or 0, error=err, fine_tuned_model=j.fine_tuned_model,
+                   finished_at=_ts(j.finished_at), hyperparameters=hp, model=j.base_model,
+                   organization_id=j.tenant_id, seed=j.seed, status=j.status, trained_tokens=j.trained_tokens,
+                   training_file=j.training_file_id, validation_file=j.validation_file_id, metadata=j.meta,
+                   method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+                   user_provided_suffix=j.suffix, task=j.task, options=j.options or {}, attempt=j.attempt,
+                   failed_attempts=j.failures)
+
+
+class EventPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None = None
+    type: str
+
+    @classmethod
+    def of(cls, e: JobEvent) -> EventPublic:
+        return cls(id=e.id, created_at=_ts(e.created_at) or 0, level=e.level, message=e.message, data=e.data,
+                   type=e.type)
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+    @classmethod
+    def of(cls, c: Checkpoint) -> CheckpointPublic:
+        return cls(id=c.id, created_at=_ts(c.created_at) or 0, fine_tuned_model_checkpoint=f"{c.job_id}:step-{c.step}",
+                   fine_tuning_job_id=c.job_id, metrics=c.metrics or {}, step_number=c.step)
+
+
+# ----------------------------------------------------------------------------------------------------- models
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    task: str | None = Field(None, description="classification, ner or qa; none for a base encoder.")
+    base_model: str | None = None
+    fine_tuning_job: str | None = None
+
+    @classmethod
+    def of(cls, m: Model, owner: str) -> ModelPublic:
+        return cls(id=m.id, created=_ts(m.created_at) or 0, owned_by=owner, task=m.task, base_model=m.base_model,
+                   fine_tuning_job=m.job_id)
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
+# -------------------------------------------------------------------------------------------------- inference
+class PredictCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "ft:minilm:acme:Ab12Cd34", "inputs": ["a delight from start to finish"]}]})
+    model: str = Field(description="A fine-tuned model id.")
+    inputs: list[str | dict[str, Any]] = Field(
+        min_length=1, description='Texts (classification, ner), {"text", "text_pair"} pairs, or '
+                                  '{"question", "context"} (qa).')
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class PredictPublic(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    task: str
+    data: list[dict[str, Any]]
+    usage: Usage
+
+
+class EmbeddingCreate(BaseModel):
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class EmbeddingsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    model: str
+    usage: Usage
+
+
+# ------------------------------------------------------------------------------------------------------ usage
+class UsagePublic(BaseModel):
+    object: Literal["usage"] = "usage"
+    tenant: str
+    plan: str
+    trial_ends_at: int | None
+    start: str
+    end: str
+    data: list[dict[str, Any]]
+    totals: dict[str, int]
+    quotas: dict[str, dict[str, int | None]]

@@ -1,0 +1,241 @@
+"""Fine-tuning jobs as the API and the CLI create and steer them (tenant-scoped through the repositories)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.errors import ConfigError, InvalidRequestError, NotFoundError, QuotaExceededError
+from tuneforge.jobs.queue import add_event
+from tuneforge.jobs.states import FINAL
+from tuneforge.settings import Settings
+from tuneforge.store.db import utcnow
+from tuneforge.store.ids import new_id
+from tuneforge.store.models import Job, Tenant
+from tuneforge.store.repositories import FileRepo, JobRepo, ModelRepo, UsageRepo
+from tuneforge.store.storage import Storage
+from tuneforge.store.tenants import Principal
+from tuneforge.store.usage import month_start
+
+__all__ = ["JobRequest", "available_base_models", "cancel_job", "create_job", "model_name", "pause_job",
+           "resolve_base_for_training", "resume_job"]
+
+#: TrainConfig fields a job sets itself; the rest may be passed as extra fields of the request
+RESERVED_OPTIONS = {"task", "data", "eval_data", "output", "base_model", "seed", "method"}
+_SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass
+class JobRequest:
+    """A validated POST /v1/fine_tuning/jobs body, in TuneForge's terms."""
+
+    model: str
+    training_file: str
+    validation_file: str | None
+    task: str
+    hyperparameters: dict[str, Any]
+    options: dict[str, Any]
+    suffix: str | None
+    seed: int | None
+    metadata: dict[str, str] | None
+
+
+def available_base_models(settings: Settings) -> list[str]:
+    """Base models tenants may fine-tune and embed with: installed registry models and the operator's."""
+    from tuneforge.models.registry import list_base_models
+
+    return [m.name for m in list_base_models() if m.installed] + sorted(settings.base_models)
+
+
+def _registry_name(name: str) -> str | None:
+    from tuneforge.models.registry import BASE_MODELS
+
+    low = name.lower()
+    for spec in BASE_MODELS.values():
+        if low == spec.name or low in (a.lower() for a in spec.aliases):
+            return spec.name
+    return None
+
+
+def resolve_base_for_training(session: Session, settings: Settings, storage: Storage, tenant_id: str,
+                              name: str) -> str:
+    """What ``train`` gets as ``base_model``: a registry name, or a folder (an operator's model or one of the
+    tenant's fine-tuned models). Tenants never name server paths."""
+    if name in settings.base_models:
+        return str(settings.base_models[name])
+    if name.startswith("ft:"):
+        return str(storage.local_path(ModelRepo(session, tenant_id).get(name).storage_key))
+    registry = _registry_name(name)
+    if registry is None:
+        raise InvalidRequestError(
+            f"The model '{name}' cannot be fine-tuned here (available: "
+            f"{', '.join(available_base_models(settings))}, or one of your fine-tuned models).",
+            code="model_not_available", param="model")
+    return registry
+
+
+def _check_base(session: Session, settings: Settings, tenant_id: str, name: str) -> str:
+    if name in settings.base_models:
+        return name
+    if name.startswith("ft:"):
+        if ModelRepo(session, tenant_id).find(name) is None:
+            raise InvalidRequestError(f"No such model: '{name}'", code="model_not_found", param="model")
+        return name
+    from tuneforge.models.registry import BASE_MODELS
+
+    registry = _registry_name(name)
+    if registry is None or not BASE_MODELS[registry].installed():
+        raise InvalidRequestError(
+            f"The model '{name}' cannot be fine-tuned here (available: "
+            f"{', '.join(available_base_models(settings))}, or one of your fine-tuned models).",
+            code="model_not_available", param="model")
+    return registry
+
+
+def model_name(*, base_model: str, tenant: str, suffix: str | None, job_id: str) -> str:
+    """``ft:<base>:<tenant>[:<suffix>]:<8 characters of the job id>``, after OpenAI's naming."""
+    base = base_model.split(":")[1] if base_model.startswith("ft:") else base_model
+    return ":".join(["ft", base, tenant, *([suffix] if suffix else []), job_id.split("-", 1)[1][:8]])
+
+
+def _check_options(req: JobRequest) -> None:
+    from tuneforge.tasks import task_names
+    from tuneforge.training import make_config
+
+    problems = []
+    if req.task not in task_names():
+        problems.append(f"metadata.task: '{req.task}' is not a task (choose one of: {', '.join(task_names())})")
+    reserved = sorted(RESERVED_OPTIONS & set(req.options))
+    if reserved:
+        problems.append(f"{', '.join(reserved)}: set by the job itself (use model, training_file, validation_file, "
+                        "seed and metadata.task)")
+    if problems:
+        raise ConfigError(problems, hint="Fix these fields of the request.")
+    hp = req.hyperparameters
+    values = {**req.options, "task": req.task, "data": "training_file", "output": "output", "base_model": req.model}
+    if hp.get("n_epochs") not in (None, "auto"):
+        values["epochs"] = hp["n_epochs"]
+    if hp.get("batch_size") not in (None, "auto"):
+        values["batch_size"] = hp["batch_size"]
+    make_config(values, source="the request")  # every bad option at once, as ConfigError
+
+
+def create_job(session: Session, *, principal: Principal, settings: Settings, req: JobRequest) -> Job:
+    """Check the request and the tenant's quotas, then queue the job in ``validating_files``."""
+    tenant_id = principal.tenant_id
+    base = _check_base(session, settings, tenant_id, req.model)
+    if req.suffix is not None and not _SUFFIX.match(req.suffix):
+        raise InvalidRequestError("suffix: up to 64 letters, digits, '.', '-' or '_'", param="suffix",
+                                  code="invalid_suffix")
+    _check_options(req)
+    files = FileRepo(session, tenant_id)
+    for param, fid in (("training_file", req.training_file), ("validation_file", req.validation_file)):
+        if fid is None:
+            continue
+        try:
+            f = files.get(fid)
+        except NotFoundError:
+            raise InvalidRequestError(f"{param}: no such file: '{fid}'", param=param, code="file_not_found") from None
+        if f.purpose != "fine-tune":
+            raise InvalidRequestError(f"{param}: file '{fid}' was uploaded with purpose '{f.purpose}', not "
+                                      "'fine-tune'", param=param, code="invalid_file_purpose")
+    # Serialise job creation per tenant so that two concurrent requests cannot both take the last slot.
+    session.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    jobs = JobRepo(session, tenant_id)
+    limit = principal.quotas.max_concurrent_jobs
+    active = jobs.count_active()
+    if active >= limit:
+        raise QuotaExceededError(
+            f"You have {active} active fine-tuning jobs and your plan allows {limit} at once. Wait for one to "
+            "finish, or cancel one.", resource="jobs", limit=limit, remaining=0, code="concurrent_jobs_limit")
+    _check_token_quota(session, principal)
+    job = jobs.add(Job(
+        id=new_id("ftjob"), base_model=base, task=req.task, training_file_id=req.training_file,
+        validation_file_id=req.validation_file, suffix=req.suffix,
+        seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+        hyperparameters=req.hyperparameters, options=req.options, meta=req.metadata, status="validating_files",
+        max_attempts=settings.max_attempts, created_at=utcnow(), run_after=utcnow()))
+    session.flush()
+    add_event(session, job.id, f"Created fine-tuning job: {job.id}")
+    session.commit()
+    return job
+
+
+def _check_token_quota(session: Session, principal: Principal) -> None:
+    limit = principal.quotas.trained_tokens_per_month
+    used = UsageRepo(session, principal.tenant_id).total("trained_tokens", since=month_start())
+    if used >= limit:
+        now = utcnow()
+        nxt = month_start(month_start(now) + timedelta(days=32))
+        raise QuotaExceededError(
+            f"This month's quota of {limit:,} trained tokens is used up ({used:,} trained). It renews on "
+            f"{nxt:%Y-%m-%d}; a larger plan has more.", resource="tokens", limit=limit, remaining=0,
+            reset_seconds=(nxt - now).total_seconds(), code="trained_tokens_limit")
+
+
+def _invalid_state(job: Job, action: str) -> InvalidRequestError:
+    return InvalidRequestError(f"Cannot {action} fine-tuning job {job.id}: it is {job.status}.",
+                               code="invalid_job_state", param="fine_tuning_job_id")
+
+
+def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """Cancel a job: at once when it is not running, else at the running training's next step."""
+    job = JobRepo(session, tenant_id).get(job_id, for_update=True)
+    if job.status in FINAL:
+        raise _invalid_state(job, "cancel")
+    if job.status == "running":
+        job.control = "cancel"
+        add_event(session, job.id, "Cancellation requested.")
+    else:
+        job.status, job.finished_at, job.control = "cancelled", utcnow(), None
+        job.lease_owner = job.lease_expires_at = None
+        add_event(session, job.id, "Fine-tuning job cancelled.")
+    session.commit()
+    return job
+
+
+def pause_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """Pause a job: a running training stops at its next step with a checkpoint to resume from."""
+    job = JobRepo(session, tenant_id).get(job_id, for_update=True)
+    if job.status == "paused" or job.control == "pause":
+        return job
+    if job.status in FINAL:
+        raise _invalid_state(job, "pause")
+    if job.status == "running":
+        job.control = "pause"
+        add_event(session, job.id, "Pause requested.")
+    else:
+        job.status, job.control = "paused", None
+        job.lease_owner = job.lease_expires_at = None
+        add_event(session, job.id, "Fine-tuning job paused.")
+    session.commit()
+    return job
+
+
+def resume_job(session: Session, *, principal: Principal, job_id: str) -> Job:
+    """Resume a paused job: it is queued again and continues from its last checkpoint."""
+    jobs = JobRepo(session, principal.tenant_id)
+    job = jobs.get(job_id, for_update=True)
+    if job.control == "pause" and job.status == "running":
+        job.control = None
+        add_event(session, job.id, "Pause request withdrawn.")
+        session.commit()
+        return job
+    if job.status != "paused":
+        raise _invalid_state(job, "resume")
+    limit = principal.quotas.max_concurrent_jobs
+    active = jobs.count_active()
+    if active >= limit:
+        raise QuotaExceededError(f"You have {active} active fine-tuning jobs and your plan allows {limit} at once.",
+                                 resource="jobs", limit=limit, code="concurrent_jobs_limit")
+    job.status = "queued" if job.validated_at else "validating_files"
+    job.run_after = utcnow()
+    add_event(session, job.id, "Fine-tuning job resumed; it continues from its last checkpoint.")
+    session.commit()
+    return job

@@ -1,0 +1,6 @@
+"""The service's persistence: SQLAlchemy models, tenant-scoped repositories, migrations, artifact storage."""
+
+from tuneforge.store.db import make_engine, make_session_factory, upgrade, utcnow
+from tuneforge.store.storage import LocalStorage, Storage
+
+__all__ = ["LocalStorage", "Storage", "make_engine", "make_session_factory", "upgrade", "utcnow"]

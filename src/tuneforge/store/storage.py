@@ -1,0 +1,132 @@
+"""Artifact storage: uploaded files and trained model folders, behind a small interface.
+
+``LocalStorage`` keeps them under one folder with atomic writes; an S3-compatible implementation can replace it
+without touching its callers. Keys are relative POSIX paths chosen by the service (``files/<tenant>/<id>.jsonl``,
+``models/<tenant>/<job>``), never by a client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from tuneforge.errors import StorageError
+from tuneforge.utils.fs import storage_errors
+
+__all__ = ["LocalStorage", "Storage", "StoredObject"]
+
+_CHUNK = 1024 * 1024
+
+
+class StoredObject:
+    """What ``put_stream`` wrote: its size and SHA-256."""
+
+    def __init__(self, key: str, size: int, sha256: str) -> None:
+        self.key, self.size, self.sha256 = key, size, sha256
+
+
+class Storage(Protocol):
+    """Where artifacts live. Implementations must make ``put_stream`` and ``put_dir`` all-or-nothing."""
+
+    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject:
+        """Store a file read from ``stream``; raise ``OverflowError`` past ``max_bytes`` (nothing is kept)."""
+        ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
+
+    def local_path(self, key: str) -> Path:
+        """A local path holding the object (a file or a folder), for code that reads files by path."""
+        ...
+
+    def put_dir(self, key: str, folder: Path) -> int:
+        """Store a finished folder under ``key`` (moved, not copied, where possible); returns its size."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+
+class LocalStorage:
+    """Artifacts as files under ``root``; writes go to a temporary name and are renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject:
+        dest = self._path(key)
+        with storage_errors(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with storage_errors(dest), os.fdopen(fd, "wb") as f:
+                while chunk := stream.read(_CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise OverflowError(size)
+                    digest.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            with storage_errors(dest):
+                os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredObject(key, size, digest.hexdigest())
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        with self.open(key) as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def put_dir(self, key: str, folder: Path) -> int:
+        dest = self._path(key)
+        size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+        with storage_errors(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            try:
+                os.replace(folder, dest)  # same file system: atomic
+            except OSError:
+                staging = dest.with_name(f".{dest.name}.partial")
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(folder, staging)
+                os.replace(staging, dest)
+                shutil.rmtree(folder, ignore_errors=True)
+        return size
+
+    def delete(self, key: str) -> None:
+        p = self._path(key)
+        with storage_errors(p):
+            if p.is_dir():
+                # rename first so that a reader never sees half a model folder
+                trash = p.with_name(f".{p.name}.deleted")
+                os.replace(p, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
