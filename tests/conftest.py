@@ -74,5 +74,6 @@ def qa_rows() -> list[dict]:
     ctx = "paris is the capital of france. berlin is the capital of germany. the river in london is long."
     qs = [("what is the capital of france?", "paris"), ("what is the capital of germany?", "berlin"),
           ("where is the river?", "london")]
-    return [{"id": f"q{i}", "title": "t", "context": ctx, "question": q,
-             "answers": {"text": [a], "answer_start": [ctx.index(a)]}} for i, (q, a) in enumerate(qs)] * 3
+    return [{"id": f"q{i}-{k}", "title": "t", "context": ctx, "question": q,
+             "answers": {"text": [a], "answer_start": [ctx.index(a)]}}
+            for k in range(3) for i, (q, a) in enumerate(qs)]

@@ -77,17 +77,19 @@ class JobQueue:
         self.backoff = timedelta(seconds=retry_backoff_seconds)
 
     # ------------------------------------------------------------------------------------------------ claiming
-    def claim(self, owner: str) -> Claim | None:
-        """Atomically take the oldest claimable job, or return None."""
+    def claim(self, owner: str, statuses: tuple[str, ...] = CLAIMABLE) -> Claim | None:
+        """Atomically take the oldest job waiting in one of ``statuses`` (files to validate, training to run), or
+        return None."""
         now = utcnow()
+        statuses = tuple(x for x in statuses if x in CLAIMABLE)
         with self.sessions() as s:
-            pick = (select(Job.id).where(Job.status.in_(CLAIMABLE), Job.lease_owner.is_(None), Job.run_after <= now)
+            pick = (select(Job.id).where(Job.status.in_(statuses), Job.lease_owner.is_(None), Job.run_after <= now)
                     .order_by(Job.created_at, Job.id).limit(1))
             if is_postgres(s):
                 pick = pick.with_for_update(skip_locked=True)
             training = Job.status == "queued"
             stmt = (update(Job)
-                    .where(Job.id == pick.scalar_subquery(), Job.status.in_(CLAIMABLE), Job.lease_owner.is_(None))
+                    .where(Job.id == pick.scalar_subquery(), Job.status.in_(statuses), Job.lease_owner.is_(None))
                     .values(attempt=Job.attempt + 1, lease_owner=owner, lease_expires_at=now + self.lease,
                             heartbeat_at=now, status=case((training, "running"), else_=Job.status),
                             started_at=case((training, func.coalesce(Job.started_at, now)), else_=Job.started_at))

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_RUNNER = "tuneforge.jobs.runner:run_training"
 VALIDATE_RUNNER = "tuneforge.jobs.runner:validate_files"
+#: files validated at once besides the training slots (validation is short and must not wait behind trainings)
+VALIDATION_SLOTS = 1
 
 
 def make_executor(kind: str) -> Executor:
@@ -54,7 +56,8 @@ class _Active:
 
 
 class Worker:
-    """Runs up to ``slots`` jobs at once. ``run(stop)`` loops until ``stop`` is set, then gives its jobs back."""
+    """Trains up to ``slots`` jobs at once (and validates the files of one more). ``run(stop)`` loops until ``stop``
+    is set, then gives its jobs back."""
 
     def __init__(self, *, sessions: sessionmaker[Session], settings: Settings, storage: Storage,
                  executor: Executor | None = None, slots: int = 1, name: str | None = None,
@@ -96,13 +99,21 @@ class Worker:
         for job_id in list(self.active):
             self._supervise(self.active[job_id])
         started = False
-        while len(self.active) < self.slots:
-            claim = self.queue.claim(self.name)
+        while True:
+            phases = [p for p, n in self._in_use().items() if n < (self.slots if p == "train" else VALIDATION_SLOTS)]
+            statuses = tuple({"train": "queued", "validate": "validating_files"}[p] for p in phases)
+            claim = self.queue.claim(self.name, statuses) if statuses else None
             if claim is None:
                 break
             self._start(claim)
             started = True
         return started
+
+    def _in_use(self) -> dict[str, int]:
+        used = {"validate": 0, "train": 0}
+        for run in self.active.values():
+            used[run.claim.phase] += 1
+        return used
 
     def run_until_idle(self, timeout: float = 120.0) -> None:
         """Tick until no job is running or claimable (tests and one-shot runs)."""

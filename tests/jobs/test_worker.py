@@ -1,0 +1,182 @@
+"""The worker: several jobs at once, validation before queueing, crashes retried, cancel and pause reaching a
+running training, resume from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import types
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+
+from tests.jobs import fakes
+from tests.service_support import jsonl, new_tenant, rows
+from tuneforge.jobs.executors import ProcessExecutor, ThreadExecutor
+from tuneforge.jobs.service import cancel_job, pause_job, resume_job
+from tuneforge.jobs.worker import Worker
+from tuneforge.store.models import Checkpoint, Job, JobEvent, Model
+
+FAKE_VALIDATE = "tests.jobs.fakes:ok_validator"
+
+
+def _job(env, job_id: str) -> Job:
+    with env.sessions() as s:
+        return s.get(Job, job_id)
+
+
+def _events(env, job_id: str) -> list[JobEvent]:
+    with env.sessions() as s:
+        return list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)))
+
+
+def _tick_until(worker: Worker, cond: Callable[[], bool], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        worker.tick()
+        time.sleep(0.05)
+
+
+def test_several_jobs_run_at_once_up_to_the_slots(sqlite_env):
+    env = sqlite_env
+    fakes.GATE.clear()
+    fakes.STARTED.clear()
+    _, key = new_tenant(env.sessions, max_concurrent_jobs=5)
+    ids = [env.job(key) for _ in range(3)]
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(), slots=2,
+               train_runner="tests.jobs.fakes:blocking_runner", validate_runner=FAKE_VALIDATE)
+    try:
+        _tick_until(w, lambda: sorted(_job(env, i).status for i in ids) == ["queued", "running", "running"])
+        for _ in range(5):  # the third job waits for a free slot
+            w.tick()
+        assert len(fakes.STARTED) == 2 and sorted(_job(env, i).status for i in ids).count("running") == 2
+        fakes.GATE.set()
+        _tick_until(w, lambda: all(_job(env, i).status == "succeeded" for i in ids))
+    finally:
+        fakes.GATE.set()
+        w.shutdown()
+    assert sorted(fakes.STARTED) == sorted(ids)
+    with env.sessions() as s:
+        assert len(list(s.scalars(select(Model)))) == 3
+    assert all(any(e.type == "metrics" for e in _events(env, i)) for i in ids)
+
+
+def test_a_bad_file_fails_the_job_in_validating_files_with_line_and_reason(sqlite_env):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions)
+    bad = jsonl(rows()[:4]) + b'{"text": "no label here"}\n' + jsonl(rows()[4:])
+    job_id = env.job(key, data=bad)
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    w.run_until_idle(timeout=60)
+    j = _job(env, job_id)
+    assert j.status == "failed" and j.error_code == "invalid_training_file" and j.error_param == "training_file"
+    assert "train.jsonl" in j.error_message and "line 5" in j.error_message and "label" in j.error_message
+    assert j.validated_at is None and j.started_at is None  # never queued for training
+    assert not any("validated" in e.message.lower() for e in _events(env, job_id))
+
+
+def test_process_executor_runs_in_a_child_and_stops_on_request():
+    handle = ProcessExecutor().start("tests.jobs.fakes:stoppable_runner", types.SimpleNamespace(job_id="x"))
+    deadline = time.monotonic() + 60
+    events: list[dict] = []
+    while not events:
+        assert time.monotonic() < deadline
+        events += handle.events()
+        time.sleep(0.05)
+    assert events[0]["data"]["pid"] == handle.pid != os.getpid()
+    handle.request_stop()
+    while not handle.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert handle.result() == {"status": "stopped"}
+
+
+def test_a_crashing_training_process_is_retried_then_fails(sqlite_env):
+    env = sqlite_env
+    env.settings.max_attempts = 2
+    _, key = new_tenant(env.sessions)
+    job_id = env.job(key)
+    with env.sessions() as s:
+        s.get(Job, job_id).max_attempts = 2
+        s.commit()
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ProcessExecutor(),
+               train_runner="tests.jobs.fakes:crash_runner", validate_runner=FAKE_VALIDATE)
+    w.run_until_idle(timeout=120)
+    j = _job(env, job_id)
+    assert j.status == "failed" and j.error_code == "max_attempts_exceeded" and j.failures == 2
+    assert "exit code 3" in j.error_message
+    msgs = [e.message for e in _events(env, job_id)]
+    assert sum("about to crash" in m for m in msgs) == 2 and any("queued again" in m for m in msgs)
+
+
+# ------------------------------------------------------------------------------------------- real trainings
+def _long_job(env, key: str, epochs: int) -> str:
+    return env.job(key, data=jsonl(rows() * 2), epochs=epochs,
+                   options={"batch_size": 4, "logging_steps": 1, "precision": "fp32"})
+
+
+def test_cancel_reaches_a_running_training(sqlite_env):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions)
+    job_id = _long_job(env, key, epochs=200)  # 1200 steps: it would run for minutes
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    try:
+        _tick_until(w, lambda: any(e.type == "metrics" for e in _events(env, job_id)))
+        p = env.principal(key)
+        with env.sessions() as s:
+            assert cancel_job(s, tenant_id=p.tenant_id, job_id=job_id).status == "running"
+        _tick_until(w, lambda: _job(env, job_id).status != "running", timeout=60)
+    finally:
+        w.shutdown()
+    j = _job(env, job_id)
+    assert j.status == "cancelled" and j.fine_tuned_model is None
+    steps = [e.data["step"] for e in _events(env, job_id) if e.type == "metrics"]
+    assert max(steps) < 1200  # stopped, not finished
+    assert not (env.settings.work_dir / job_id).exists()
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions)
+    job_id = _long_job(env, key, epochs=30)  # 6 steps per epoch, 180 in all
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    p = env.principal(key)
+    try:
+        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step", 0) >= 8 for e in _events(env, job_id)))
+        with env.sessions() as s:
+            pause_job(s, tenant_id=p.tenant_id, job_id=job_id)
+        _tick_until(w, lambda: _job(env, job_id).status == "paused", timeout=60)
+        with env.sessions() as s:
+            ckpts = list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
+        assert ckpts, "a paused training leaves a checkpoint"
+        with env.sessions() as s:
+            assert resume_job(s, principal=p, job_id=job_id).status == "queued"
+        _tick_until(w, lambda: _job(env, job_id).status in ("succeeded", "failed"), timeout=120)
+    finally:
+        w.shutdown()
+    j = _job(env, job_id)
+    assert j.status == "succeeded", j.error_message
+    assert j.failures == 0 and j.trained_tokens and j.trained_tokens > 0
+    resumed = [e for e in _events(env, job_id) if "Resuming from the checkpoint" in e.message]
+    assert len(resumed) == 1 and resumed[0].data["resumed_from_step"] == max(c.step for c in ckpts)
+    with env.sessions() as s:
+        model = s.get(Model, j.fine_tuned_model)
+    manifest = json.loads((env.storage.local_path(model.storage_key) / "tuneforge.json").read_text())
+    assert manifest["training"]["steps"] == 180  # continued, not restarted
+
+
+@pytest.mark.parametrize("field", ["training_file_id"])
+def test_a_job_whose_file_was_removed_fails_clearly(sqlite_env, field):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions)
+    job_id = env.job(key)
+    with env.sessions() as s:
+        setattr(s.get(Job, job_id), field, "file-gone")
+        s.commit()
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    w.run_until_idle(timeout=30)
+    j = _job(env, job_id)
+    assert j.status == "failed" and "file-gone" in j.error_message
