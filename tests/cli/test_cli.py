@@ -114,3 +114,35 @@ def test_predict_on_a_folder_that_is_not_a_model(tmp_path, what):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     if what == "unfinished":
         assert "--resume" in r.stderr
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_bert, cls_rows):
+    import os
+    import signal
+    import time
+
+    data = write_jsonl(tmp_path / "train.jsonl", cls_rows * 20)
+    out = tmp_path / "run"
+    args = ["train", "--task", "classification", "--data", str(data), "--base-model", str(tiny_bert),
+            "--output", str(out), "--epochs", "10", "--batch-size", "4", "--precision", "fp32"]
+    proc = subprocess.Popen([*EXE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)  # let the checkpoint finish writing, then kill hard
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "tuneforge.json").exists() and not (out / "model.safetensors").exists()
+    r = run("predict", str(out), "good")
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = run("train", "--resume", "--output", str(out), "--epochs", "1")  # the saved config wins
+    assert r.returncode == 0, r.stderr
+    assert "Resuming" in r.stderr
+    man = json.loads((out / "tuneforge.json").read_text())
+    assert man["config"]["epochs"] == 10 and man["training"]["steps"] == 10 * 60

@@ -113,18 +113,23 @@ def test_a_crashing_training_process_is_retried_then_fails(sqlite_env):
 
 
 # ------------------------------------------------------------------------------------------- real trainings
-def _long_job(env, key: str, epochs: int) -> str:
-    return env.job(key, data=jsonl(rows() * 2), epochs=epochs,
+GATED = "tests.jobs.fakes:gated_training"  # the real training, held after step 2 of its first attempt
+
+
+def _gated_job(env, key: str, epochs: int) -> str:
+    # 12 examples, batch 4: 3 steps per epoch
+    return env.job(key, data=jsonl(rows()), epochs=epochs,
                    options={"batch_size": 4, "logging_steps": 1, "precision": "fp32"})
 
 
 def test_cancel_reaches_a_running_training(sqlite_env):
     env = sqlite_env
     _, key = new_tenant(env.sessions)
-    job_id = _long_job(env, key, epochs=200)  # 1200 steps: it would run for minutes
-    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    job_id = _gated_job(env, key, epochs=3)
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(),
+               train_runner=GATED)
     try:
-        _tick_until(w, lambda: any(e.type == "metrics" for e in _events(env, job_id)))
+        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 2 for e in _events(env, job_id)))
         p = env.principal(key)
         with env.sessions() as s:
             assert cancel_job(s, tenant_id=p.tenant_id, job_id=job_id).status == "running"
@@ -133,25 +138,25 @@ def test_cancel_reaches_a_running_training(sqlite_env):
         w.shutdown()
     j = _job(env, job_id)
     assert j.status == "cancelled" and j.fine_tuned_model is None
-    steps = [e.data["step"] for e in _events(env, job_id) if e.type == "metrics"]
-    assert max(steps) < 1200  # stopped, not finished
+    assert max(e.data["step"] for e in _events(env, job_id) if e.type == "metrics") == 2  # stopped, not finished
     assert not (env.settings.work_dir / job_id).exists()
 
 
 def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
     env = sqlite_env
     _, key = new_tenant(env.sessions)
-    job_id = _long_job(env, key, epochs=30)  # 6 steps per epoch, 180 in all
-    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    job_id = _gated_job(env, key, epochs=2)  # 6 steps
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(),
+               train_runner=GATED)
     p = env.principal(key)
     try:
-        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step", 0) >= 8 for e in _events(env, job_id)))
+        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 2 for e in _events(env, job_id)))
         with env.sessions() as s:
             pause_job(s, tenant_id=p.tenant_id, job_id=job_id)
         _tick_until(w, lambda: _job(env, job_id).status == "paused", timeout=60)
         with env.sessions() as s:
-            ckpts = list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
-        assert ckpts, "a paused training leaves a checkpoint"
+            ckpts = [c.step for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))]
+        assert ckpts == [2], "a paused training leaves a checkpoint at the step it stopped"
         with env.sessions() as s:
             assert resume_job(s, principal=p, job_id=job_id).status == "queued"
         _tick_until(w, lambda: _job(env, job_id).status in ("succeeded", "failed"), timeout=120)
@@ -159,13 +164,15 @@ def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
         w.shutdown()
     j = _job(env, job_id)
     assert j.status == "succeeded", j.error_message
-    assert j.failures == 0 and j.trained_tokens and j.trained_tokens > 0
+    assert j.failures == 0 and j.attempt == 3 and j.trained_tokens and j.trained_tokens > 0
     resumed = [e for e in _events(env, job_id) if "Resuming from the checkpoint" in e.message]
-    assert len(resumed) == 1 and resumed[0].data["resumed_from_step"] == max(c.step for c in ckpts)
+    assert len(resumed) == 1 and resumed[0].data["resumed_from_step"] == 2
     with env.sessions() as s:
         model = s.get(Model, j.fine_tuned_model)
     manifest = json.loads((env.storage.local_path(model.storage_key) / "tuneforge.json").read_text())
-    assert manifest["training"]["steps"] == 180  # continued, not restarted
+    assert manifest["training"]["steps"] == 6  # continued, not restarted
+    metric_steps = [e.data["step"] for e in _events(env, job_id) if e.type == "metrics" and "loss" in e.data]
+    assert sorted(set(metric_steps)) == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("field", ["training_file_id"])

@@ -38,6 +38,9 @@ class RichProgressCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and "loss" in logs and isinstance(logs["loss"], (int, float)) and math.isfinite(logs["loss"]):
             self.loss = float(logs["loss"])
+            if not self.console.is_terminal:  # a log file gets a line per logging step instead of a live bar
+                self.console.print(f"step {state.global_step}/{state.max_steps} epoch {state.epoch:.2f} "
+                                   f"loss {self.loss:.4f} lr {logs.get('learning_rate', 0):.2e}")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kw: Any) -> None:
