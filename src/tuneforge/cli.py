@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 from collections import Counter
@@ -191,9 +190,12 @@ def train(
     config: Annotated[Path | None, typer.Option(help="A YAML file with these options (flags override it).")]
     = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the training data (default 3).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: by model and data "
-                                                          "size; for minilm 2e-4 under 1,000 examples, else 1e-4).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per step (default: 8 under 1,000 examples, 16, or 32 from 5,000 for classification).")]
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="Peak learning rate (default: by model and data size; minilm: 2e-4 under 1,000 examples, "
+                     "else 1e-4; e5-multilingual: 1e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Examples per step (default: 8 for a small model on under 1,000 examples, else 16, or 32 "
+             "from 5,000 examples for classification).")]
     = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per input (default 256; 384 for QA).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 42).")] = None,
@@ -243,18 +245,17 @@ def train(
     if any(v is not None for v in col_flags.values()):
         values["columns"] = {**values.get("columns", {}), **{k: v for k, v in col_flags.items() if v is not None}}
     if resume:
-        if output is None and "output" not in values:
+        if "output" not in values:
             raise ConfigError("output: --resume needs the --output folder of the interrupted run")
-        from tuneforge.training.recipe import RUN_CONFIG
+        from tuneforge.training.recipe import saved_config
 
-        run_cfg = Path(values["output"]) / RUN_CONFIG
-        if run_cfg.exists():
-            values = json.loads(run_cfg.read_text())["config"]
-    source = str(config) if config else "the command-line options"
-    missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "output") if k not in values]
-    if missing:
-        raise ConfigError(missing, hint="See `tuneforge train --help`.")
-    cfg = make_config(values, source)
+        cfg = saved_config(Path(values["output"]))
+    else:
+        source = str(config) if config else "the command-line options"
+        missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "output") if k not in values]
+        if missing:
+            raise ConfigError(missing, hint="See `tuneforge train --help`.")
+        cfg = make_config(values, source)
     result = run_train(cfg, resume=resume, overwrite=overwrite, console=err)
     if result.interrupted:
         raise typer.Exit(3)

@@ -53,9 +53,10 @@ def _session() -> Iterator[Any]:
         engine.dispose()
 
 
-def _quota_overrides(jobs: int | None, tokens: int | None, rpm: int | None, storage: int | None) -> dict[str, int]:
-    values = {"max_concurrent_jobs": jobs, "trained_tokens_per_month": tokens, "requests_per_minute": rpm,
-              "storage_bytes": storage}
+def _quota_overrides(jobs: int | None, tokens: int | None, rpm: int | None,
+                     storage: int | None) -> dict[str, int | None]:
+    values: dict[str, int | None] = {"max_concurrent_jobs": jobs, "trained_tokens_per_month": tokens,
+                                     "requests_per_minute": rpm, "storage_bytes": storage}
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -129,7 +129,7 @@ def test_cancel_reaches_a_running_training(sqlite_env):
     w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(),
                train_runner=GATED)
     try:
-        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 2 for e in _events(env, job_id)))
+        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 1 for e in _events(env, job_id)))
         p = env.principal(key)
         with env.sessions() as s:
             assert cancel_job(s, tenant_id=p.tenant_id, job_id=job_id).status == "running"
@@ -150,7 +150,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
                train_runner=GATED)
     p = env.principal(key)
     try:
-        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 2 for e in _events(env, job_id)))
+        _tick_until(w, lambda: any(e.type == "metrics" and e.data.get("step") == 1 for e in _events(env, job_id)))
         with env.sessions() as s:
             pause_job(s, tenant_id=p.tenant_id, job_id=job_id)
         _tick_until(w, lambda: _job(env, job_id).status == "paused", timeout=60)

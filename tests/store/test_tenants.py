@@ -10,8 +10,16 @@ from sqlalchemy import select, text
 from tuneforge.errors import AuthError, ConfigError, InvalidRequestError, PermissionDeniedError
 from tuneforge.store.db import utcnow
 from tuneforge.store.models import ApiKey, Tenant
-from tuneforge.store.tenants import (authenticate, create_api_key, create_tenant, ensure_plans, hash_secret,
-                                     revoke_key, set_plan, set_quotas)
+from tuneforge.store.tenants import (
+    authenticate,
+    create_api_key,
+    create_tenant,
+    ensure_plans,
+    hash_secret,
+    revoke_key,
+    set_plan,
+    set_quotas,
+)
 
 
 @pytest.fixture

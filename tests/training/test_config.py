@@ -32,3 +32,27 @@ def test_yaml_syntax_error_names_line(tmp_path):
 def test_unknown_method_is_refused():
     with pytest.raises(ConfigError, match="method"):
         make_config({"task": "classification", "data": "a", "output": "b", "method": "magic"})
+
+
+def test_auto_hyperparameters_follow_model_and_data_size():
+    from tuneforge.tasks import get_task
+    from tuneforge.training.recipe import auto_hyperparameters, encoder_parameters
+
+    minilm = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536}
+    e5 = {**minilm, "num_hidden_layers": 12}
+    base = {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072}
+    assert 10e6 < encoder_parameters(minilm) < 11e6 and 80e6 < encoder_parameters(base) < 90e6
+    cfg = make_config({"task": "classification", "data": "d", "output": "o"})
+    task = get_task("classification")
+
+    def hp(model, n):
+        return auto_hyperparameters(cfg, n_train=n, model_config=model, model_max=512, task=task)
+
+    assert hp(minilm, 400) == {"learning_rate": 2e-4, "batch_size": 8, "max_length": 256}
+    assert hp(minilm, 20000)["learning_rate"] == 1e-4 and hp(minilm, 20000)["batch_size"] == 32
+    assert hp(e5, 600)["learning_rate"] == 1e-4 and hp(e5, 600)["batch_size"] == 16
+    assert hp(base, 600)["learning_rate"] == 5e-5
+    explicit = make_config({"task": "classification", "data": "d", "output": "o", "learning_rate": 3e-5,
+                            "batch_size": 4, "max_length": 1000})
+    got = auto_hyperparameters(explicit, n_train=400, model_config=minilm, model_max=512, task=task)
+    assert got == {"learning_rate": 3e-5, "batch_size": 4, "max_length": 512}  # capped by the model

@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
 import tuneforge
@@ -89,10 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   openapi_url="/openapi.json" if settings.api_docs else None)
     app.state.tuneforge = state
     install_error_handlers(app)
-    v1 = APIRouter(prefix="/v1")
-    for r in (files.router, jobs.router, models.router, inference.router, usage.router):
-        v1.include_router(r)
-    app.include_router(v1)
-    app.include_router(health.router)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # Each router carries its whole prefix, so a route's path is the template that /metrics reports.
+    for r in (files.router, jobs.router, models.router, inference.router, usage.router, health.router):
+        app.include_router(r)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, meter=state.meter)
     return app

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from tuneforge.api.middleware import EXTRA_HEADERS
+from tuneforge.api.middleware import EXTRA_HEADERS, METERED
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import PermissionDeniedError, RateLimitError
 from tuneforge.settings import Settings
@@ -20,7 +20,7 @@ from tuneforge.store.storage import Storage
 from tuneforge.store.tenants import Principal, authenticate
 
 __all__ = ["AdminPrincipal", "CurrentPrincipal", "Files", "IdempotencyKey", "Jobs", "Models", "PredictPrincipal",
-           "SessionDep", "SettingsDep", "StateDep", "StorageDep", "TrainPrincipal", "Usage"]
+           "SessionDep", "SettingsDep", "StateDep", "StorageDep", "TrainPrincipal", "Usage", "meter_model"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer tf_...`")
 
@@ -71,8 +71,17 @@ def get_principal(request: Request, state: StateDep, session: SessionDep,
         raise RateLimitError(f"Rate limit reached: {limit} requests per minute. Try again in "
                              f"{decision.reset_seconds:.1f} s.", resource="requests", limit=limit, remaining=0,
                              reset_seconds=decision.reset_seconds)
-    state.meter.add(principal.tenant_id, "requests")
+    metered = request.scope.get(METERED)
+    if metered is not None:
+        metered["tenant_id"] = principal.tenant_id
     return principal
+
+
+def meter_model(request: Request, model: str) -> None:
+    """Count this request against ``model`` in the usage ledger (inference routes)."""
+    metered = request.scope.get(METERED)
+    if metered is not None:
+        metered["model"] = model
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -11,10 +11,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.errors import (AuthError, ConfigError, ConflictError, DataError, IdempotencyError,
-                              InvalidRequestError, ModelFormatError, ModelNotFoundError, NotFoundError,
-                              PayloadTooLargeError, PermissionDeniedError, QuotaExceededError, RateLimitError,
-                              RunError, ServiceError, StorageError, TuneforgeError)
+from tuneforge.errors import (
+    AuthError,
+    ConfigError,
+    ConflictError,
+    DataError,
+    IdempotencyError,
+    InvalidRequestError,
+    ModelFormatError,
+    ModelNotFoundError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    RunError,
+    ServiceError,
+    StorageError,
+    TuneforgeError,
+)
 
 __all__ = ["error_body", "install_error_handlers", "status_for"]
 

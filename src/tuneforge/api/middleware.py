@@ -12,19 +12,24 @@ from typing import Any
 
 from tuneforge.api.errors import error_body
 from tuneforge.api.metrics import Metrics
+from tuneforge.store.usage import UsageMeter
 
-__all__ = ["EXTRA_HEADERS", "RequestContextMiddleware"]
+__all__ = ["EXTRA_HEADERS", "METERED", "RequestContextMiddleware"]
 
 #: scope key of a dict whose items become response headers (filled by dependencies, e.g. rate limits)
 EXTRA_HEADERS = "tuneforge.headers"
+#: scope key of a dict naming who made the request and for which model (filled by authentication and routes);
+#: the request is counted in the usage ledger when its response is sent
+METERED = "tuneforge.metered"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger(__name__)
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, meter: UsageMeter) -> None:
         self.app = app
         self.metrics = metrics
+        self.meter = meter
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -34,6 +39,8 @@ class RequestContextMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         extra: dict[str, str] = {}
         scope[EXTRA_HEADERS] = extra
+        metered: dict[str, str] = {}
+        scope[METERED] = metered
         scope["tuneforge.request_id"] = request_id
         status = {"code": 500}
         t0 = time.perf_counter()
@@ -65,6 +72,8 @@ class RequestContextMiddleware:
                                             (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
         finally:
+            if "tenant_id" in metered:
+                self.meter.add(metered["tenant_id"], "requests", model=metered.get("model", ""))
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +32,7 @@ class MemoryRateLimiter:
     """A sliding window of one minute, approximated from the current and previous fixed windows (the
     Cloudflare/Redis-cell method): smooth at window edges, O(1) memory per key."""
 
-    def __init__(self, window_seconds: float = 60.0, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+    def __init__(self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window_seconds
         self.clock = clock
         self._lock = threading.Lock()

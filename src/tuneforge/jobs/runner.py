@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import (ConfigError, DataError, DataProblem, ModelFormatError, ModelNotFoundError,
-                              StorageError, TuneforgeError)
+from tuneforge.errors import (
+    ConfigError,
+    DataError,
+    DataProblem,
+    ModelFormatError,
+    ModelNotFoundError,
+    StorageError,
+    TuneforgeError,
+)
 
 __all__ = ["FileRef", "RunSpec", "ValidateSpec", "complete_checkpoints", "run_training", "train_values",
            "validate_files"]

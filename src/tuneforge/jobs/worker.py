@@ -147,7 +147,7 @@ class Worker:
 
     def _file_refs(self, s: Session, claim: Claim) -> tuple[FileRef, FileRef | None]:
         files = FileRepo(s, claim.tenant_id)
-        refs = []
+        refs: list[FileRef | None] = []
         for fid, param in ((claim.job["training_file_id"], "training_file"),
                            (claim.job["validation_file_id"], "validation_file")):
             if fid is None:
@@ -155,8 +155,9 @@ class Worker:
                 continue
             f = files.get(fid)
             refs.append(FileRef(str(self.storage.local_path(f.storage_key)), f.id, f.filename, param))
-        assert refs[0] is not None
-        return refs[0], refs[1]
+        training = refs[0]
+        assert training is not None
+        return training, refs[1]
 
     def _validate_spec(self, claim: Claim) -> ValidateSpec:
         j = claim.job

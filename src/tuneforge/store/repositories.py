@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -20,19 +20,20 @@ from tuneforge.store.models import Checkpoint, File, IdempotencyRecord, Job, Job
 __all__ = ["ACTIVE_STATUSES", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "UsageRepo"]
 
 T = TypeVar("T", File, Job, Model)
+P = TypeVar("P")
 
 #: statuses that hold one of the tenant's concurrent-job slots
 ACTIVE_STATUSES = ("validating_files", "queued", "running")
 
 
-class Page(Generic[T]):
-    def __init__(self, data: Sequence[Any], has_more: bool) -> None:
+class Page(Generic[P]):
+    def __init__(self, data: Sequence[P], has_more: bool) -> None:
         self.data = list(data)
         self.has_more = has_more
 
 
 class _Scoped(Generic[T]):
-    model: ClassVar[type]
+    model: ClassVar[type[Any]]
     noun: ClassVar[str]
     param: ClassVar[str]
 
@@ -40,7 +41,7 @@ class _Scoped(Generic[T]):
         self.session = session
         self.tenant_id = tenant_id
 
-    def _select(self) -> Select[tuple[T]]:
+    def _select(self) -> Select[Any]:
         return select(self.model).where(self.model.tenant_id == self.tenant_id)
 
     def get(self, id: str, *, for_update: bool = False) -> T:
@@ -50,7 +51,7 @@ class _Scoped(Generic[T]):
         obj = self.session.scalar(q)
         if obj is None:
             raise NotFoundError(f"No such {self.noun}: '{id}'", param=self.param)
-        return obj
+        return cast(T, obj)
 
     def add(self, obj: T) -> T:
         obj.tenant_id = self.tenant_id
@@ -72,7 +73,7 @@ class _Scoped(Generic[T]):
                             and_(self.model.created_at == cursor.created_at, self.model.id < cursor.id)))
         rows = list(self.session.scalars(q.order_by(self.model.created_at.desc(), self.model.id.desc())
                                          .limit(limit + 1)))
-        return Page(rows[:limit], len(rows) > limit)
+        return Page(cast(list[T], rows[:limit]), len(rows) > limit)
 
 
 class FileRepo(_Scoped[File]):
@@ -91,7 +92,7 @@ class ModelRepo(_Scoped[Model]):
     param = "model"
 
     def find(self, id: str) -> Model | None:
-        return self.session.scalar(self._select().where(Model.id == id))
+        return cast(Model | None, self.session.scalar(self._select().where(Model.id == id)))
 
     def bytes_used(self) -> int:
         return int(self.session.scalar(select(func.coalesce(func.sum(Model.bytes), 0))

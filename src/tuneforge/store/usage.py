@@ -11,7 +11,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,7 +42,7 @@ def record_usage(session: Session, *, tenant_id: str, model: str, kind: str, qua
         return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = UsageRecord.__table__
+    table = cast(Table, UsageRecord.__table__)
     stmt = insert(table).values(tenant_id=tenant_id, model=model or "", kind=kind, period_start=day_start(at),
                                 quantity=quantity)
     stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "model", "kind", "period_start"],

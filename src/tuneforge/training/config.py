@@ -52,8 +52,9 @@ class TrainConfig(BaseModel):
                                                  "entity instead of refusing the file.")
 
     epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
-    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (auto: by model size).")
-    batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per step (auto: 8 under 1k examples, 16, 32 from 5k).")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (auto: by model and data size).")
+    batch_size: int | None = Field(None, ge=1, le=4096,
+                                   description="Examples per step (auto: by model and data size).")
     grad_accum: int = Field(1, ge=1, le=1024, description="Steps whose gradients are summed before an update.")
     max_length: int | None = Field(None, ge=16, le=8192, description="Tokens per input (auto: by task).")
     stride: int = Field(128, ge=0, description="Overlap between windows of a long QA context, in tokens.")

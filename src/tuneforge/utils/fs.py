@@ -14,7 +14,8 @@ from typing import Any
 
 from tuneforge.errors import StorageError
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "storage_errors", "write_jsonl"]
+__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "storage_errors",
+           "write_jsonl"]
 
 
 @contextlib.contextmanager

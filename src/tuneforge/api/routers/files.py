@@ -15,7 +15,7 @@ from tuneforge.errors import PayloadTooLargeError
 from tuneforge.store.artifacts import delete_file, upload_file
 from tuneforge.store.models import File as FileRow
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 def _content_hash(upload: UploadFile) -> str:

@@ -6,14 +6,14 @@ import base64
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep
+from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep, meter_model
 from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
 from tuneforge.errors import InvalidRequestError
 from tuneforge.jobs.service import available_base_models
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"])
 
 
 def _check_count(n: int, limit: int, param: str) -> None:
@@ -23,11 +23,12 @@ def _check_count(n: int, limit: int, param: str) -> None:
 
 
 @router.post("/predict", response_model=PredictPublic, summary="Predict with a fine-tuned model")
-def predict(body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
+def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
             settings: SettingsDep) -> PredictPublic:
     _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
     m = models.get(body.model)
     path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
+    meter_model(request, model_id)
     models.session.close()  # hold no database connection during the forward pass
     preds, tokens = state.inference.predict(model_id, path, body.inputs)
     state.meter.add(principal.tenant_id, "predicted_tokens", tokens, model=model_id)
@@ -48,7 +49,7 @@ def _encoder_path(name: str, settings: SettingsDep) -> Path:
 
 
 @router.post("/embeddings", response_model=EmbeddingsPublic, summary="Embed texts with a base encoder")
-def embeddings(body: EmbeddingCreate, principal: PredictPrincipal, state: StateDep,
+def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrincipal, state: StateDep,
                settings: SettingsDep) -> EmbeddingsPublic:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or not all(isinstance(t, str) for t in texts):
@@ -56,6 +57,7 @@ def embeddings(body: EmbeddingCreate, principal: PredictPrincipal, state: StateD
                                   param="input", code="invalid_input")
     _check_count(len(texts), settings.max_predict_inputs, "input")
     path = _encoder_path(body.model, settings)
+    meter_model(request, body.model)
     vectors, tokens = state.inference.embed(body.model, path, texts)
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise InvalidRequestError(f"dimensions: {body.model} gives {len(vectors[0])}-dimensional vectors; it cannot "

@@ -13,7 +13,7 @@ from tuneforge.errors import ConfigError, InvalidRequestError
 from tuneforge.jobs.service import JobRequest, cancel_job, create_job, pause_job, resume_job
 from tuneforge.store.models import Job
 
-router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 _KNOWN = set(JobCreate.model_fields)
 

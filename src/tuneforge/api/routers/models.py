@@ -10,7 +10,7 @@ from tuneforge.errors import PermissionDeniedError
 from tuneforge.jobs.service import available_base_models
 from tuneforge.store.artifacts import delete_model
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"])
 
 BASE_OWNER = "tuneforge"
 

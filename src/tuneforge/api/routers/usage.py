@@ -15,7 +15,7 @@ from tuneforge.api.schemas import UsagePublic
 from tuneforge.errors import InvalidRequestError
 from tuneforge.store.usage import month_start
 
-router = APIRouter(prefix="/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
 def _period(start: date | None, end: date | None) -> tuple[datetime, datetime]:

@@ -57,9 +57,8 @@ class ClassificationTask:
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         for i, ex in enumerate(examples):
             f = {k: enc[k][i] for k in keys}
-            if full is not None and len(full["input_ids"][i]) > max_length:
-                truncated += 1
-            elif full is None and len(f["input_ids"]) >= max_length:
+            n_full = len(full["input_ids"][i]) if full is not None else len(f["input_ids"])
+            if n_full > max_length or (full is None and n_full >= max_length):
                 truncated += 1
             if with_labels:
                 lab = ex.get("label")
@@ -69,7 +68,7 @@ class ClassificationTask:
                         vec[index[name]] = 1.0
                     f["labels"] = vec
                 else:
-                    f["labels"] = index[lab]
+                    f["labels"] = index[str(lab)]
             features.append(f)
         return Encoded(features=features, example_index=list(range(len(examples))), n_examples=len(examples),
                        truncated=truncated)
@@ -86,7 +85,8 @@ class ClassificationTask:
             if multi_label:
                 p = _sigmoid(logits)
                 chosen = [labels[j] for j in np.flatnonzero(p >= 0.5)]
-                preds.append({"labels": chosen, "scores": {labels[j]: round(float(p[j]), 6) for j in range(len(labels))}})
+                scores = {labels[j]: round(float(p[j]), 6) for j in range(len(labels))}
+                preds.append({"labels": chosen, "scores": scores})
             else:
                 p = softmax(logits)
                 j = int(p.argmax())
@@ -141,6 +141,6 @@ class ClassificationTask:
             gold = sorted(example.get("label") or [])
             pred = sorted(prediction["labels"])
             return gold != pred, f"{text!r}: expected {gold}, predicted {pred}"
-        gold = example.get("label")
-        return gold != prediction["label"], (
-            f"{text!r}: expected `{gold}`, predicted `{prediction['label']}` ({prediction['score']:.2f})")
+        single = example.get("label")
+        return single != prediction["label"], (
+            f"{text!r}: expected `{single}`, predicted `{prediction['label']}` ({prediction['score']:.2f})")

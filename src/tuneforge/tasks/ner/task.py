@@ -94,9 +94,9 @@ class NerTask:
             probs = softmax(logits[m["first"]]) if m["first"] else np.zeros((0, len(labels)))
             ids = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
             tags = [labels[j] for j in ids] + ["O"] * (len(ex["tokens"]) - len(ids))  # truncated words: O
-            words = ex.get("spans")
-            text = ex.get("source_text")
-            if words is None:
+            if ex.get("spans") is not None:
+                text, words = str(ex["source_text"]), list(ex["spans"])
+            else:
                 text, words = join_tokens(list(ex["tokens"]))
             entities = []
             for typ, a, b in bio_to_spans(tags):

@@ -1,0 +1,115 @@
+"""A whole job through the official ``openai`` client against a real uvicorn server on loopback: upload, train
+(a tiny BERT), events with metrics, checkpoints, models, predict, embeddings, usage, and tenant isolation."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from tests.service_support import jsonl, new_tenant, rows
+from tuneforge.api import create_app
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture
+def served(settings):
+    app = create_app(settings.model_copy(update={"embedded_workers": 1}))
+    with serve(app) as url:
+        yield url, app
+
+
+def test_a_whole_job_through_the_openai_client(served):
+    url, app = served
+    sessions = app.state.tuneforge.sessions
+    _, ka = new_tenant(sessions)
+    _, kb = new_tenant(sessions)
+    a = OpenAI(base_url=f"{url}/v1", api_key=ka, max_retries=0)
+    b = OpenAI(base_url=f"{url}/v1", api_key=kb, max_retries=0)
+
+    train = a.files.create(file=("train.jsonl", jsonl(rows() * 2)), purpose="fine-tune")
+    dev = a.files.create(file=("dev.jsonl", jsonl(rows())), purpose="fine-tune")
+    assert train.id.startswith("file-") and train.bytes > 0
+    job = a.fine_tuning.jobs.create(
+        model="tiny-bert", training_file=train.id, validation_file=dev.id, suffix="e2e",
+        metadata={"task": "classification"},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
+        extra_body={"logging_steps": 2, "precision": "fp32", "max_length": 32})
+    assert job.status == "validating_files"
+    deadline = time.monotonic() + 240
+    while job.status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.5)
+        job = a.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model and ":e2e:" in job.fine_tuned_model and job.trained_tokens > 0
+
+    events = a.fine_tuning.jobs.list_events(job.id, limit=200).data
+    metrics = [e for e in events if e.type == "metrics"]
+    assert any("train_loss" in e.data for e in metrics), "no loss in the metrics events"
+    assert any("eval_accuracy" in e.data for e in metrics), "no task metric in the metrics events"
+    assert [e.message for e in events][0].startswith("The job has successfully completed")  # newest first
+    ckpts = a.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert ckpts and {c.step_number for c in ckpts} <= {6, 12} and ckpts[0].fine_tuning_job_id == job.id
+    assert job.fine_tuned_model in [m.id for m in a.models.list().data]
+    assert a.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
+    raw = a.fine_tuning.jobs.with_raw_response.retrieve(job.id)
+    assert raw.headers["x-request-id"] and raw.headers["x-ratelimit-limit-requests"]
+
+    for call in (lambda: b.fine_tuning.jobs.retrieve(job.id), lambda: b.models.retrieve(job.fine_tuned_model),
+                 lambda: b.files.retrieve(train.id), lambda: b.fine_tuning.jobs.list_events(job.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert job.fine_tuned_model not in [m.id for m in b.models.list().data]
+
+    texts = ["a good movie", "awful and boring", "i love this film", "very bad"]
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ka}"}, timeout=60) as http:
+        single = [http.post("/v1/predict", json={"model": job.fine_tuned_model, "inputs": [t]}).json()["data"][0]
+                  for t in texts]
+        assert all(p["label"] in {"positive", "negative"} and set(p["scores"]) == {"positive", "negative"}
+                   for p in single)
+        with ThreadPoolExecutor(8) as pool:  # concurrent requests share forward passes; answers do not change
+            together = list(pool.map(lambda t: http.post("/v1/predict", json={
+                "model": job.fine_tuned_model, "inputs": [t]}).json()["data"][0], texts * 4))
+        for p, q in zip(together, single * 4, strict=True):
+            assert p["label"] == q["label"] and abs(p["score"] - q["score"]) < 1e-4
+        r = httpx.post(f"{url}/v1/predict", json={"model": job.fine_tuned_model, "inputs": texts},
+                       headers={"Authorization": f"Bearer {kb}"})
+        assert r.status_code == 404 and r.headers["x-request-id"]
+        emb = a.embeddings.create(model="tiny-bert", input=["a good movie", "a bad movie"])
+        vec = np.array(emb.data[0].embedding)
+        assert len(emb.data) == 2 and vec.shape == (32,) and abs(np.linalg.norm(vec) - 1) < 1e-4
+        usage = http.get("/v1/usage").json()
+    assert usage["totals"]["trained_tokens"] == job.trained_tokens
+    assert usage["totals"]["predicted_tokens"] > 0 and usage["totals"]["requests"] > 10
+    by_model = {(r["kind"], r["model"]): r["quantity"] for r in usage["data"]}
+    assert by_model[("requests", job.fine_tuned_model)] == 4 + 16  # the predict calls, counted per model
+    assert by_model[("trained_tokens", job.fine_tuned_model)] == job.trained_tokens

@@ -1,0 +1,119 @@
+"""The serving pieces: the micro-batcher groups concurrent requests into one call and splits the results back;
+the model cache stays within its memory budget, least recently used first."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tuneforge.errors import DataError
+from tuneforge.inference.serving import InferenceService, MicroBatcher, ModelCache
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_results():
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        gate.wait(5)  # the first call holds until every request is queued behind it
+        return [2 * x for x in items]
+
+    b = MicroBatcher(double, max_items=64, max_wait_s=0.001)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(b.submit, [i, 100 + i]) for i in range(16)]
+        deadline = time.monotonic() + 10
+        # the first call holds some requests; wait until all the others are queued behind it
+        while not (calls and len(calls[0]) // 2 + b._q.qsize() == 16):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gate.set()
+        results = [f.result(timeout=10) for f in futures]
+    b.close()
+    assert results == [[2 * i, 200 + 2 * i] for i in range(16)]
+    assert len(calls) == 2 and sum(len(c) for c in calls) == 32  # the waiting requests ran as one batch
+
+
+def test_a_batch_never_exceeds_max_items_and_errors_reach_every_caller():
+    sizes: list[int] = []
+
+    def fn(items: list[Any]) -> list[Any]:
+        sizes.append(len(items))
+        if "boom" in items:
+            raise ValueError("boom")
+        return items
+
+    b = MicroBatcher(fn, max_items=4, max_wait_s=0.01)
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda i: b.submit([i, i]), range(8)))
+    assert out == [[i, i] for i in range(8)] and max(sizes) <= 4
+    with pytest.raises(ValueError, match="boom"):
+        b.submit(["boom"])
+    assert b.submit(["ok"]) == ["ok"]  # the batcher survives a failed batch
+    b.close()
+
+
+class _Fake:
+    task = "classification"
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def prepare(self, inputs: list[Any]) -> list[Any]:
+        if any(not isinstance(x, str) for x in inputs):
+            from tuneforge.errors import DataProblem
+
+            raise DataError([DataProblem("input", None, "text", "not a string")])
+        return list(inputs)
+
+    def run(self, items: list[Any]) -> list[Any]:
+        return [{"label": x.upper()} for x in items]
+
+    def count_tokens(self, items: list[Any]) -> int:
+        return sum(len(x) for x in items)
+
+
+def test_the_cache_unloads_least_recently_used_models_past_its_budget():
+    loads: list[str] = []
+
+    def loader(key: str, size: int):
+        def load():
+            loads.append(key)
+            return _Fake(size)
+
+        return load
+
+    cache = ModelCache(100, make_batcher=lambda k, m: MicroBatcher(m.run))
+    cache.get("a", loader("a", 40))
+    cache.get("b", loader("b", 40))
+    cache.get("a", loader("a", 40))  # a is now the most recent
+    cache.get("c", loader("c", 40))  # over budget: b goes
+    assert sorted(cache.keys()) == ["a", "c"] and cache.used_bytes == 80
+    cache.get("huge", loader("huge", 500))  # larger than the budget: served alone
+    assert cache.keys() == ["huge"]
+    assert loads == ["a", "b", "c", "huge"]
+    cache.close()
+
+
+def test_one_load_for_many_concurrent_first_requests():
+    loads: list[int] = []
+
+    class Backend:
+        def load_predictor(self, path: Any) -> _Fake:
+            loads.append(1)
+            return _Fake(10)
+
+        load_embedder = load_predictor
+
+    svc = InferenceService(capacity_bytes=1000, backend=Backend())  # type: ignore[arg-type]
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda t: svc.predict("m", None, [t]), ["a", "b", "c", "d"] * 4))  # type: ignore[arg-type]
+    assert len(loads) == 1
+    assert [o[0][0]["label"] for o in out] == ["A", "B", "C", "D"] * 4 and out[0][1] == 1
+    with pytest.raises(DataError):  # a bad request fails alone, before it joins a batch
+        svc.predict("m", None, [3])  # type: ignore[arg-type, list-item]
+    svc.close()
