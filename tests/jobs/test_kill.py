@@ -101,7 +101,8 @@ def test_killing_a_worker_mid_training_loses_no_job_and_no_data(sqlite_env, tiny
     # nothing recorded before the kill was lost: its metrics and its checkpoint are still there
     assert all(any(e.type == "metrics" and e.attempt == 2 and e.data["step"] == s for e in events)
                for s in metrics_before)
-    assert (3, 2) in ckpts
+    assert (3, 2) in ckpts and {step for step, _ in ckpts} == {3, 6, 9}
+    assert not (env.storage.local_path(model.storage_key) / "checkpoints").exists()  # not shipped with the model
     manifest = json.loads((env.storage.local_path(model.storage_key) / "tuneforge.json").read_text())
     assert manifest["training"]["steps"] == 9  # finished from step 3, not restarted and not short
     stored = env.storage.local_path(upload.storage_key).read_bytes()

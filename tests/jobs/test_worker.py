@@ -187,3 +187,32 @@ def test_a_job_whose_file_was_removed_fails_clearly(sqlite_env, field):
     w.run_until_idle(timeout=30)
     j = _job(env, job_id)
     assert j.status == "failed" and "file-gone" in j.error_message
+
+
+def test_a_worker_shutting_down_hands_its_job_back_without_a_failure(sqlite_env):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions)
+    job_id = _gated_job(env, key, epochs=2)
+    first = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(),
+                   train_runner=GATED, name="leaving")
+    _tick_until(first, lambda: any(e.type == "metrics" and e.data.get("step") == 1 for e in _events(env, job_id)))
+    first.shutdown()
+    j = _job(env, job_id)
+    assert j.status == "queued" and j.failures == 0 and j.lease_owner is None
+    assert any("The worker shut down" in e.message for e in _events(env, job_id))
+    second = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor())
+    second.run_until_idle(timeout=120)
+    j = _job(env, job_id)
+    assert j.status == "succeeded" and j.failures == 0
+    assert any("Resuming from the checkpoint at step 2" in e.message for e in _events(env, job_id))
+
+
+def test_a_job_over_the_token_quota_fails_at_validation(sqlite_env):
+    env = sqlite_env
+    _, key = new_tenant(env.sessions, trained_tokens_per_month=50)
+    job_id = env.job(key, epochs=3)
+    Worker(sessions=env.sessions, settings=env.settings, storage=env.storage,
+           executor=ThreadExecutor()).run_until_idle(timeout=60)
+    j = _job(env, job_id)
+    assert j.status == "failed" and j.error_code == "quota_exceeded" and "50" in j.error_message
+    assert j.estimated_tokens is None and j.started_at is None

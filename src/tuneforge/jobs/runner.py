@@ -175,15 +175,18 @@ def train_values(*, task: str, base_model: str, data: str, eval_data: str | None
 
 
 def _lr_from_multiplier(values: dict[str, Any], multiplier: float, cache_dir: Path) -> float:
+    """``learning_rate_multiplier`` times the learning rate ``train`` would pick for this model and data."""
     from tuneforge.models.registry import resolve_base_model
     from tuneforge.tasks import get_task
     from tuneforge.training import make_config
     from tuneforge.training.recipe import auto_hyperparameters
 
-    base = resolve_base_model(str(values["base_model"]), cache_dir)
-    hidden = int(json.loads((base.path / "config.json").read_text()).get("hidden_size", 384))
     cfg = make_config({**values, "output": "unused", "learning_rate": None})
-    auto = auto_hyperparameters(cfg, n_train=0, hidden_size=hidden, model_max=10**6, task=get_task(cfg.task))
+    base = resolve_base_model(cfg.base_model, cache_dir)
+    n_train = len(_load(cfg.task, FileRef(str(cfg.data), "", Path(cfg.data).name, "training_file"), None,
+                        values)[0])
+    auto = auto_hyperparameters(cfg, n_train=n_train, model_config=json.loads((base.path / "config.json").read_text()),
+                                model_max=10**6, task=get_task(cfg.task))
     return float(auto["learning_rate"]) * multiplier
 
 
@@ -260,8 +263,7 @@ def _metrics_event(event: dict[str, Any]) -> dict[str, Any]:
     if "loss" in data:
         data["train_loss"] = data["loss"]
     shown = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()
-             if k in ("loss", "train_loss") or k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
-    shown = list(dict.fromkeys(shown))
+             if k == "train_loss" or k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
     return {"type": "metrics", "message": f"Step {data.get('step')}: " + (", ".join(shown) or "logged"),
             "data": data}
 
@@ -284,6 +286,8 @@ def run_training(spec: RunSpec, emit: Emit, should_stop: Callable[[], bool]) -> 
             emit({"message": f"An earlier attempt ({finished.name}) had finished training; using its model."})
             return _succeeded(spec, finished, manifest)
         values = dict(spec.values)
+        # keep the checkpoints until the worker has recorded them all; it removes them before publishing
+        values.setdefault("keep_checkpoints", True)
         mult = values.pop("learning_rate_multiplier", None)
         if mult not in (None, "auto") and values.get("learning_rate") is None:
             values["learning_rate"] = _lr_from_multiplier(values, float(mult), Path(spec.cache_dir))

@@ -215,11 +215,12 @@ class Worker:
             del self.active[claim.job_id]
             self._finish(run, run.handle.result())
 
-    def _record_checkpoints(self, run: _Active) -> None:
+    def _record_checkpoints(self, run: _Active, folder: Path | None = None) -> None:
         if run.work_root is None:
             return
-        new = [(step, checkpoint_metrics(path, step)) for step, path in
-               complete_checkpoints(run.work_root / f"attempt-{run.claim.attempt}") if step not in run.recorded_steps]
+        folder = folder or run.work_root / f"attempt-{run.claim.attempt}"
+        new = [(step, checkpoint_metrics(path, step)) for step, path in complete_checkpoints(folder)
+               if step not in run.recorded_steps]
         if new and self.queue.record(run.claim, checkpoints=new):
             run.recorded_steps.update(step for step, _ in new)
 
@@ -242,6 +243,9 @@ class Worker:
         assert run.work_root is not None and run.model_id is not None
         if status == "succeeded":
             out = Path(result["output"])
+            self._record_checkpoints(run, out)
+            if not claim.job["options"].get("keep_checkpoints"):
+                shutil.rmtree(out / "checkpoints", ignore_errors=True)
             key = f"models/{claim.tenant_id}/{claim.job_id}"
             if self.queue.complete(claim, model_id=run.model_id, storage_key=key,
                                    publish=lambda: self.storage.put_dir(key, out),
