@@ -54,7 +54,7 @@ def benchmarks(ds: Path, work: Path) -> dict[str, dict[str, Any]]:
                           args=["--base-model", "minilm", "--epochs", "4"], note=""),
         "squad": dict(task="qa", train=lambda: ds / "squad_v1.1/train_by_article.jsonl", dev=None,
                       test=ds / "squad_v1.1/test_by_article.jsonl", metric="f1",
-                      args=["--base-model", "minilm", "--epochs", "3"],
+                      args=["--base-model", "minilm", "--epochs", "2"],
                       note="train_by_article (8,527 questions) → test_by_article (2,043)"),
         "chnsenticorp": dict(task="classification", train=lambda: ds / "chnsenticorp/train.jsonl",
                              dev=ds / "chnsenticorp/validation.jsonl", test=ds / "chnsenticorp/test.jsonl",
