@@ -190,6 +190,7 @@ def main() -> None:
     print_table(rows, list(rows[0]))
     path = write_result("serve", {"benchmark": "serve", "model": "minilm (all-MiniLM-L6-v2) SST-2 classifier",
                                   "seconds_per_level": args.seconds, "database": url_db.split(":")[0],
+                                  "server_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (serve)"),
                                   "machine": machine(), "rows": rows, "served": served, "in_process": limit})
     print(f"wrote {path}")
 

@@ -99,6 +99,9 @@ def test_embeddings_are_unit_vectors_in_float_and_base64(acme):
                                             "encoding_format": "base64"}).json()
     decoded = np.frombuffer(base64.b64decode(one["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, vecs[0], atol=1e-5)  # batched or alone, the same vector
+    if "minilm" in [m["id"] for m in acme.get("/v1/models").json()["data"]]:  # aliases name the same encoder
+        r = acme.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hello"})
+        assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 384
     r = acme.post("/v1/embeddings", json={"model": "tiny-bert", "input": [1, 2, 3]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
     r = acme.post("/v1/embeddings", json={"model": "nope", "input": "x"})

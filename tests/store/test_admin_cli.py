@@ -59,6 +59,10 @@ def test_keys_scopes_revocation_and_plans(cli):
         p = authenticate(s, key)
         assert p.plan == "pro" and p.trial_ends_at is None and p.quotas.max_concurrent_jobs == 5
     assert "acme" in cli("admin", "list-tenants").output and "starter" in cli("admin", "list-plans").output
+    assert cli("admin", "disable-tenant", "acme").exit_code == 0
+    with cli.sessions() as s, pytest.raises(Exception, match="disabled"):
+        authenticate(s, key)
+    assert cli("admin", "enable-tenant", "acme").exit_code == 0
     assert cli("admin", "revoke-key", key[:10]).exit_code == 0
     with cli.sessions() as s, pytest.raises(Exception, match="revoked"):
         authenticate(s, key)

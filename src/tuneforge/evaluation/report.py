@@ -45,8 +45,9 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 pairs = sorted(((cm["matrix"][i][j], cm["labels"][i], cm["labels"][j])
                                 for i in range(len(cm["labels"])) for j in range(len(cm["labels"])) if i != j),
                                reverse=True)[:10]
-                md += ["", "Most frequent confusions:", ""]
-                md += [f"- {n} × `{a}` predicted as `{b}`" for n, a, b in pairs if n]
+                confusions = [f"- {n} × `{a}` predicted as `{b}`" for n, a, b in pairs if n]
+                if confusions:
+                    md += ["", "Most frequent confusions:", "", *confusions]
         errors = []
         for i, (pred, ex) in enumerate(zip(predictions, examples, strict=True)):
             wrong, line = task.describe(pred, ex)

@@ -131,6 +131,8 @@ def _child_main(runner_path: str, spec: Any, events: Any, stop: Any, parent: int
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+    if os.environ.pop("TUNEFORGE_OMP_WAIT_POLICY_DEFAULTED", None):  # set for serving; training wants spinning
+        os.environ.pop("OMP_WAIT_POLICY", None)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

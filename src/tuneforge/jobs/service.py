@@ -24,7 +24,7 @@ from tuneforge.store.tenants import Principal
 from tuneforge.store.usage import month_start
 
 __all__ = ["JobRequest", "available_base_models", "cancel_job", "create_job", "model_name", "pause_job",
-           "resolve_base_for_training", "resume_job"]
+           "registry_name", "resolve_base_for_training", "resume_job"]
 
 #: TrainConfig fields a job sets itself; the rest may be passed as extra fields of the request
 RESERVED_OPTIONS = {"task", "data", "eval_data", "output", "base_model", "seed", "method"}
@@ -53,7 +53,8 @@ def available_base_models(settings: Settings) -> list[str]:
     return [m.name for m in list_base_models() if m.installed] + sorted(settings.base_models)
 
 
-def _registry_name(name: str) -> str | None:
+def registry_name(name: str) -> str | None:
+    """The registry name of a base model given by name or alias, or None."""
     from tuneforge.models.registry import BASE_MODELS
 
     low = name.lower()
@@ -71,7 +72,7 @@ def resolve_base_for_training(session: Session, settings: Settings, storage: Sto
         return str(settings.base_models[name])
     if name.startswith("ft:"):
         return str(storage.local_path(ModelRepo(session, tenant_id).get(name).storage_key))
-    registry = _registry_name(name)
+    registry = registry_name(name)
     if registry is None:
         raise InvalidRequestError(
             f"The model '{name}' cannot be fine-tuned here (available: "
@@ -89,7 +90,7 @@ def _check_base(session: Session, settings: Settings, tenant_id: str, name: str)
         return name
     from tuneforge.models.registry import BASE_MODELS
 
-    registry = _registry_name(name)
+    registry = registry_name(name)
     if registry is None or not BASE_MODELS[registry].installed():
         raise InvalidRequestError(
             f"The model '{name}' cannot be fine-tuned here (available: "

@@ -24,7 +24,7 @@ from tuneforge.store.models import ApiKey, Plan, Tenant
 
 __all__ = ["DEFAULT_PLANS", "QUOTA_FIELDS", "SCOPES", "Principal", "Quotas", "authenticate", "create_api_key",
            "create_tenant", "ensure_plans", "get_tenant", "hash_secret", "list_keys", "list_tenants",
-           "quotas_for", "revoke_key", "set_plan", "set_quotas"]
+           "quotas_for", "revoke_key", "set_disabled", "set_plan", "set_quotas"]
 
 SCOPES = ("train", "predict", "admin")
 KEY_PREFIX = "tf_"
@@ -188,6 +188,14 @@ def set_quotas(session: Session, *, tenant: str, overrides: dict[str, int | None
     t = get_tenant(session, tenant)
     for k, v in _check_overrides(overrides).items():
         setattr(t, f"q_{k}", v)
+    session.commit()
+    return t
+
+
+def set_disabled(session: Session, *, tenant: str, disabled: bool) -> Tenant:
+    """Disable a tenant (every request answers 403; data is kept) or enable it again."""
+    t = get_tenant(session, tenant)
+    t.disabled_at = (t.disabled_at or utcnow()) if disabled else None
     session.commit()
     return t
 

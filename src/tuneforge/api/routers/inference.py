@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep, meter_model
 from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
 from tuneforge.errors import InvalidRequestError
-from tuneforge.jobs.service import available_base_models
+from tuneforge.jobs.service import available_base_models, registry_name
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -36,16 +36,17 @@ def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, 
                          usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
 
-def _encoder_path(name: str, settings: SettingsDep) -> Path:
+def _encoder(name: str, settings: SettingsDep) -> tuple[str, Path]:
     from tuneforge.models.registry import resolve_base_model
 
+    name = registry_name(name) or name  # aliases such as all-MiniLM-L6-v2
     if name not in available_base_models(settings):
         raise InvalidRequestError(f"model: '{name}' is not an embedding model here (available: "
                                   f"{', '.join(available_base_models(settings))}).", param="model",
                                   code="model_not_found")
     if name in settings.base_models:
-        return Path(settings.base_models[name])
-    return resolve_base_model(name, settings.cache_dir).path
+        return name, Path(settings.base_models[name])
+    return name, resolve_base_model(name, settings.cache_dir).path
 
 
 @router.post("/embeddings", response_model=EmbeddingsPublic, summary="Embed texts with a base encoder")
@@ -56,13 +57,13 @@ def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrinci
         raise InvalidRequestError("input: a string or a list of strings (token arrays are not supported)",
                                   param="input", code="invalid_input")
     _check_count(len(texts), settings.max_predict_inputs, "input")
-    path = _encoder_path(body.model, settings)
-    meter_model(request, body.model)
-    vectors, tokens = state.inference.embed(body.model, path, texts)
+    name, path = _encoder(body.model, settings)
+    meter_model(request, name)
+    vectors, tokens = state.inference.embed(name, path, texts)
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise InvalidRequestError(f"dimensions: {body.model} gives {len(vectors[0])}-dimensional vectors; it cannot "
                                   f"give {body.dimensions}.", param="dimensions", code="invalid_value")
-    state.meter.add(principal.tenant_id, "embedded_tokens", tokens, model=body.model)
+    state.meter.add(principal.tenant_id, "embedded_tokens", tokens, model=name)
     data = []
     for i, v in enumerate(vectors):
         vec = np.asarray(v, dtype="<f4")
