@@ -116,26 +116,12 @@ def _columns(options: dict[str, Any]) -> Any:
 
 def _load(task: str, training: FileRef, validation: FileRef | None, options: dict[str, Any]) -> tuple[Any, Any]:
     """The checks ``tuneforge train`` makes before it loads a model, with every problem of both files at once."""
-    from tuneforge.data import load_dataset
+    from tuneforge.training.recipe import load_training_data
 
-    common: dict[str, Any] = {"columns": _columns(options), "multi_label": options.get("multi_label"),
-                              "label_separator": options.get("label_separator")}
-    problems: list[DataProblem] = []
-    train_ds = eval_ds = None
-    try:
-        train_ds = load_dataset(training.path, task, require_labels=True, min_classes=2, **common)
-    except DataError as e:
-        problems += e.problems
-    if validation is not None:
-        label_set = train_ds.labels if train_ds is not None and task == "classification" else None
-        try:
-            eval_ds = load_dataset(validation.path, task, require_labels=True, label_set=label_set,
-                                   **{**common, "multi_label": train_ds.multi_label if train_ds else None})
-        except DataError as e:
-            problems += e.problems
-    if problems:
-        raise DataError(problems)
-    return train_ds, eval_ds
+    return load_training_data(task, training.path, validation.path if validation else None,
+                              columns=_columns(options), multi_label=options.get("multi_label"),
+                              label_separator=options.get("label_separator"),
+                              lenient_bio=bool(options.get("lenient_bio")))
 
 
 def validate_files(spec: ValidateSpec, emit: Emit, should_stop: Callable[[], bool]) -> dict[str, Any]:

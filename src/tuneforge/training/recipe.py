@@ -35,7 +35,7 @@ from tuneforge.training.warm_start import warm_start_classifier
 from tuneforge.utils.fs import atomic_write_json, storage_errors
 from tuneforge.utils.hf import quiet_transformers
 
-__all__ = ["TrainResult", "auto_hyperparameters", "saved_config", "train"]
+__all__ = ["TrainResult", "auto_hyperparameters", "load_training_data", "saved_config", "train"]
 
 MANIFEST = "tuneforge.json"
 RUN_CONFIG = "run-config.json"
@@ -120,23 +120,24 @@ def _model_max_positions(base_path: Path, tokenizer: Any) -> int:
     return int(min(limit, tok_max if tok_max < 1e6 else limit))
 
 
-def _load_data(config: TrainConfig, task: Task) -> tuple[Dataset, Dataset | None]:
-    """Load and validate train and eval data; problems in both files are reported together."""
+def load_training_data(task: str, data: Path | str, eval_data: Path | str | None = None, *,
+                       columns: ColumnMap | None = None, multi_label: bool | None = None,
+                       label_separator: str | None = None, lenient_bio: bool = False) -> tuple[Dataset, Dataset | None]:
+    """Load and validate training and dev data as a run will use them; problems in both files are reported
+    together in one DataError. (The service validates uploads with this same function.)"""
     problems: list[DataProblem] = []
     train_ds = eval_ds = None
-    common: dict[str, Any] = dict(columns=_columns(config), multi_label=config.multi_label,
-                                  label_separator=config.label_separator, strict_bio=not config.lenient_bio)
+    common: dict[str, Any] = dict(columns=columns, multi_label=multi_label, label_separator=label_separator,
+                                  strict_bio=not lenient_bio)
     try:
-        train_ds = load_dataset(config.data, task.name, require_labels=True, min_classes=2, **common)
+        train_ds = load_dataset(data, task, require_labels=True, min_classes=2, **common)
     except DataError as e:
         problems += e.problems
-    if config.eval_data is not None:
-        label_set = None
-        if train_ds is not None and task.name == "classification":
-            label_set = train_ds.labels
+    if eval_data is not None:
+        label_set = train_ds.labels if train_ds is not None and task == "classification" else None
         try:
-            eval_ds = load_dataset(config.eval_data, task.name, require_labels=True, label_set=label_set,
-                                   **{**common, "multi_label": train_ds.multi_label if train_ds else None})
+            eval_ds = load_dataset(eval_data, task, require_labels=True, label_set=label_set,
+                                   **{**common, "multi_label": train_ds.multi_label if train_ds else multi_label})
         except DataError as e:
             problems += e.problems
     if problems:
@@ -152,7 +153,9 @@ def _prepare(config: TrainConfig, settings: Settings, console: Console) -> _Prep
     task = get_task(config.task)
     # Check the cheap things first so that a typo fails in milliseconds, not after a model load.
     with console.status("Reading and validating data..."):
-        train_ds, eval_ds = _load_data(config, task)
+        train_ds, eval_ds = load_training_data(
+            task.name, config.data, config.eval_data, columns=_columns(config), multi_label=config.multi_label,
+            label_separator=config.label_separator, lenient_bio=config.lenient_bio)
     with console.status(f"Loading base model {config.base_model}..."):
         base = resolve_base_model(config.base_model, settings.cache_dir)
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
