@@ -52,7 +52,8 @@ class TrainConfig(BaseModel):
                                                  "entity instead of refusing the file.")
 
     epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
-    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (auto: by model and data size).")
+    learning_rate: float | None = Field(None, gt=0, lt=1,
+                                        description="Peak learning rate (auto: by model and data size).")
     batch_size: int | None = Field(None, ge=1, le=4096,
                                    description="Examples per step (auto: by model and data size).")
     grad_accum: int = Field(1, ge=1, le=1024, description="Steps whose gradients are summed before an update.")
