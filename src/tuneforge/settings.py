@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest file accepted by POST /v1/files.")
     max_predict_inputs: int = Field(256, ge=1, description="Most inputs in one /v1/predict or /v1/embeddings call.")
     api_docs: bool = Field(True, description="Serve the OpenAPI docs at /docs.")
+    console: bool = Field(True, description="Serve the web console at /console.")
 
     # --- the job queue and its workers ------------------------------------------------------------------------
     embedded_workers: int = Field(1, ge=0, description="Jobs `tuneforge serve` trains at once in its own worker "

@@ -21,7 +21,7 @@ from tuneforge.api.errors import install_error_handlers
 from tuneforge.api.metrics import Metrics
 from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.ratelimit import MemoryRateLimiter
-from tuneforge.api.routers import files, health, inference, jobs, models, usage
+from tuneforge.api.routers import api_keys, datasets, estimates, files, health, inference, jobs, models, usage
 from tuneforge.api.state import ServiceState
 from tuneforge.inference.serving import InferenceService
 from tuneforge.settings import Settings
@@ -90,7 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tuneforge = state
     install_error_handlers(app)
     # Each router carries its whole prefix, so a route's path is the template that /metrics reports.
-    for r in (files.router, jobs.router, models.router, inference.router, usage.router, health.router):
+    for r in (files.router, datasets.router, jobs.router, estimates.router, models.router, inference.router,
+              usage.router, api_keys.router, health.router):
         app.include_router(r)
+    if settings.console:
+        from tuneforge.console import install_console
+
+        install_console(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, meter=state.meter)
     return app

@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneforge.store.models import Checkpoint, File, Job, JobEvent, Model
+from tuneforge.store.models import ApiKey, Checkpoint, File, Job, JobEvent, Model
 
-__all__ = ["CheckpointPublic", "EmbeddingCreate", "EmbeddingsPublic", "EventPublic", "FileDeleted", "FilePublic",
+__all__ = ["ApiKeyCreate", "ApiKeyCreated", "ApiKeyPublic", "CheckpointPublic", "CleanCreate", "CleanPublic",
+           "EstimatePublic", "EvaluationPublic", "FilePreviewPublic", "ProblemPublic", "SplitCreate", "SplitPublic",
+           "WhoAmIPublic", "EmbeddingCreate", "EmbeddingsPublic", "EventPublic", "FileDeleted", "FilePublic",
            "Hyperparameters", "JobCreate", "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic",
            "PredictCreate", "PredictPublic", "UsagePublic"]
 
@@ -201,6 +203,9 @@ class ModelPublic(BaseModel):
     task: str | None = Field(None, description="classification, ner or qa; none for a base encoder.")
     base_model: str | None = None
     fine_tuning_job: str | None = None
+    language: str | None = Field(None, description="Base models: the languages it was pretrained on.")
+    parameters: str | None = Field(None, description="Base models: its size, e.g. 22.7M.")
+    description: str | None = Field(None, description="Base models: what it suits.")
 
     @classmethod
     def of(cls, m: Model, owner: str) -> ModelPublic:
@@ -263,3 +268,134 @@ class UsagePublic(BaseModel):
     data: list[dict[str, Any]]
     totals: dict[str, int]
     quotas: dict[str, dict[str, int | None]]
+
+
+# ------------------------------------------------------------------------------------------ datasets (files)
+class ProblemPublic(BaseModel):
+    """One problem in a data file: the file name, 1-based line, field, what is wrong and what to do."""
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def of(cls, p: Any) -> ProblemPublic:
+        return cls(file=p.file, line=p.line, field=p.field, message=p.message, hint=p.hint)
+
+
+class FilePreviewPublic(BaseModel):
+    object: Literal["file.preview"] = "file.preview"
+    file: FilePublic
+    task: str = Field(description="The task the file was validated for (guessed from its columns if not given).")
+    format: str
+    records: int = Field(description="Records read from the file.")
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(description="The first records, each with its 1-based `line`.")
+    valid: bool
+    examples: int = Field(description="Valid examples for the task (0 when the file has problems).")
+    problems: list[ProblemPublic] = Field(description="Every problem, by line; a job on this file would fail.")
+    warnings: list[ProblemPublic]
+    labels: dict[str, int] = Field(description="Examples per label (classification) or entities per type (ner).")
+    multi_label: bool = False
+
+
+class CleanCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["classification", "ner", "qa"]
+    lowercase: bool = False
+    strip_html: bool = True
+    dedupe: bool = Field(True, description="Drop exact duplicates, keeping the first.")
+    near_dedupe: bool = Field(True, description="Drop near-duplicates with the same label (classification).")
+    drop_conflicts: bool = Field(True, description="Drop texts that appear with different labels.")
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+
+
+class CleanPublic(BaseModel):
+    object: Literal["file.clean"] = "file.clean"
+    file: FilePublic = Field(description="The cleaned data, stored as a new file.")
+    kept: int
+    changed: int
+    counts: dict[str, int] = Field(description="Removed examples per reason.")
+    label_renames: dict[str, str]
+    removed: list[dict[str, Any]] = Field(description="Each removed example: line, reason, detail.")
+
+
+class SplitCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["classification", "ner", "qa"]
+    dev: float = Field(0.1, ge=0, lt=1, description="Share of the examples for the dev (validation) file.")
+    test: float = Field(0.1, ge=0, lt=1, description="Share held out for a final test.")
+    seed: int = Field(0, ge=0)
+
+
+class SplitPublic(BaseModel):
+    object: Literal["file.split"] = "file.split"
+    files: dict[str, FilePublic] = Field(description="train, dev and test (those asked for), as new files.")
+
+
+# ------------------------------------------------------------------------------------------------- estimates
+class EstimatePublic(BaseModel):
+    object: Literal["fine_tuning.estimate"] = "fine_tuning.estimate"
+    model: str
+    task: str
+    training_file: str
+    examples: int
+    tokens_per_epoch: int
+    epochs: float
+    trained_tokens: int = Field(description="Tokens the job would train: tokens per epoch times epochs.")
+    quota: dict[str, int] = Field(description="This month's trained-token quota: limit, used, remaining.")
+    within_quota: bool
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+class EvaluationPublic(BaseModel):
+    object: Literal["model.evaluation"] = "model.evaluation"
+    model: str
+    task: str | None
+    labels: list[str]
+    multi_label: bool
+    max_length: int | None
+    base_model: str | None
+    method: str | None
+    training: dict[str, Any]
+    evaluation: dict[str, Any] | None = Field(
+        description="The dev evaluation: metrics, per_class (precision/recall/F1/support per class or entity "
+                    "type), confusion_matrix {labels, matrix}, report_markdown; null without a validation file.")
+
+
+# ------------------------------------------------------------------------------------------------- API keys
+class ApiKeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    prefix: str = Field(description="The first characters of the secret, for recognising the key.")
+    scopes: list[str]
+    created_at: int
+    revoked_at: int | None = None
+
+    @classmethod
+    def of(cls, k: ApiKey) -> ApiKeyPublic:
+        return cls(id=k.id, name=k.name, prefix=k.prefix, scopes=k.scopes.split(), created_at=_ts(k.created_at) or 0,
+                   revoked_at=_ts(k.revoked_at))
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=100)
+    scopes: list[Literal["train", "predict", "admin"]] = Field(min_length=1)
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    secret: str = Field(description="The key itself: shown in this response only, never again.")
+
+
+class WhoAmIPublic(BaseModel):
+    object: Literal["api_key.current"] = "api_key.current"
+    tenant: str
+    plan: str
+    key_id: str
+    scopes: list[str]
+    trial_ends_at: int | None

@@ -10,7 +10,7 @@ from typing import Any
 from tuneforge.evaluation.plots import plot_confusion_matrix, plot_per_class_f1
 from tuneforge.utils.fs import atomic_dir
 
-__all__ = ["write_evaluation"]
+__all__ = ["read_evaluation", "write_evaluation"]
 
 MAX_ERRORS_SHOWN = 25
 
@@ -66,3 +66,30 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 line_no = dataset.lines[i] if i < len(dataset.lines) else None
                 f.write(json.dumps({"line": line_no, **pred}, ensure_ascii=False) + "\n")
     return scores
+
+
+def read_evaluation(run_dir: Path) -> dict[str, Any]:
+    """A trained run's manifest summary and its dev evaluation (``eval-*/metrics.json`` and ``report.md``), as
+    plain data: what the API's ``GET /v1/models/{id}/evaluation`` returns. ``evaluation`` is None for a run
+    trained without a validation file."""
+    manifest = json.loads((run_dir / "tuneforge.json").read_text(encoding="utf-8"))
+    reports = sorted(d for d in run_dir.glob("eval-*") if (d / "metrics.json").is_file())
+    evaluation = None
+    if reports:
+        d = reports[0]
+        scores = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        report = d / "report.md"
+        evaluation = {
+            "name": d.name.removeprefix("eval-"),
+            "metrics": {k: v for k, v in scores.items() if not isinstance(v, dict | list)},
+            "per_class": scores.get("per_class"),
+            "confusion_matrix": scores.get("confusion_matrix"),
+            "report_markdown": report.read_text(encoding="utf-8") if report.is_file() else None,
+        }
+    training = manifest.get("training", {})
+    return {"task": manifest.get("task"), "labels": manifest.get("labels", []),
+            "multi_label": bool(manifest.get("multi_label")), "max_length": manifest.get("max_length"),
+            "base_model": (manifest.get("base_model") or {}).get("name"), "method": manifest.get("method"),
+            "training": {k: training.get(k) for k in ("steps", "epochs", "final_loss", "train_seconds",
+                                                      "best_step", "stopped_early", "parameters")},
+            "evaluation": evaluation}

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.errors import ConfigError, InvalidRequestError, NotFoundError, QuotaExceededError
+from tuneforge.errors import ConfigError, DataError, InvalidRequestError, NotFoundError, QuotaExceededError
 from tuneforge.jobs.queue import add_event
 from tuneforge.jobs.states import FINAL
 from tuneforge.settings import Settings
@@ -23,8 +23,11 @@ from tuneforge.store.storage import Storage
 from tuneforge.store.tenants import Principal
 from tuneforge.store.usage import month_start
 
-__all__ = ["JobRequest", "available_base_models", "cancel_job", "create_job", "model_name", "pause_job",
-           "registry_name", "resolve_base_for_training", "resume_job"]
+__all__ = ["JobRequest", "available_base_models", "base_model_info", "cancel_job", "create_job", "estimate_job",
+           "model_name", "pause_job", "registry_name", "resolve_base_for_training", "resume_job"]
+
+#: epochs a job trains when ``n_epochs`` is "auto" (TrainConfig's default)
+AUTO_EPOCHS = 3.0
 
 #: TrainConfig fields a job sets itself; the rest may be passed as extra fields of the request
 RESERVED_OPTIONS = {"task", "data", "eval_data", "output", "base_model", "seed", "method"}
@@ -51,6 +54,16 @@ def available_base_models(settings: Settings) -> list[str]:
     from tuneforge.models.registry import list_base_models
 
     return [m.name for m in list_base_models() if m.installed] + sorted(settings.base_models)
+
+
+def base_model_info(name: str) -> dict[str, str | None]:
+    """Language, size and a description of a base model, for choosing one (unknown for an operator's model)."""
+    from tuneforge.models.registry import BASE_MODELS
+
+    spec = BASE_MODELS.get(registry_name(name) or "")
+    if spec is None:
+        return {"language": None, "parameters": None, "description": "A base model provided by the operator."}
+    return {"language": spec.language, "parameters": spec.params, "description": spec.description}
 
 
 def registry_name(name: str) -> str | None:
@@ -240,3 +253,46 @@ def resume_job(session: Session, *, principal: Principal, job_id: str) -> Job:
     add_event(session, job.id, "Fine-tuning job resumed; it continues from its last checkpoint.")
     session.commit()
     return job
+
+
+def estimate_job(session: Session, *, principal: Principal, settings: Settings, storage: Storage,
+                 req: JobRequest) -> dict[str, Any]:
+    """What a job would train, before it is created: examples, tokens per epoch, epochs, tokens to train, and
+    how that compares with what is left of this month's token quota. The file is validated as a job's would be
+    (a bad file raises the same DataError, naming the customer's file)."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.inference.tokens import count_tokens
+    from tuneforge.jobs.runner import FileRef, _load
+    from tuneforge.models.registry import resolve_base_model
+
+    tenant_id = principal.tenant_id
+    _check_base(session, settings, tenant_id, req.model)
+    _check_options(req)
+    try:
+        f = FileRepo(session, tenant_id).get(req.training_file)
+    except NotFoundError:
+        raise InvalidRequestError(f"training_file: no such file: '{req.training_file}'", param="training_file",
+                                  code="file_not_found") from None
+    base = resolve_base_for_training(session, settings, storage, tenant_id, req.model)
+    used = UsageRepo(session, tenant_id).total("trained_tokens", since=month_start())
+    path, filename = str(storage.local_path(f.storage_key)), f.filename
+    session.rollback()  # tokenizing may take a while: hold no transaction
+    ref = FileRef(path, f.id, filename, "training_file")
+    try:
+        train_ds, _ = _load(req.task, ref, None, req.options)
+    except DataError as e:
+        from dataclasses import replace
+
+        raise DataError([replace(p, file=filename) if p.file == path else p for p in e.problems],
+                        hint="Fix these lines in your file, or check the task.") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_base_model(base, settings.cache_dir).path))
+    per_epoch = count_tokens(train_ds.examples, req.task, tokenizer, req.options.get("max_length"))
+    n_epochs = req.hyperparameters.get("n_epochs", "auto")
+    epochs = float(req.options.get("epochs") or (AUTO_EPOCHS if n_epochs in (None, "auto") else n_epochs))
+    total = int(per_epoch * epochs)
+    limit = principal.quotas.trained_tokens_per_month
+    return {"object": "fine_tuning.estimate", "model": req.model, "task": req.task, "training_file": f.id,
+            "examples": len(train_ds), "tokens_per_epoch": per_epoch, "epochs": epochs, "trained_tokens": total,
+            "quota": {"limit": limit, "used": used, "remaining": max(0, limit - used)},
+            "within_quota": used + total <= limit}

@@ -15,11 +15,11 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import NotFoundError
-from tuneforge.store.models import Checkpoint, File, IdempotencyRecord, Job, JobEvent, Model, UsageRecord
+from tuneforge.store.models import ApiKey, Checkpoint, File, IdempotencyRecord, Job, JobEvent, Model, UsageRecord
 
-__all__ = ["ACTIVE_STATUSES", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "UsageRepo"]
+__all__ = ["ACTIVE_STATUSES", "ApiKeyRepo", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "UsageRepo"]
 
-T = TypeVar("T", File, Job, Model)
+T = TypeVar("T", ApiKey, File, Job, Model)
 P = TypeVar("P")
 
 #: statuses that hold one of the tenant's concurrent-job slots
@@ -84,6 +84,14 @@ class FileRepo(_Scoped[File]):
     def bytes_used(self) -> int:
         return int(self.session.scalar(select(func.coalesce(func.sum(File.bytes), 0))
                                        .where(File.tenant_id == self.tenant_id)) or 0)
+
+
+class ApiKeyRepo(_Scoped[ApiKey]):
+    """The tenant's API keys (their hashes and display prefixes; secrets are never stored)."""
+
+    model = ApiKey
+    noun = "API key"
+    param = "key_id"
 
 
 class ModelRepo(_Scoped[Model]):

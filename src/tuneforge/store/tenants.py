@@ -17,14 +17,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.errors import AuthError, ConfigError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from tuneforge.errors import (
+    AuthError,
+    ConfigError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from tuneforge.store.db import utcnow
 from tuneforge.store.ids import new_id
 from tuneforge.store.models import ApiKey, Plan, Tenant
 
 __all__ = ["DEFAULT_PLANS", "QUOTA_FIELDS", "SCOPES", "Principal", "Quotas", "authenticate", "create_api_key",
            "create_tenant", "ensure_plans", "get_tenant", "hash_secret", "list_keys", "list_tenants",
-           "quotas_for", "revoke_key", "set_disabled", "set_plan", "set_quotas"]
+           "quotas_for", "revoke_key", "revoke_tenant_key", "set_disabled", "set_plan", "set_quotas"]
 
 SCOPES = ("train", "predict", "admin")
 KEY_PREFIX = "tf_"
@@ -170,6 +177,20 @@ def revoke_key(session: Session, *, key: str) -> ApiKey:
     rows[0].revoked_at = rows[0].revoked_at or utcnow()
     session.commit()
     return rows[0]
+
+
+def revoke_tenant_key(session: Session, *, tenant_id: str, key_id: str, current_key_id: str) -> ApiKey:
+    """Revoke one of the tenant's own keys (the API's ``DELETE /v1/api_keys/{id}``); another tenant's key is a
+    404. The key making the request cannot revoke itself: that would lock its caller out mid-session."""
+    from tuneforge.store.repositories import ApiKeyRepo
+
+    key = ApiKeyRepo(session, tenant_id).get(key_id, for_update=True)
+    if key.id == current_key_id:
+        raise ConflictError(f"{key.id} is the key this request is signed with; sign in with another key to revoke "
+                            "it.", code="key_in_use", param="key_id")
+    key.revoked_at = key.revoked_at or utcnow()
+    session.commit()
+    return key
 
 
 def set_plan(session: Session, *, tenant: str, plan: str, trial_days: int | None = None) -> Tenant:

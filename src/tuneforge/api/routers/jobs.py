@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 _KNOWN = set(JobCreate.model_fields)
 
 
-def _to_request(body: JobCreate) -> JobRequest:
+def to_request(body: JobCreate) -> JobRequest:
     problems = []
     method = body.method
     if method is not None and method.type != "supervised":
@@ -47,7 +47,7 @@ def _to_request(body: JobCreate) -> JobRequest:
 @router.post("", response_model=JobPublic, summary="Create a fine-tuning job")
 def create(body: JobCreate, principal: TrainPrincipal, session: SessionDep, settings: SettingsDep,
            idempotency_key: IdempotencyKey = None) -> object:
-    req = _to_request(body)
+    req = to_request(body)
     return idempotent(session, tenant_id=principal.tenant_id, key=idempotency_key,
                       endpoint="POST /v1/fine_tuning/jobs", request_hash=fingerprint(body.model_dump(mode="json")),
                       create=lambda: JobPublic.of(create_job(session, principal=principal, settings=settings,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tuneforge.api.deps import CurrentPrincipal, Models, SessionDep, SettingsDep, StateDep, TrainPrincipal
-from tuneforge.api.schemas import ListPublic, ModelDeleted, ModelPublic
-from tuneforge.errors import PermissionDeniedError
-from tuneforge.jobs.service import available_base_models
+from tuneforge.api.schemas import EvaluationPublic, ListPublic, ModelDeleted, ModelPublic
+from tuneforge.errors import InvalidRequestError, PermissionDeniedError
+from tuneforge.evaluation.report import read_evaluation
+from tuneforge.jobs.service import available_base_models, base_model_info
 from tuneforge.store.artifacts import delete_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -16,7 +17,7 @@ BASE_OWNER = "tuneforge"
 
 
 def _base(name: str) -> ModelPublic:
-    return ModelPublic(id=name, created=0, owned_by=BASE_OWNER)
+    return ModelPublic(id=name, created=0, owned_by=BASE_OWNER, **base_model_info(name))
 
 
 @router.get("", response_model=ListPublic, summary="List models")
@@ -30,6 +31,19 @@ def retrieve_model(model: str, models: Models, principal: CurrentPrincipal, sett
     if model in available_base_models(settings):
         return _base(model)
     return ModelPublic.of(models.get(model), principal.tenant_name)
+
+
+@router.get("/{model}/evaluation", response_model=EvaluationPublic, summary="A fine-tuned model's evaluation")
+def evaluation(model: str, models: Models, state: StateDep, settings: SettingsDep) -> EvaluationPublic:
+    """The dev evaluation written when the model was trained (per-class table, confusion matrix, entity table,
+    or exact match and F1), with its training summary."""
+    if model in available_base_models(settings):
+        raise InvalidRequestError(f"'{model}' is a base model; only fine-tuned models have an evaluation.",
+                                  param="model", code="base_model")
+    m = models.get(model)
+    folder = state.storage.local_path(m.storage_key)
+    models.session.close()
+    return EvaluationPublic(model=m.id, **read_evaluation(folder))
 
 
 @router.delete("/{model}", response_model=ModelDeleted, summary="Delete a fine-tuned model")

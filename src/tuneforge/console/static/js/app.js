@@ -1,0 +1,189 @@
+// Shared by every page: the API client (Bearer key from session storage), messages, DOM helpers, charts.
+const KEY = "tf_key";
+const messages = JSON.parse(document.getElementById("tf-messages").textContent);
+export const params = JSON.parse(document.getElementById("tf-params").textContent);
+export const lang = document.documentElement.lang.startsWith("zh") ? "zh" : "en";
+
+/** The message `key`, with {name} placeholders filled from `vars`. */
+export function t(key, vars = {}) {
+  const text = messages[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
+}
+
+export function apiKey() { return sessionStorage.getItem(KEY); }
+export function setApiKey(k) { sessionStorage.setItem(KEY, k); }
+export function signOut() { sessionStorage.removeItem(KEY); location.href = "/console/login"; }
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status; this.body = body;
+  }
+}
+
+/** Call the public API. `body` is sent as JSON, `form` as multipart; the parsed JSON is returned. */
+export async function api(path, { method = "GET", body, form, key, raw = false } = {}) {
+  const headers = { Authorization: `Bearer ${key || apiKey()}` };
+  let payload;
+  if (form) payload = form;
+  else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
+  const r = await fetch(path, { method, headers, body: payload });
+  if (raw && r.ok) return r;
+  let data = null;
+  try { data = await r.json(); } catch (e) { /* not JSON */ }
+  if (r.status === 401 && !key) { sessionStorage.removeItem(KEY); location.href = loginUrl(); }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+function loginUrl() { return `/console/login?next=${encodeURIComponent(location.pathname + location.search)}`; }
+
+/** Build an element: el("a", {href: "/x", class: "c"}, "text", child). Text is never parsed as HTML. */
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "style" && typeof v === "object") Object.assign(e.style, v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+export function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+export function show(node, on = true) { node.hidden = !on; }
+
+export function fmtNumber(n, digits) {
+  if (n === null || n === undefined) return "—";
+  if (typeof n !== "number") return String(n);
+  return digits === undefined ? n.toLocaleString(lang === "zh" ? "zh-CN" : "en") :
+    n.toLocaleString(lang === "zh" ? "zh-CN" : "en", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+export function fmtBytes(b) {
+  if (b === null || b === undefined) return "—";
+  const u = ["B", "KB", "MB", "GB", "TB"]; let i = 0;
+  while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
+  return `${b.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+export function fmtTime(ts) {
+  if (!ts) return "—";
+  return new Date(ts * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en", { dateStyle: "medium", timeStyle: "short" });
+}
+export function fmtClock(ts) {
+  return ts ? new Date(ts * 1000).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { timeStyle: "medium" }) : "—";
+}
+export function statusBadge(status) {
+  return el("span", { class: `badge ${status}` }, t(`status.${status}`));
+}
+export function stat(label, value, id) {
+  return el("div", { class: "stat", id }, el("span", { class: "k" }, label), el("span", { class: "v" }, value));
+}
+export function errorText(e) { return e instanceof ApiError ? e.message : (e && e.message) || String(e); }
+export function showError(node, e) { node.textContent = e ? errorText(e) : ""; node.hidden = !e; }
+
+export function flash(text) {
+  const f = $("#flash"); if (!f) return;
+  f.textContent = text; f.hidden = false;
+  clearTimeout(flash.timer); flash.timer = setTimeout(() => { f.hidden = true; }, 6000);
+}
+
+export async function copyText(text, button) {
+  try { await navigator.clipboard.writeText(text); }
+  catch (e) { // clipboard blocked (http, permissions): select the text so the user can copy it
+    const range = document.createRange(); range.selectNodeContents(button.previousElementSibling);
+    const s = getSelection(); s.removeAllRanges(); s.addRange(range);
+  }
+  const old = button.textContent; button.textContent = t("action.copied");
+  setTimeout(() => { button.textContent = old; }, 1500);
+}
+
+// ---- charts (Chart.js, vendored; global `Chart`) ----
+export function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+export function palette() { return [1, 2, 3, 4, 5].map((i) => cssVar(`--chart-${i}`)); }
+export function chartDefaults() {
+  if (!window.Chart) return;
+  Chart.defaults.color = cssVar("--muted");
+  Chart.defaults.borderColor = cssVar("--chart-grid");
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.animation = false;
+  Chart.defaults.maintainAspectRatio = false;
+}
+const charts = new Map();
+/** Create or update the chart on canvas `id`; the canvas records how many points it shows (data-points). */
+export function chart(id, config) {
+  const canvas = document.getElementById(id);
+  const points = config.data.datasets.reduce((n, d) => n + d.data.length, 0);
+  canvas.dataset.points = String(points);
+  let c = charts.get(id);
+  if (c && c.config.type === config.type) {
+    c.data = config.data; c.options = config.options || c.options; c.update("none");
+  } else {
+    if (c) c.destroy();
+    c = new Chart(canvas, config);
+    charts.set(id, c);
+  }
+  return c;
+}
+export function redrawCharts() {
+  chartDefaults();
+  for (const c of charts.values()) {
+    const p = palette();
+    c.data.datasets.forEach((d, i) => { d.borderColor = d.backgroundColor = p[i % p.length]; });
+    c.options.scales && Object.values(c.options.scales).forEach((s) => {
+      s.grid = { ...(s.grid || {}), color: cssVar("--chart-grid") }; s.ticks = { ...(s.ticks || {}), color: cssVar("--muted") };
+    });
+    c.update("none");
+  }
+}
+
+// ---- page chrome: theme, language, who am I, sign out ----
+function setupChrome() {
+  const root = document.documentElement;
+  const toggle = $("#theme-toggle");
+  const sync = () => toggle.setAttribute("aria-pressed", String(root.dataset.theme === "dark"));
+  sync();
+  toggle.addEventListener("click", () => {
+    root.dataset.theme = root.dataset.theme === "dark" ? "light" : "dark";
+    try { localStorage.setItem("tf_theme", root.dataset.theme); } catch (e) { /* ignore */ }
+    sync(); redrawCharts();
+  });
+  $("#lang-select").addEventListener("change", (ev) => {
+    const u = new URL(location.href); u.searchParams.set("lang", ev.target.value); location.href = u.toString();
+  });
+  // a file dropped outside the drop zone must not make the browser navigate away to it
+  for (const name of ["dragover", "drop"]) window.addEventListener(name, (e) => e.preventDefault());
+  const out = $("#sign-out");
+  if (out) out.addEventListener("click", signOut);
+  chartDefaults();
+}
+
+/** Every page but the login page: require a key, show who is signed in. Returns the key's principal. */
+export async function requireKey() {
+  setupChrome();
+  if (!apiKey()) { location.href = loginUrl(); return new Promise(() => {}); }
+  const me = await api("/v1/api_keys/current");
+  const who = $("#who");
+  if (who) who.textContent = `${me.tenant} · ${me.plan}`;
+  return me;
+}
+export { setupChrome };
+
+/** Run `fn` every `ms` while `keepGoing()` is true and the page is visible. */
+export function poll(fn, ms, keepGoing = () => true) {
+  let timer = null;
+  const tick = async () => {
+    if (!keepGoing()) return;
+    if (document.visibilityState === "visible") { try { await fn(); } catch (e) { console.warn(e); } }
+    if (keepGoing()) timer = setTimeout(tick, ms);
+  };
+  timer = setTimeout(tick, ms);
+  return () => clearTimeout(timer);
+}
+
+/** Mark the page as initialised (its data loaded, its handlers attached): tests and screenshots wait for it. */
+export function ready() { document.documentElement.dataset.ready = "1"; }

@@ -1,0 +1,103 @@
+import { ready, $, api, chart, clear, el, errorText, fmtClock, fmtNumber, fmtTime, palette, params, poll, requireKey, showError, stat, statusBadge, t } from "./app.js";
+
+await requireKey();
+const jobId = params.job_id;
+const FINAL = ["succeeded", "failed", "cancelled"];
+let job = null;
+let nEvents = -1;
+
+function renderJob(j) {
+  job = j;
+  const badge = clear($("#job-status"));
+  badge.className = `badge ${j.status}`;
+  badge.textContent = t(`status.${j.status}`);
+  badge.dataset.status = j.status;
+  const running = ["running", "queued", "validating_files"].includes(j.status);
+  $("#pause-button").hidden = !running;
+  $("#resume-button").hidden = j.status !== "paused";
+  $("#cancel-button").hidden = FINAL.includes(j.status);
+  const hp = j.hyperparameters;
+  const stats = clear($("#job-stats"));
+  stats.append(stat(t("field.task"), t(`task.${j.task}`)), stat(t("field.base_model"), j.model),
+    stat(t("field.epochs"), String(hp.n_epochs)), stat(t("field.batch_size"), String(hp.batch_size)),
+    stat(t("field.lr_multiplier"), String(hp.learning_rate_multiplier)),
+    stat(t("job.trained_tokens"), fmtNumber(j.trained_tokens)), stat(t("col.created"), fmtTime(j.created_at)));
+  if (j.fine_tuned_model) {
+    stats.append(el("div", { class: "stat", id: "fine-tuned-model" }, el("span", { class: "k" }, t("col.model")),
+      el("a", { class: "v", href: `/console/models/${encodeURIComponent(j.fine_tuned_model)}` }, j.fine_tuned_model)));
+  }
+  const err = $("#job-error");
+  if (j.error) { err.textContent = `${j.error.code}: ${j.error.message}`; err.hidden = false; } else err.hidden = true;
+}
+
+function series(events, key) {
+  // the end-of-training summary (train_runtime, average train_loss) is not a point of the curve
+  return events.filter((e) => e.type === "metrics" && e.data && typeof e.data[key] === "number"
+      && typeof e.data.step === "number" && !("train_runtime" in e.data))
+    .map((e) => ({ x: e.data.step, y: e.data[key] })).sort((a, b) => a.x - b.x);
+}
+
+function renderEvents(events) {
+  const asc = [...events].reverse(); // the API lists newest first
+  const ds = (label, data, i) => ({ label, data, borderColor: palette()[i], backgroundColor: palette()[i], pointRadius: 2, tension: 0.2 });
+  const linear = { x: { type: "linear", title: { display: true, text: t("col.step") } } };
+  const loss = [ds(t("job.train_loss"), series(asc, "train_loss"), 0)];
+  const evalLoss = series(asc, "eval_loss");
+  if (evalLoss.length) loss.push(ds(t("job.dev_loss"), evalLoss, 1));
+  chart("loss-chart", { type: "line", data: { datasets: loss }, options: { scales: linear, plugins: { legend: { position: "bottom" } } } });
+  const keys = new Set();
+  for (const e of asc) if (e.type === "metrics" && e.data) for (const k of Object.keys(e.data))
+    if (k.startsWith("eval_") && !/(loss|runtime|per_second|_n$|epoch)$/.test(k) && typeof e.data[k] === "number") keys.add(k);
+  const dev = [...keys].slice(0, 5).map((k, i) => ds(k.replace(/^eval_/, ""), series(asc, k), i));
+  chart("dev-chart", { type: "line", data: { datasets: dev }, options: { scales: linear, plugins: { legend: { position: "bottom" } } } });
+  const tbody = clear($("#events-table tbody"));
+  for (const e of events) {
+    tbody.append(el("tr", { class: e.level }, el("td", { class: "nowrap" }, fmtClock(e.created_at)),
+      el("td", {}, e.type === "metrics" ? t("job.metrics") : e.level), el("td", {}, e.message)));
+  }
+}
+
+async function renderCheckpoints() {
+  const cps = (await api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/checkpoints?limit=100`)).data;
+  const tbody = clear($("#checkpoints-table tbody"));
+  for (const c of cps) {
+    const m = Object.entries(c.metrics || {}).filter(([k]) => k !== "step")
+      .map(([k, v]) => `${k.replace(/^eval_/, "dev ")} ${typeof v === "number" ? v.toFixed(4) : v}`).join(" · ");
+    const name = c.fine_tuned_model_checkpoint;
+    tbody.append(el("tr", {}, el("td", { class: "num" }, c.step_number),
+      el("td", {}, el("code", { title: name }, name.slice(name.lastIndexOf(":") + 1))), el("td", {}, m)));
+  }
+  $("#checkpoints-empty").hidden = cps.length > 0;
+}
+
+async function refresh() {
+  const [j, ev] = await Promise.all([api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}`),
+    api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events?limit=1000`)]);
+  renderJob(j);
+  if (ev.data.length !== nEvents) {
+    nEvents = ev.data.length;
+    renderEvents(ev.data);
+    await renderCheckpoints();
+  }
+}
+
+async function control(action) {
+  const err = $("#job-error");
+  try { renderJob(await api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/${action}`, { method: "POST" })); }
+  catch (e) { showError(err, e); }
+  nEvents = -1;
+  await refresh();
+  start();
+}
+$("#pause-button").addEventListener("click", () => control("pause"));
+$("#resume-button").addEventListener("click", () => control("resume"));
+$("#cancel-button").addEventListener("click", () => { if (confirm(t("job.confirm_cancel"))) control("cancel"); });
+
+let stop = null;
+function start() {
+  if (stop) stop();
+  stop = poll(refresh, 1500, () => job && !FINAL.includes(job.status));
+}
+try { await refresh(); } catch (e) { showError($("#job-error"), e); }
+start();
+ready();

@@ -1,0 +1,141 @@
+import { ready, $, $$, api, clear, copyText, el, errorText, fmtNumber, params, requireKey, stat, t } from "./app.js";
+
+await requireKey();
+const modelId = params.model_id;
+const [model, ev] = await Promise.all([api(`/v1/models/${encodeURIComponent(modelId)}`),
+  api(`/v1/models/${encodeURIComponent(modelId)}/evaluation`).catch(() => null)]);
+const task = model.task;
+
+// ---- summary and evaluation ----
+const stats = clear($("#model-stats"));
+stats.append(stat(t("field.task"), t(`task.${task}`)), stat(t("field.base_model"), model.base_model || "—"));
+if (model.fine_tuning_job) {
+  stats.append(el("div", { class: "stat" }, el("span", { class: "k" }, t("col.job")),
+    el("a", { class: "v", href: `/console/jobs/${encodeURIComponent(model.fine_tuning_job)}` }, model.fine_tuning_job)));
+}
+if (ev) {
+  stats.append(stat(t("model.steps"), fmtNumber(ev.training.steps)), stat(t("model.final_loss"), fmtNumber(ev.training.final_loss, 4)));
+  if (ev.labels.length) stats.append(stat(t("model.labels"), String(ev.labels.length)));
+}
+
+const METRIC_NAMES = { accuracy: "Accuracy", macro_f1: "Macro F1", micro_f1: "Micro F1", weighted_f1: "Weighted F1",
+  f1: "F1", precision: "Precision", recall: "Recall", exact_match: "Exact match (EM)" };
+const e = ev && ev.evaluation;
+if (!e) {
+  $("#eval-empty").hidden = false;
+  $("#per-class-table").closest(".grid").hidden = true;
+} else {
+  const box = clear($("#eval-metrics"));
+  for (const [k, v] of Object.entries(e.metrics)) {
+    if (typeof v !== "number" || k === "n" || k.endsWith("support")) continue;
+    const pct = task === "qa" ? v.toFixed(1) : fmtNumber(v, 4);
+    box.append(stat(METRIC_NAMES[k] || k, pct, `metric-${k}`));
+  }
+  if (task === "ner") $("#per-class-name").textContent = t("col.entity_type");
+  const pc = e.per_class ? Object.entries(e.per_class) : [];
+  const tbody = clear($("#per-class-table tbody"));
+  for (const [name, m] of pc) {
+    tbody.append(el("tr", {}, el("th", { scope: "row" }, name), el("td", { class: "num" }, fmtNumber(m.precision, 3)),
+      el("td", { class: "num" }, fmtNumber(m.recall, 3)), el("td", { class: "num" }, fmtNumber(m.f1, 3)), el("td", { class: "num" }, m.support)));
+  }
+  if (!pc.length) $("#per-class-table").closest("div").hidden = true;
+  const cm = e.confusion_matrix;
+  if (cm && cm.labels && cm.labels.length) {
+    const max = Math.max(1, ...cm.matrix.flat());
+    const table = clear($("#confusion-table"));
+    table.append(el("thead", {}, el("tr", {}, el("th", { scope: "col" }, t("model.gold_pred")),
+      cm.labels.map((l) => el("th", { scope: "col" }, l)))));
+    table.append(el("tbody", {}, cm.matrix.map((row, i) => el("tr", {}, el("th", { scope: "row" }, cm.labels[i]),
+      row.map((n, j) => {
+        const a = n / max;
+        // the accent colour at a strength by count, kept light enough that the theme's text colour stays readable
+        return el("td", { class: "num", style: { background: `rgba(29, 78, 216, ${(0.06 + 0.49 * a).toFixed(3)})`,
+          color: "var(--text)", fontWeight: i === j ? "700" : "400" },
+          title: `${cm.labels[i]} → ${cm.labels[j]}: ${n}` }, n);
+      })))));
+  } else {
+    $("#confusion-box").hidden = true;
+  }
+}
+
+// ---- playground ----
+const examples = { classification: t("play.example_cls"), ner: t("play.example_ner"), qa: t("play.example_context") };
+$("#play-text").value = examples[task] || "";
+if (task === "qa") {
+  $("#q-field").hidden = false;
+  $("#play-text-label").textContent = t("play.context");
+  $("#play-question").value = t("play.example_question");
+}
+
+function highlight(text, spans) {
+  // spans: [{start, end, label}], non-overlapping; text between is kept as text nodes (never parsed as HTML)
+  const out = el("p", { class: "highlighted" });
+  let at = 0;
+  for (const s of [...spans].sort((a, b) => a.start - b.start)) {
+    if (s.start < at) continue;
+    out.append(text.slice(at, s.start));
+    out.append(el("mark", { title: s.title || "" }, text.slice(s.start, s.end), s.label ? el("span", { class: "tag" }, s.label) : ""));
+    at = s.end;
+  }
+  out.append(text.slice(at));
+  return out;
+}
+
+function renderPrediction(p, input) {
+  const box = clear($("#play-result"));
+  if (task === "classification") {
+    const scores = Object.entries(p.scores || {}).sort((a, b) => b[1] - a[1]);
+    const top = p.label ?? (p.labels || []).join(", ");
+    box.append(el("p", {}, t("play.predicted"), " ", el("strong", { id: "predicted-label", class: "top-label" }, top)));
+    box.append(el("ul", { class: "scores", "aria-label": t("play.scores") }, scores.map(([label, s]) => el("li", {},
+      el("span", {}, label), el("span", { class: "bar", role: "presentation" }, el("span", { style: { width: `${(100 * s).toFixed(1)}%` } })),
+      el("span", { class: "num" }, s.toFixed(3))))));
+  } else if (task === "ner") {
+    const ents = p.entities || [];
+    box.append(highlight(input, ents.map((x) => ({ start: x.start, end: x.end, label: x.type, title: `${x.type} ${x.score.toFixed(2)}` }))));
+    box.append(el("p", { class: "muted", id: "entity-count" }, t("play.entities", { n: ents.length })));
+    if (ents.length) {
+      box.append(el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col" }, t("col.entity_type")),
+        el("th", { scope: "col" }, t("play.text")), el("th", { scope: "col" }, t("play.score")))),
+        el("tbody", {}, ents.map((x) => el("tr", {}, el("td", {}, x.type), el("td", {}, x.text), el("td", { class: "num" }, x.score.toFixed(3))))))));
+    }
+  } else {
+    box.append(el("p", {}, t("play.answer"), " ", el("strong", { id: "qa-answer" }, p.answer || t("play.no_answer")), ` (${(p.score ?? 0).toFixed(3)})`));
+    if (p.answer) box.append(highlight(input.context, [{ start: p.start, end: p.end }]));
+  }
+}
+
+$("#play-form").addEventListener("submit", async (evt) => {
+  evt.preventDefault();
+  const text = $("#play-text").value;
+  const input = task === "qa" ? { question: $("#play-question").value, context: text } : text;
+  $("#play-button").disabled = true;
+  try {
+    const r = await api("/v1/predict", { method: "POST", body: { model: modelId, inputs: [input] } });
+    renderPrediction(r.data[0], input);
+  } catch (err) {
+    clear($("#play-result")).append(el("p", { class: "error", role: "alert" }, errorText(err)));
+  } finally { $("#play-button").disabled = false; }
+});
+
+// ---- snippets ----
+const sample = task === "qa" ? { question: t("play.example_question"), context: examples.qa } : examples[task];
+const body = JSON.stringify({ model: modelId, inputs: [sample] });
+const origin = location.origin;
+$("#curl-snippet").textContent = `curl -s ${origin}/v1/predict \\
+  -H "Authorization: Bearer $TUNEFORGE_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '${body.replace(/'/g, "'\\''")}'`;
+$("#python-snippet").textContent = `import os
+import httpx
+
+r = httpx.post(
+    "${origin}/v1/predict",
+    headers={"Authorization": f"Bearer {os.environ['TUNEFORGE_API_KEY']}"},
+    json=${JSON.stringify({ model: modelId, inputs: [sample] }, null, 4).replace(/\n/g, "\n    ")},
+    timeout=30,
+)
+r.raise_for_status()
+print(r.json()["data"][0])`;
+for (const b of $$("button.copy")) b.addEventListener("click", () => copyText($(`#${b.dataset.copy}`).textContent, b));
+ready();
