@@ -7,12 +7,8 @@ Screenshots go to ``test-output/console/`` (``TUNEFORGE_TEST_OUTPUT`` overrides 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.service_support import make_settings, new_tenant
+from tests.service_support import make_settings, new_tenant, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("TUNEFORGE_CHROMIUM", "/usr/bin/chromium")
@@ -65,27 +61,6 @@ class Server:
 
     def tenant(self, **kw: Any) -> tuple[str, str]:
         return new_tenant(self.app.state.tuneforge.sessions, **kw)
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 @pytest.fixture(scope="session")
