@@ -206,7 +206,32 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without improvement "
                                                       "(default 3).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
-    method: Annotated[str | None, typer.Option(help="Tuning method (default: full fine-tuning).")] = None,
+    method: Annotated[str | None, typer.Option(help="Tuning method: full (default), lora, adalora, ia3, "
+                                                    "prompt_tuning, p_tuning, adapter, setfit, zeroshot "
+                                                    "(docs/methods.md).")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="lora/adalora: rank (default 8).")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="lora/adalora: alpha (default 16).")] = None,
+    adapter_size: Annotated[int | None, typer.Option(help="adapter: bottleneck width (default 64).")] = None,
+    num_virtual_tokens: Annotated[int | None, typer.Option(help="prompt_tuning/p_tuning: virtual tokens "
+                                                                "(default 20).")] = None,
+    sentence_encoder: Annotated[str | None, typer.Option(help="setfit/zeroshot: auto (all-mpnet-base-v2 instead "
+                                                              "of minilm when installed) or base.")] = None,
+    setfit_iterations: Annotated[int | None, typer.Option(help="setfit: pairs per example (default 10).")] = None,
+    label_template: Annotated[str | None, typer.Option(help="setfit/zeroshot: label text, e.g. 'This review is "
+                                                            "{label}.'")] = None,
+    unlabeled_data: Annotated[Path | None, typer.Option(help="Unlabelled texts (.txt, one per line, or a data "
+                                                             "file): setfit self-training, distillation.")] = None,
+    self_training_threshold: Annotated[float | None, typer.Option(help="setfit: pseudo-label confidence "
+                                                                       "(default 0.9).")] = None,
+    adversarial: Annotated[str | None, typer.Option(help="none, fgm or pgd: perturb the embeddings in "
+                                                         "training.")] = None,
+    adversarial_epsilon: Annotated[float | None, typer.Option(help="fgm/pgd: perturbation norm (default 1).")]
+    = None,
+    distill_from: Annotated[Path | None, typer.Option(help="A trained run or ensemble to distil from.")] = None,
+    augment: Annotated[str | None, typer.Option(help="none or eda: augment the training text.")] = None,
+    augment_copies: Annotated[int | None, typer.Option(help="eda: copies per example (default 2).")] = None,
+    layer_lr_decay: Annotated[float | None, typer.Option(help="Layer-wise LR decay, e.g. 0.9.")] = None,
+    freeze_layers: Annotated[int | None, typer.Option(help="Freeze the embeddings and N lower layers.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 where supported), fp32 or bf16.")] = None,
     freeze_embeddings: Annotated[bool | None, typer.Option("--freeze-embeddings/--train-embeddings",
                                                            help="Keep word embeddings fixed (default: frozen).")]
@@ -235,7 +260,13 @@ def train(
                  learning_rate=lr, batch_size=batch_size, max_length=max_length, seed=seed, grad_accum=grad_accum,
                  warmup_ratio=warmup_ratio, weight_decay=weight_decay, early_stopping_patience=patience,
                  eval_every=eval_every, method=method, precision=precision, freeze_embeddings=freeze_embeddings,
-                 dropout=dropout, label_smoothing=label_smoothing, multi_label=multi_label)
+                 dropout=dropout, label_smoothing=label_smoothing, multi_label=multi_label, lora_r=lora_r,
+                 lora_alpha=lora_alpha, adapter_size=adapter_size, num_virtual_tokens=num_virtual_tokens,
+                 sentence_encoder=sentence_encoder, setfit_iterations=setfit_iterations,
+                 label_template=label_template, unlabeled_data=unlabeled_data,
+                 self_training_threshold=self_training_threshold, adversarial=adversarial,
+                 adversarial_epsilon=adversarial_epsilon, distill_from=distill_from, augment=augment,
+                 augment_copies=augment_copies, layer_lr_decay=layer_lr_decay, freeze_layers=freeze_layers)
     if keep_checkpoints:
         flags["keep_checkpoints"] = True
     if lenient_bio:
@@ -263,6 +294,9 @@ def train(
     tr = result.manifest["training"]
     out.print(f"\n[green]Saved[/] {result.output}  ({tr['steps']} steps in {tr['train_seconds']:.0f}s, "
               f"{tr['train_examples_per_second']:.1f} examples/s; whole command {tr['wall_seconds']:.0f}s)")
+    out.print(f"Method {result.manifest['method']}: {tr['trainable_parameters']:,} of {tr['parameters']:,} "
+              f"parameters trained ({100 * tr.get('trainable_share', 0):.2f}%), saved "
+              f"{(tr.get('saved_bytes') or 0) / 1e6:.1f} MB")
     if result.metrics:
         _print_metrics(result.metrics, "Dev metrics (best checkpoint)")
     out.print(f"Next: tuneforge evaluate {result.output} --data TEST_FILE    "
@@ -366,6 +400,131 @@ def predict(
             out.print(f"{shown}\n  entities: {ents}")
         else:
             out.print(f"{shown}\n  answer: {p['answer']!r} at {p['start']}-{p['end']} ({p['score']:.3f})")
+
+
+# ---------------------------------------------------------------------------------------- pretrain, ensemble ...
+@app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option(help="Unlabelled in-domain text: a .txt (one text per line) or a data file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the adapted model.")],
+    base_model: Annotated[str, typer.Option(help="The model to continue pretraining (name or folder).")] = "minilm",
+    epochs: Annotated[float, typer.Option(help="Passes over the text.")] = 1.0,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Tokens per text.")] = 128,
+    mlm_probability: Annotated[float, typer.Option(help="Share of tokens masked.")] = 0.15,
+    eval_share: Annotated[float, typer.Option(help="Share of texts held out to measure masked-LM loss.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
+) -> None:
+    """Domain-adaptive pretraining: continue masked-LM training on unlabelled text. Use the result with
+    `tuneforge train --base-model OUTPUT`."""
+    _offline()
+    from tuneforge.training.pretrain import pretrain as run_pretrain
+
+    m = run_pretrain(data=data, base_model=base_model, output=output, epochs=epochs, learning_rate=lr,
+                     batch_size=batch_size, max_length=max_length, mlm_probability=mlm_probability,
+                     eval_share=eval_share, seed=seed, overwrite=overwrite, console=err)
+    pt = m["pretrain"]
+    out.print(f"[green]Saved[/] {output}: held-out masked-LM loss {pt['eval_loss_before']:.4f} -> "
+              f"{pt['eval_loss_after']:.4f}. Next: tuneforge train --base-model {output} ...")
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more trained classifier runs over the same labels.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the ensemble.")],
+    weights: Annotated[str | None, typer.Option(help="Comma-separated weights, one per run (default: equal).")]
+    = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Evaluate the ensemble on this labelled file.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
+) -> None:
+    """Average several classifiers' probabilities; saved (members copied in) and served as one model."""
+    _offline()
+    from tuneforge.inference.ensemble import build_ensemble
+
+    w = [float(x) for x in weights.split(",")] if weights else None
+    build_ensemble(runs, output, weights=w, overwrite=overwrite)
+    out.print(f"[green]Saved[/] ensemble of {len(runs)} runs to {output}")
+    if eval_data is not None:
+        from tuneforge.evaluation import evaluate_run
+
+        metrics, folder = evaluate_run(output, eval_data)
+        _print_metrics(metrics, f"Ensemble on {eval_data.name}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A trained run (LoRA, AdaLoRA, IA3, full ...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the merged plain model.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
+) -> None:
+    """Merge an adapter into its base model and save a plain transformers folder (where the method allows)."""
+    _offline()
+    from tuneforge.inference.export import export_merged
+
+    m = export_merged(run, output, overwrite=overwrite)
+    out.print(f"[green]Saved[/] {output} (merged from {m['merged_from']['method']}; loads with transformers).")
+
+
+@app.command()
+def search(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trials' runs and best.json.")],
+    trials: Annotated[int, typer.Option(help="Finished trials the study should hold.")] = 10,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage, e.g. sqlite:///search.db (resumable); "
+                                                     "default: OUTPUT/search.db.")] = None,
+    study_name: Annotated[str, typer.Option(help="Study name inside the storage.")] = "tuneforge",
+    config: Annotated[Path | None, typer.Option(help="A YAML run config (flags override it).")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="classification, ner or qa.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Dev data (required: trials are compared on it).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model name or folder.")] = None,
+    method: Annotated[str | None, typer.Option(help="Tuning method (lora also searches lora_r).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs per trial.")] = None,
+) -> None:
+    """Hyperparameter search with Optuna (TPE, median pruning, resumable study); prints the best run."""
+    _offline()
+    from tuneforge.training import load_config_file
+    from tuneforge.training.search import search as run_search
+
+    values: dict[str, Any] = load_config_file(config) if config else {}
+    values.update({k: v for k, v in dict(task=task, data=data, eval_data=eval_data, base_model=base_model,
+                                         method=method, epochs=epochs).items() if v is not None})
+    missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "eval_data") if k not in values]
+    if missing:
+        raise ConfigError(missing, hint="See `tuneforge search --help`.")
+    output.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(output / 'search.db').resolve()}"
+    best = run_search(values, trials=trials, storage=storage, study_name=study_name, output=output, console=err)
+    out.print(f"[green]Best[/] trial {best['trial']}: {best['metric']} {best['value']:.4f} with {best['params']}")
+    out.print(f"Run: {best['run']}   (summary: {output / 'best.json'})")
+
+
+@data_app.command("augment")
+def data_augment(
+    file: Annotated[Path, typer.Argument(help="Classification training data to augment.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the JSONL (originals + "
+                                                                "augmented rows marked augmented: true).")],
+    base_model: Annotated[str, typer.Option(help="Model whose embedding space supplies synonyms.")] = "minilm",
+    copies: Annotated[int, typer.Option(help="Augmented copies per example.")] = 2,
+    rate: Annotated[float, typer.Option(help="Share of words changed.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    text_column: TextCol = None, label_column: LabelCol = None,
+) -> None:
+    """EDA augmentation (synonym replacement, insertion, swap, deletion; English and Chinese). Use the output for
+    training only, never as dev or test data."""
+    _offline()
+    from tuneforge.data import load_dataset
+    from tuneforge.data.augment import EmbeddingSynonyms, augment_examples
+    from tuneforge.models.registry import resolve_base_model
+    from tuneforge.settings import Settings
+    from tuneforge.utils.fs import write_jsonl
+
+    ds = load_dataset(file, "classification", columns=_columns(text=text_column, label=label_column))
+    syn = EmbeddingSynonyms.from_model_dir(resolve_base_model(base_model, Settings().cache_dir).path)
+    rows = augment_examples(ds.examples, synonyms=syn, copies=copies, rate=rate, seed=seed)
+    write_jsonl(output, [{k: v for k, v in r.items() if v is not None} for r in rows])
+    out.print(f"Wrote {len(rows)} rows ({len(rows) - len(ds)} augmented) to {output}")
 
 
 # ------------------------------------------------------------------------------------------------------- main

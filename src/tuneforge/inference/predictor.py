@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import DataError, DataProblem, RunError
+import numpy as np
+
+from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
 from tuneforge.inference.runner import forward_features
+from tuneforge.settings import Settings
 from tuneforge.tasks import Task, get_task
-from tuneforge.tasks.common import split_words
+from tuneforge.tasks.common import softmax, split_words
 from tuneforge.utils.hf import quiet_transformers
 
 __all__ = ["Predictor", "load_predictor", "read_manifest"]
@@ -100,6 +103,19 @@ class Predictor:
                                    batch_size=batch_size, bf16=self.bf16, on_batch=on_batch)
         return self.task.decode(outputs, enc, examples, self.labels, multi_label=self.multi_label)
 
+    def predict_proba(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64) -> np.ndarray:
+        """Classification: the probability of every label (columns in ``labels`` order), one row per example."""
+        if self.task.name != "classification":
+            raise ConfigError(f"probabilities are defined for classification models, not {self.task.name}")
+        enc = self.task.encode(examples, self.tokenizer, self.labels, max_length=int(self.manifest["max_length"]),
+                               with_labels=False, multi_label=self.multi_label)
+        outputs = forward_features(self.model, enc.features, self.task.collator(self.tokenizer),
+                                   batch_size=batch_size, bf16=self.bf16)
+        logits = np.stack([o[0] for o in outputs]).astype(np.float64)
+        if self.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
+        return softmax(logits, axis=-1)
+
     def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64) -> list[dict[str, Any]]:
         preds = self.predict_examples(self.to_examples(inputs), batch_size=batch_size)
         if self.task.name == "ner":
@@ -110,19 +126,46 @@ class Predictor:
         return preds
 
 
-def load_predictor(run_dir: str | Path, *, bf16: bool = False) -> Predictor:
-    """Load a finished run folder (weights from safetensors only)."""
-    import transformers
+def base_model_path(manifest: dict[str, Any], settings: Settings | None = None) -> Path | None:
+    """The base model a run was trained from, for methods that save only their own weights (adapters): by its
+    registered name when it has one (the installed package), else the folder recorded at training time."""
+    from tuneforge.models.registry import BASE_MODELS, resolve_base_model
+
+    base = manifest.get("base_model") or {}
+    name = base.get("name")
+    if name in BASE_MODELS:
+        return resolve_base_model(name, (settings or Settings()).cache_dir).path
+    path = base.get("path") or base.get("model_id")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Settings | None = None) -> Any:
+    """Load a finished run folder (weights from safetensors only) through its method's loader; an ensemble
+    folder loads as an :class:`~tuneforge.inference.ensemble.EnsemblePredictor` with the same interface."""
     from transformers import AutoTokenizer
+
+    from tuneforge.methods import get_method
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    kind = manifest.get("method", "full")
+    if kind in _PREDICTOR_LOADERS:
+        return _PREDICTOR_LOADERS[kind](run_dir, manifest, bf16=bf16)
     task = get_task(manifest["task"])
-    auto = {"classification": transformers.AutoModelForSequenceClassification,
-            "ner": transformers.AutoModelForTokenClassification,
-            "qa": transformers.AutoModelForQuestionAnswering}[task.name]
     quiet_transformers()
-    model = auto.from_pretrained(str(run_dir), use_safetensors=True, trust_remote_code=False)
+    method = get_method(kind)
+    base = None if kind == "full" else base_model_path(manifest, settings)
+    model = method.load(run_dir, manifest, base)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
     return Predictor(run_dir, manifest, task, model, tokenizer, bf16=bf16)
+
+
+def _load_ensemble(run_dir: Path, manifest: dict[str, Any], *, bf16: bool) -> Any:
+    from tuneforge.inference.ensemble import load_ensemble
+
+    return load_ensemble(run_dir, manifest, bf16=bf16)
+
+
+# run folders that are not one model but a composition of several (served as one)
+_PREDICTOR_LOADERS: dict[str, Callable[..., Any]] = {"ensemble": _load_ensemble}

@@ -82,11 +82,55 @@ class TrainConfig(BaseModel):
     keep_checkpoints: bool = Field(False, description="Keep the intermediate checkpoints after a successful run.")
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation.")
 
+    # --- method options (see docs/methods.md; each method reads only its own) -----------------------------------
+    lora_r: int = Field(8, ge=1, le=1024, description="lora/adalora: rank of the low-rank update (adalora: the "
+                                                      "average rank it prunes to).")
+    lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora/adalora: dropout on the adapter's input.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="lora/adalora: names of the layers to adapt (default: peft's choice for the "
+                          "architecture, e.g. query and value for BERT).")
+    adapter_size: int = Field(64, ge=1, le=4096, description="adapter: bottleneck width of each adapter.")
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="prompt_tuning/p_tuning: virtual tokens.")
+    sentence_encoder: Literal["auto", "base"] = Field(
+        "auto", description="setfit/zeroshot: auto uses all-mpnet-base-v2 instead of minilm when installed "
+                            "(much better from few examples); base keeps --base-model.")
+    setfit_iterations: int = Field(10, ge=1, le=100, description="setfit: pairs generated per example for the "
+                                                                 "contrastive fine-tuning.")
+    label_template: str = Field("This text is {label}.", description="setfit/zeroshot: text of a label without a "
+                                                                        "description ({label} is its name).")
+    label_descriptions: dict[str, str] | None = Field(
+        None, description="setfit/zeroshot: a description per label (e.g. positive: 'a great, enjoyable film').")
+    description_copies: int = Field(4, ge=0, le=100, description="setfit: times each label text joins the "
+                                                                 "examples (0: label texts unused).")
+    unlabeled_data: Path | None = Field(
+        None, description="Unlabelled text (a .txt with one text per line, or a data file's text column): "
+                          "setfit self-trains on it; distillation adds it to the transfer set.")
+    self_training_threshold: float = Field(0.9, gt=0.5, le=1, description="setfit: pseudo-labels need at least "
+                                                                          "this predicted probability.")
+
+    # --- training options that compose with any Trainer method ---------------------------------------------------
+    adversarial: Literal["none", "fgm", "pgd"] = Field(
+        "none", description="Adversarial training on the word embeddings: fgm (one step) or pgd (several).")
+    adversarial_epsilon: float = Field(1.0, gt=0, description="fgm/pgd: norm of the embedding perturbation.")
+    pgd_steps: int = Field(3, ge=1, le=20, description="pgd: ascent steps per batch.")
+    distill_from: Path | None = Field(None, description="A trained run (or ensemble) whose predicted "
+                                                        "probabilities the model learns from (classification).")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="distillation: weight of the true labels' loss "
+                                                              "(the rest is the teacher's soft targets).")
+    distill_temperature: float = Field(2.0, gt=0, le=20, description="distillation: softmax temperature.")
+    augment: Literal["none", "eda"] = Field("none", description="Training-data augmentation: eda (synonym "
+                                                                "replacement, insertion, swap, deletion).")
+    augment_copies: int = Field(2, ge=1, le=16, description="eda: augmented copies per training example.")
+    augment_rate: float = Field(0.1, gt=0, le=0.5, description="eda: share of words changed per operation.")
+    layer_lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Layer-wise learning-rate decay: layer i of L learns at lr * decay^(L-i).")
+    freeze_layers: int = Field(0, ge=0, description="Freeze the embeddings and this many lower encoder layers.")
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         problems: list[str] = []
-        if self.method != "full":
-            problems.append(f"method: '{self.method}' is not available yet (available: full)")
+        problems += _method_problems(self)
         if self.eval_data is None and self.early_stopping_patience is not None:
             self.early_stopping_patience = None  # nothing to stop on; not an error
         if self.max_length is not None and self.task == "qa" and self.stride >= self.max_length // 2:
@@ -99,6 +143,29 @@ class TrainConfig(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _method_problems(c: TrainConfig) -> list[str]:
+    from tuneforge.methods import get_method, method_names
+
+    if c.method not in method_names():
+        return [f"method: '{c.method}' is not a method (choose one of: {', '.join(method_names())})"]
+    m = get_method(c.method)
+    problems = list(m.check(c))
+    if c.task not in m.tasks:
+        problems.append(f"method: {c.method} does not support {c.task} (it supports: {', '.join(sorted(m.tasks))})")
+    if m.own_loop:
+        for name, default in (("adversarial", "none"), ("distill_from", None), ("augment", "none"),
+                              ("layer_lr_decay", None)):
+            if getattr(c, name) != default:
+                problems.append(f"{name}: applies to methods trained with the Trainer loop, not {c.method}")
+    elif c.unlabeled_data is not None and c.distill_from is None:
+        problems.append("unlabeled_data: only setfit (self-training) and distillation (--distill-from) use it")
+    if c.distill_from is not None and c.task != "classification":
+        problems.append(f"distill_from: distillation is for classification, not {c.task}")
+    if c.augment != "none" and c.task != "classification":
+        problems.append(f"augment: eda augments classification text, not {c.task}")
+    return problems
 
 
 def _format_validation(e: ValidationError, source: str) -> ConfigError:

@@ -23,6 +23,7 @@ from rich.console import Console
 from tuneforge.data import ColumnMap, Dataset, load_dataset
 from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
 from tuneforge.evaluation.report import write_evaluation
+from tuneforge.methods import FitContext, Method, get_method, parameter_report
 from tuneforge.models.registry import ResolvedModel, resolve_base_model
 from tuneforge.settings import Settings
 from tuneforge.tasks import Encoded, Task, get_task
@@ -30,7 +31,7 @@ from tuneforge.tasks.base import split_outputs
 from tuneforge.training.callbacks import EventCallback, RichProgressCallback
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.hardware import use_bf16
-from tuneforge.training.optim import build_optimizer
+from tuneforge.training.optim import build_optimizer, freeze_lower_layers
 from tuneforge.training.warm_start import warm_start_classifier
 from tuneforge.utils.fs import atomic_write_json, storage_errors
 from tuneforge.utils.hf import quiet_transformers
@@ -64,6 +65,9 @@ class _Prepared:
     train_enc: Encoded
     eval_enc: Encoded | None
     hp: dict[str, Any] = field(default_factory=dict)
+    method: Method | None = None
+    unlabeled: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def _columns(config: TrainConfig) -> ColumnMap:
@@ -140,11 +144,33 @@ def load_training_data(task: str, data: Path | str, eval_data: Path | str | None
                                    **{**common, "multi_label": train_ds.multi_label if train_ds else multi_label})
         except DataError as e:
             problems += e.problems
+    if eval_data is not None:
+        problems += _augmented_rows(Path(eval_data))
     if problems:
         raise DataError(problems, hint="Fix these lines (or map the right columns with --text-column, "
                                        "--label-column ...) and run the command again.")
     assert train_ds is not None
     return train_ds, eval_ds
+
+
+def _augmented_rows(path: Path) -> list[DataProblem]:
+    """Rows marked ``augmented`` (by `tuneforge data augment`) must never be dev or test data."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        return []
+    problems = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if '"augmented"' in line:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("augmented"):
+                    problems.append(DataProblem(str(path), i, "augmented", "an augmented row in dev data",
+                                                "evaluate on original rows only; augmented rows are for training"))
+                    if len(problems) >= 5:
+                        break
+    return problems
 
 
 def _prepare(config: TrainConfig, settings: Settings, console: Console) -> _Prepared:
@@ -156,9 +182,28 @@ def _prepare(config: TrainConfig, settings: Settings, console: Console) -> _Prep
         train_ds, eval_ds = load_training_data(
             task.name, config.data, config.eval_data, columns=_columns(config), multi_label=config.multi_label,
             label_separator=config.label_separator, lenient_bio=config.lenient_bio)
+    method = get_method(config.method)
     with console.status(f"Loading base model {config.base_model}..."):
-        base = resolve_base_model(config.base_model, settings.cache_dir)
+        requested = resolve_base_model(config.base_model, settings.cache_dir)
+        base, note = method.base_model(config, requested, settings)
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    notes: dict[str, Any] = {}
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
+        notes["base_model_note"] = note
+        notes["requested_base_model"] = requested.name
+    unlabeled = _read_unlabeled(config.unlabeled_data) if config.unlabeled_data else []
+    if config.augment == "eda":
+        from tuneforge.data.augment import EmbeddingSynonyms, augment_examples
+
+        with console.status("Augmenting the training data (EDA)..."):
+            synonyms = EmbeddingSynonyms.from_model_dir(base.path)
+            n0 = len(train_ds.examples)
+            train_ds.examples = augment_examples(train_ds.examples, synonyms=synonyms, copies=config.augment_copies,
+                                                 rate=config.augment_rate, seed=config.seed)
+        notes["augmented_rows"] = len(train_ds.examples) - n0
+        console.print(f"Augmented {n0} training examples with {notes['augmented_rows']} EDA rows "
+                      "(marked augmented; dev data untouched).")
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"base_model: {base.path} has no fast tokenizer (tokenizer.json); TuneForge needs one to "
                           "map predictions back to character offsets")
@@ -178,7 +223,24 @@ def _prepare(config: TrainConfig, settings: Settings, console: Console) -> _Prep
         console.print(f"[yellow]note:[/] {train_enc.truncated} of {len(train_ds)} training inputs are longer than "
                       f"max_length {hp['max_length']} and were "
                       + ("split into overlapping windows." if task.name == "qa" else "truncated."))
-    return _Prepared(config, task, base, train_ds, eval_ds, labels, multi_label, tokenizer, train_enc, eval_enc, hp)
+    return _Prepared(config, task, base, train_ds, eval_ds, labels, multi_label, tokenizer, train_enc, eval_enc, hp,
+                     method=method, unlabeled=unlabeled, notes=notes)
+
+
+def _read_unlabeled(path: Path) -> list[str]:
+    """Texts from a .txt file (one per line) or from the text column of any data file; labels are ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"unlabeled_data: {path} does not exist")
+    if path.suffix in (".txt", ".text"):
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        ds = load_dataset(path, "classification", require_labels=False, allow_empty=True)
+        texts = [ex["text"] for ex in ds.examples]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ConfigError(f"unlabeled_data: {path} holds no text")
+    return texts
 
 
 class _EvalStash:
@@ -315,6 +377,7 @@ def _training_args(p: _Prepared, ckpt_dir: Path, bf16: bool) -> Any:
 
     c = p.config
     has_eval = p.eval_enc is not None
+    reload_best = p.method is None or p.method.reload_best
     strategy = "steps" if c.eval_every else "epoch"
     return TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -336,8 +399,8 @@ def _training_args(p: _Prepared, ckpt_dir: Path, bf16: bool) -> Any:
         save_strategy=strategy,
         save_steps=c.eval_every or 500,  # only read with the "steps" strategy
         save_total_limit=2,
-        load_best_model_at_end=has_eval,
-        metric_for_best_model=p.task.main_metric if has_eval else None,
+        load_best_model_at_end=has_eval and reload_best,
+        metric_for_best_model=p.task.main_metric if has_eval and reload_best else None,
         greater_is_better=True,
         logging_steps=c.logging_steps,
         logging_first_step=True,
@@ -354,27 +417,40 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
          on_event: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
          t_start: float) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_utils import get_last_checkpoint
+
+    from tuneforge.training.trainer import TuneforgeTrainer
 
     c = p.config
     quiet_transformers()
     set_seed(c.seed)
     bf16 = use_bf16(c.precision)
+    assert p.method is not None
+    if p.method.own_loop:
+        return _run_own_loop(p, out, console, bf16=bf16, t_start=t_start)
     model_kwargs: dict[str, Any] = {}
     if c.dropout is not None:
         model_kwargs.update(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
     model = p.task.build_model(p.base.path, p.labels, multi_label=p.multi_label, **model_kwargs)
     if c.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if c.freeze_layers:
+        freeze_lower_layers(model, c.freeze_layers)
     if c.warm_start_head and c.task == "classification":
         probe_loss = warm_start_classifier(model, p.train_enc.features, p.task.collator(p.tokenizer),
                                            multi_label=p.multi_label, seed=c.seed)
         if probe_loss is not None:
             console.print(f"Warm-started the classification head (probe loss {probe_loss:.3f}).")
-    n_params = sum(x.numel() for x in model.parameters())
-    n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+    train_features = p.train_enc.features
+    if c.distill_from is not None:
+        train_features = _with_teacher(p, console)
+    total_steps = _total_steps(len(train_features), p.hp["batch_size"], c)
+    model = p.method.prepare(model, c, p.task, total_steps=total_steps)
+    report = parameter_report(model)
+    n_params, n_trainable = report["parameters"], report["trainable_parameters"]
 
     ckpt_dir = out / "checkpoints"
     args = _training_args(p, ckpt_dir, bf16)
@@ -382,15 +458,25 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
     events = EventCallback(on_event, should_stop)
     callbacks: list[Any] = [RichProgressCallback(console, p.task.main_metric), events, _stash_callback(stash),
                             TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs")))]
-    if p.eval_enc is not None and c.early_stopping_patience:
+    if p.eval_enc is not None and c.early_stopping_patience and p.method.reload_best:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=c.early_stopping_patience))
     eval_features = p.eval_enc.features if p.eval_enc is not None else None
+    encoder_scale = p.method.lr_scale if c.learning_rate is None else 1.0
     optimizer = build_optimizer(model, lr=p.hp["learning_rate"], weight_decay=c.weight_decay,
-                                head_lr_multiplier=c.head_lr_multiplier)
-    trainer = Trainer(model=model, args=args, train_dataset=p.train_enc.features, eval_dataset=eval_features,
-                      optimizers=(optimizer, None),
-                      data_collator=p.task.collator(p.tokenizer), processing_class=p.tokenizer,
-                      compute_metrics=stash.compute_metrics if eval_features else None, callbacks=callbacks)
+                                head_lr_multiplier=c.head_lr_multiplier, encoder_scale=encoder_scale,
+                                layer_decay=c.layer_lr_decay, n_layers=n_layers)
+    callbacks += p.method.trainer_callbacks(model)
+    adversary = None
+    if c.adversarial != "none":
+        from tuneforge.training.adversarial import EmbeddingAdversary
+
+        adversary = EmbeddingAdversary(model, c.adversarial, c.adversarial_epsilon, c.pgd_steps)
+    distill = {"alpha": c.distill_alpha, "temperature": c.distill_temperature} if c.distill_from else None
+    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+                               optimizers=(optimizer, None),
+                               data_collator=p.task.collator(p.tokenizer), processing_class=p.tokenizer,
+                               compute_metrics=stash.compute_metrics if eval_features else None, callbacks=callbacks,
+                               adversary=adversary, distill=distill)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -398,12 +484,14 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.exists() else None
     if resume and last is None:
         console.print("No checkpoint was saved before the interruption: training starts from the beginning.")
-    console.print(f"Fine-tuning [bold]{p.base.name}[/] for {c.task} on {len(p.train_ds)} examples "
+    console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples "
                   f"({len(p.labels) if c.task != 'qa' else 'span'} labels), {n_trainable / 1e6:.2f}M of "
                   f"{n_params / 1e6:.2f}M parameters trainable, lr {p.hp['learning_rate']:g}, "
                   f"batch {p.hp['batch_size']}, {'bf16' if bf16 else 'fp32'}")
     with storage_errors(ckpt_dir):
         result = trainer.train(resume_from_checkpoint=last)
+    if adversary is not None:
+        adversary.remove()
     if events.stopped:
         console.print(f"Stopped on request at step {trainer.state.global_step}; resume with --resume.")
         return TrainResult(out, {}, None, interrupted=True)
@@ -425,21 +513,9 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
         metrics = write_evaluation(out / dev_name, p.task, preds, p.eval_ds, p.labels,
                                    multi_label=p.multi_label, title=f"Dev evaluation of {out.name}")
 
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": out.name,
-        "task": c.task,
-        "labels": p.labels if c.task != "qa" else [],
-        "multi_label": p.multi_label,
-        "max_length": p.hp["max_length"],
-        "stride": c.stride,
-        "base_model": {"name": p.base.name, "model_id": p.base.spec.model_id if p.base.spec else str(p.base.path)},
-        "method": c.method,
-        "config": c.to_json(),
-        "resolved": {**p.hp, "precision": "bf16" if bf16 else "fp32"},
-        "data": {"train": _fingerprint(p.train_ds), **({"eval": _fingerprint(p.eval_ds)} if p.eval_ds else {})},
-        "metrics": {"dev": {k: v for k, v in (metrics or {}).items() if not isinstance(v, dict)}} if metrics else {},
-        "training": {
+    manifest = _manifest(p, out, bf16, metrics)
+    manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
+    manifest["training"] = {
             "steps": trainer.state.global_step,
             "epochs": round(float(trainer.state.epoch or 0), 3),
             "train_seconds": round(train_seconds, 2),
@@ -450,12 +526,109 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,
             "parameters": n_params,
             "trainable_parameters": n_trainable,
-        },
+            "trainable_share": round(n_trainable / max(1, n_params), 6),
+    }
+    _finalize(trainer.model, p.tokenizer, out, manifest, p.method, keep_checkpoints=c.keep_checkpoints)
+    return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
+
+
+def _manifest(p: _Prepared, out: Path, bf16: bool, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    c = p.config
+    data: dict[str, Any] = {"train": _fingerprint(p.train_ds), **({"eval": _fingerprint(p.eval_ds)} if p.eval_ds
+                                                                     else {})}
+    if p.notes.get("augmented_rows"):
+        data["train"]["augmented_rows"] = p.notes["augmented_rows"]
+    if p.unlabeled:
+        data["unlabeled"] = {"path": str(c.unlabeled_data), "texts": len(p.unlabeled)}
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": out.name,
+        "task": c.task,
+        "labels": p.labels if c.task != "qa" else [],
+        "multi_label": p.multi_label,
+        "max_length": p.hp["max_length"],
+        "stride": c.stride,
+        "base_model": {"name": p.base.name, "model_id": p.base.spec.model_id if p.base.spec else str(p.base.path),
+                       "path": str(p.base.path),
+                       **({"requested": p.notes["requested_base_model"], "note": p.notes["base_model_note"]}
+                          if "base_model_note" in p.notes else {})},
+        "method": c.method,
+        "method_info": {},
+        "config": c.to_json(),
+        "resolved": {**p.hp, "precision": "bf16" if bf16 else "fp32"},
+        "data": data,
+        "metrics": {"dev": {k: v for k, v in (metrics or {}).items() if not isinstance(v, dict)}} if metrics else {},
         "versions": _versions(),
         "created_at": _now(),
     }
-    _finalize(trainer.model, p.tokenizer, out, manifest, keep_checkpoints=c.keep_checkpoints)
-    return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
+
+
+def _total_steps(n_features: int, batch_size: int, c: TrainConfig) -> int:
+    import math
+
+    per_epoch = math.ceil(n_features / max(1, batch_size * c.grad_accum))
+    return max(1, int(math.ceil(per_epoch * c.epochs)))
+
+
+def _with_teacher(p: _Prepared, console: Console) -> list[dict[str, Any]]:
+    """Training features with the teacher's probabilities attached; unlabelled texts join with label -100."""
+    from tuneforge.inference.predictor import load_predictor
+
+    c = p.config
+    assert c.distill_from is not None
+    teacher = load_predictor(c.distill_from)
+    if teacher.task.name != "classification" or sorted(teacher.labels) != sorted(p.labels):
+        raise ConfigError(f"distill_from: {c.distill_from} predicts labels {teacher.labels}, the data has "
+                          f"{p.labels}; the teacher must be a classifier over the same labels")
+    extra = [{"text": t, "text_pair": None, "label": None} for t in p.unlabeled]
+    with console.status(f"The teacher labels {len(p.train_ds) + len(extra)} texts..."):
+        probs = teacher.predict_proba(list(p.train_ds.examples) + extra)
+    order = [teacher.labels.index(lab) for lab in p.labels]
+    probs = probs[:, order]
+    features = [dict(f) for f in p.train_enc.features]
+    if extra:
+        enc = p.task.encode(extra, p.tokenizer, p.labels, max_length=p.hp["max_length"], with_labels=False)
+        for f in enc.features:
+            f["labels"] = -100
+        features += enc.features
+    for f, row in zip(features, probs, strict=True):
+        f["teacher_probs"] = [float(x) for x in row]
+    console.print(f"Distilling from {c.distill_from} on {len(p.train_ds)} labelled + {len(extra)} unlabelled texts "
+                  f"(alpha {c.distill_alpha}, temperature {c.distill_temperature}).")
+    return features
+
+
+def _run_own_loop(p: _Prepared, out: Path, console: Console, *, bf16: bool, t_start: float) -> TrainResult:
+    """Methods that train (or build) their model themselves (SetFit, zero-shot); evaluation and saving are shared."""
+    from tuneforge.inference.runner import forward_features
+
+    c = p.config
+    assert p.method is not None
+    console.print(f"{c.method}: [bold]{p.base.name}[/] for {c.task} on {len(p.train_ds)} examples "
+                  f"({len(p.labels)} labels)")
+    t0 = time.time()
+    fit = p.method.fit(FitContext(config=c, task=p.task, base_path=p.base.path, labels=p.labels,
+                                  train_examples=list(p.train_ds.examples), tokenizer=p.tokenizer, console=console,
+                                  settings=None, unlabeled_texts=p.unlabeled))
+    train_seconds = time.time() - t0
+    metrics = None
+    if p.eval_ds is not None and p.eval_enc is not None:
+        outputs = forward_features(fit.model, p.eval_enc.features, p.task.collator(p.tokenizer),
+                                   batch_size=c.eval_batch_size, bf16=bf16)
+        preds = p.task.decode(outputs, p.eval_enc, p.eval_ds.examples, p.labels, multi_label=p.multi_label)
+        metrics = write_evaluation(out / ("eval-" + _safe_name(Path(p.eval_ds.path).stem)), p.task, preds, p.eval_ds,
+                                   p.labels, multi_label=p.multi_label, title=f"Dev evaluation of {out.name}")
+    report = parameter_report(fit.model)
+    manifest = _manifest(p, out, bf16, metrics)
+    manifest["method_info"] = dict(fit.info)
+    manifest["training"] = {"steps": fit.steps, "epochs": None, "train_seconds": round(train_seconds, 2),
+                            "train_examples_per_second": round(len(p.train_ds) / max(train_seconds, 1e-9), 2),
+                            "wall_seconds": round(time.time() - t_start, 2), "final_loss": fit.final_loss,
+                            "best_step": None, "stopped_early": False, **report,
+                            "trainable_share": round(report["trainable_parameters"] / max(1, report["parameters"]),
+                                                     6)}
+    _finalize(fit.model, p.tokenizer, out, manifest, p.method, keep_checkpoints=False)
+    return TrainResult(out, manifest, metrics)
 
 
 def _best_step(trainer: Any) -> int | None:
@@ -472,13 +645,18 @@ def _safe_name(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s) or "data"
 
 
-def _finalize(model: Any, tokenizer: Any, out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> None:
-    """Write weights and tokenizer through a staging folder, then the manifest last: the run is complete
-    exactly when ``tuneforge.json`` exists."""
+def _finalize(model: Any, tokenizer: Any, out: Path, manifest: dict[str, Any], method: Method, *,
+              keep_checkpoints: bool) -> None:
+    """Write weights (the method's way) and tokenizer through a staging folder, then the manifest last: the run is
+    complete exactly when ``tuneforge.json`` exists."""
     staging = out / ".final.partial"
     with storage_errors(out):
         shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(str(staging), safe_serialization=True)
+        staging.mkdir(parents=True)
+        model.eval()  # e.g. P-tuning saves its prompt encoder's output, which must be computed without dropout
+        saved = method.save(model, staging)
+        manifest.setdefault("method_info", {}).update(saved)
+        manifest["training"]["saved_bytes"] = saved.get("saved_bytes")
         tokenizer.save_pretrained(str(staging))
         for f in staging.iterdir():
             os.replace(f, out / f.name)

@@ -1,0 +1,140 @@
+"""The methods comparison of issue 4 on SST-2 and BANKING77 (minilm): full fine-tuning, LoRA, AdaLoRA, IA3,
+prompt tuning, bottleneck adapters, zero-shot, SetFit at 8 and 64 examples per class, EDA augmentation, FGM,
+distillation and an ensemble: accuracy, wall time, trainable parameters and saved size. Few-shot rows are the mean
+and spread over ``--draws`` random draws of the examples. Every row is a `tuneforge` CLI command (printed), so any
+number can be reproduced by hand. Writes bench/results/methods.json.
+
+    python bench/methods.py                       # the full table (hours on a 2-core CPU)
+    python bench/methods.py --smoke               # a tiny slice, to check the script end to end (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _per_class(rows: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append(r)
+    out = [r for lab in sorted(by) for r in rng.sample(by[lab], min(k, len(by[lab])))]
+    rng.shuffle(out)
+    return out
+
+
+def _run(name: str, args: list[str], out: Path, work: Path, eval_file: Path) -> dict[str, Any]:
+    cmd = ["train", "--task", "classification", "--eval-data", str(eval_file), "--output", str(out), "--overwrite",
+           *args]
+    wall = tuneforge(*cmd, log=work / f"{name}.log")
+    man = json.loads((out / "tuneforge.json").read_text())
+    tr = man["training"]
+    return {"accuracy": man["metrics"]["dev"]["accuracy"], "wall_s": round(wall, 1),
+            "trainable_parameters": tr["trainable_parameters"], "parameters": tr["parameters"],
+            "saved_mb": round((tr.get("saved_bytes") or 0) / 1e6, 2), "command": "tuneforge " + " ".join(cmd)}
+
+
+def _mean_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    accs = [r["accuracy"] for r in runs]
+    return {**runs[0], "accuracy": round(statistics.mean(accs), 4),
+            "accuracy_sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+            "accuracy_min": min(accs), "accuracy_max": max(accs), "draws": len(accs),
+            "wall_s": round(statistics.mean(r["wall_s"] for r in runs), 1)}
+
+
+def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, work: Path, *, n_train: int,
+                  epochs: str, draws: int, shots: list[int], extra_unlabeled: int) -> list[dict[str, Any]]:
+    base = ["--base-model", "minilm"]
+    train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
+    common = ["--data", str(train_file), *base, "--epochs", epochs]
+    rows: list[dict[str, Any]] = []
+
+    def add(method: str, args: list[str], label: str | None = None) -> dict[str, Any]:
+        label = label or method
+        r = _run(f"{name}-{label}", args, work / f"{name}-{label}", work, eval_file)
+        rows.append({"dataset": name, "method": label, **r})
+        print(f"  {name} {label}: {r['accuracy']:.4f} in {r['wall_s']:.0f}s", flush=True)
+        return r
+
+    add("full", common)
+    for m in ("lora", "adalora", "ia3", "prompt_tuning", "adapter"):
+        add(m, [*common, "--method", m])
+    add("eda", [*common, "--augment", "eda"], "full+eda")
+    add("fgm", [*common, "--adversarial", "fgm"], "full+fgm")
+    add("zeroshot", ["--data", str(train_file), *base, "--method", "zeroshot"], "zeroshot")
+    # ensemble of the full run and the LoRA run, evaluated on the same dev file
+    ens = work / f"{name}-ensemble"
+    wall = tuneforge("ensemble", str(work / f"{name}-full"), str(work / f"{name}-lora"), "--output", str(ens),
+                     "--overwrite", "--eval-data", str(eval_file), log=work / f"{name}-ensemble.log")
+    acc = json.loads(next(ens.glob("eval-*/metrics.json")).read_text())["accuracy"]
+    man = json.loads((ens / "tuneforge.json").read_text())
+    rows.append({"dataset": name, "method": "ensemble(full+lora)", "accuracy": acc, "wall_s": round(wall, 1),
+                 "trainable_parameters": 0, "parameters": man["training"]["parameters"],
+                 "saved_mb": round(man["training"]["saved_bytes"] / 1e6, 2),
+                 "command": f"tuneforge ensemble {work / f'{name}-full'} {work / f'{name}-lora'} --output {ens}"})
+    # distillation: the ensemble teaches a 3-layer student... here the same minilm student, with unlabelled text
+    unl = _write(work / f"{name}-unlabeled.jsonl",
+                 [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
+    add("distill", [*common, "--distill-from", str(ens), "--unlabeled-data", str(unl)], "full+distill(ensemble)")
+    for k in shots:
+        runs = []
+        for d in range(draws):
+            fs = _write(work / f"{name}-fs{k}-{d}.jsonl", _per_class(train_rows, k, seed=d))
+            runs.append(_run(f"{name}-setfit{k}-{d}", ["--data", str(fs), *base, "--method", "setfit", "--seed",
+                                                      str(d)], work / f"{name}-setfit{k}-{d}", work, eval_file))
+            print(f"  {name} setfit {k}/class draw {d}: {runs[-1]['accuracy']:.4f}", flush=True)
+        rows.append({"dataset": name, "method": f"setfit {k}/class", **_mean_spread(runs)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a tiny slice: checks the script, not the methods")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
+    a = ap.parse_args()
+    ds = shared_datasets()
+    draws, shots = (a.draws, [8, 64]) if not a.smoke else (2, [2])
+    with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
+        work = a.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        sst_train, sst_dev = _rows(ds / "sst2" / "train.jsonl"), ds / "sst2" / "validation.jsonl"
+        b77_train, b77_test = _rows(ds / "banking77" / "train.jsonl"), ds / "banking77" / "test.jsonl"
+        if a.smoke:
+            sst_dev = _write(work / "sst2-dev-small.jsonl", _rows(sst_dev)[:40])
+            plan = [("sst2", sst_train, sst_dev, 48, "1")]
+        else:
+            plan = [("sst2", sst_train, sst_dev, 2000, "1"), ("banking77", b77_train, b77_test, 3000, "3")]
+        rows: list[dict[str, Any]] = []
+        for name, tr, ev, n, ep in plan:
+            random.Random(0).shuffle(tr)
+            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=draws if not a.smoke else 2,
+                                  shots=shots, extra_unlabeled=200 if a.smoke else 5000)
+    cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
+    print_table(rows, cols)
+    path = write_result("methods" if not a.smoke else "methods-smoke", {"machine": machine(), "smoke": a.smoke,
+                                                                         "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""One class for the peft family; each instance knows how to build its peft config from a TrainConfig."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import ConfigError
+from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.common import auto_model_class, head_module_names, no_own_loop
+
+__all__ = ["PEFT_METHODS", "PeftMethod"]
+
+ADAPTER_FILES = ["adapter_model.safetensors", "adapter_config.json"]
+ALL_TASKS = frozenset({"classification", "ner", "qa"})
+
+
+def _task_type(task: str) -> Any:
+    from peft import TaskType
+
+    return {"classification": TaskType.SEQ_CLS, "ner": TaskType.TOKEN_CLS, "qa": TaskType.QUESTION_ANS}[task]
+
+
+def _lora(config: Any, model: Any, task: str, total_steps: int) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(task_type=_task_type(task), r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules,
+                      modules_to_save=head_module_names(model))
+
+
+def _adalora(config: Any, model: Any, task: str, total_steps: int) -> Any:
+    from peft import AdaLoraConfig
+
+    # AdaLoRA starts every matrix at a larger rank and prunes to lora_r on average; budget schedule in steps
+    tinit = max(1, total_steps // 10)
+    tfinal = max(1, total_steps // 5)
+    if tinit + tfinal >= total_steps:
+        tinit, tfinal = 0, max(0, total_steps // 2 - 1)
+    return AdaLoraConfig(task_type=_task_type(task), init_r=max(config.lora_r + 4, int(config.lora_r * 1.5)),
+                         target_r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                         target_modules=config.lora_target_modules, total_step=max(total_steps, 2),
+                         tinit=tinit, tfinal=tfinal, deltaT=max(1, total_steps // 20),
+                         modules_to_save=head_module_names(model))
+
+
+def _ia3(config: Any, model: Any, task: str, total_steps: int) -> Any:
+    from peft import IA3Config
+
+    return IA3Config(task_type=_task_type(task), modules_to_save=head_module_names(model))
+
+
+def _prompt(config: Any, model: Any, task: str, total_steps: int) -> Any:
+    from peft import PromptTuningConfig
+
+    return PromptTuningConfig(task_type=_task_type(task), num_virtual_tokens=config.num_virtual_tokens,
+                              modules_to_save=head_module_names(model))
+
+
+def _ptuning(config: Any, model: Any, task: str, total_steps: int) -> Any:
+    from peft import PromptEncoderConfig
+
+    return PromptEncoderConfig(task_type=_task_type(task), num_virtual_tokens=config.num_virtual_tokens,
+                               encoder_hidden_size=model.config.hidden_size,
+                               modules_to_save=head_module_names(model))
+
+
+@dataclass
+class PeftMethod:
+    name: str
+    summary: str
+    make_config: Callable[[Any, Any, str, int], Any]
+    tasks: frozenset[str] = ALL_TASKS
+    mergeable: bool = True
+    lr_scale: float = 5.0
+    own_loop: bool = False
+    #: whether the best dev checkpoint can be reloaded at the end (AdaLoRA's ranks shrink during training, so an
+    #: earlier checkpoint no longer fits the model; P-tuning checkpoints hold the prompt encoder's output, which
+    #: Trainer's reload feeds through the encoder again): those keep their last state
+    reload_best: bool = True
+
+    def check(self, config: Any) -> list[str]:
+        return []
+
+    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
+        return requested, None
+
+    def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
+        from peft import get_peft_model
+
+        try:
+            peft_config = self.make_config(config, model, task.name, total_steps)
+            return get_peft_model(model, peft_config)
+        except ValueError as e:  # e.g. no default target modules for this architecture
+            raise ConfigError(f"method: {self.name} cannot wrap {type(model).__name__}: {e}",
+                              hint="Name the layers with lora_target_modules (e.g. [query, value]).") from None
+
+    def trainer_callbacks(self, model: Any) -> list[Any]:
+        if self.name != "adalora":
+            return []
+        from transformers import TrainerCallback
+
+        class _AdaLoraBudget(TrainerCallback):
+            """AdaLoRA re-allocates ranks after each optimizer step (peft's documented training-loop hook)."""
+
+            def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                model.base_model.update_and_allocate(state.global_step)
+
+        return [_AdaLoraBudget()]
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        return no_own_loop(self.name)  # type: ignore[no-any-return]
+
+    def save(self, model: Any, folder: Path) -> dict[str, Any]:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        return {"files": ADAPTER_FILES,
+                "saved_bytes": sum((folder / f).stat().st_size for f in ADAPTER_FILES if (folder / f).exists())}
+
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
+        from peft import PeftModel
+
+        from tuneforge.utils.hf import quiet_transformers
+
+        if base_path is None:
+            raise ConfigError(f"{run_dir} holds a {self.name} adapter but its base model cannot be found")
+        quiet_transformers()
+        base = _base_with_head(manifest, base_path)
+        model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
+        model.eval()
+        return model
+
+    def merge(self, model: Any) -> Any:
+        if not self.mergeable:
+            raise ConfigError(f"method: {self.name} cannot be merged into the base model (its virtual tokens are "
+                              "extra inputs, not weight changes)",
+                              hint="Serve the run folder as it is; it loads its base model by itself.")
+        return model.merge_and_unload()
+
+
+def _base_with_head(manifest: dict[str, Any], base_path: Path) -> Any:
+    """The base model with an (untrained) head of the run's shape; peft restores the trained head over it."""
+    labels = manifest.get("labels") or ["start_end"]
+    id2label = {i: x for i, x in enumerate(labels)}
+    kwargs: dict[str, Any] = {}
+    if manifest["task"] != "qa":
+        kwargs = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    if manifest["task"] == "classification":
+        kwargs["problem_type"] = ("multi_label_classification" if manifest.get("multi_label")
+                                  else "single_label_classification")
+    return auto_model_class(manifest["task"]).from_pretrained(str(base_path), use_safetensors=True,
+                                                              trust_remote_code=False, ignore_mismatched_sizes=True,
+                                                              **kwargs)
+
+
+PEFT_METHODS = [
+    PeftMethod("lora", "Low-rank updates of the attention projections (peft LoRA): ~0.3% of minilm's weights "
+                       "train, a few MB saved; merges into the base for export.", _lora),
+    PeftMethod("adalora", "LoRA whose ranks are re-allocated during training to the matrices that need them "
+                          "(peft AdaLoRA).", _adalora, reload_best=False),
+    PeftMethod("ia3", "Learned rescaling of keys, values and feed-forward activations (peft IA3): the fewest "
+                      "trainable weights.", _ia3, lr_scale=20.0),
+    PeftMethod("prompt_tuning", "Trainable virtual tokens prepended to the input (peft prompt tuning); "
+                                "classification only.", _prompt, tasks=frozenset({"classification"}),
+               mergeable=False, lr_scale=50.0),
+    PeftMethod("p_tuning", "Virtual tokens produced by a small prompt encoder (peft P-tuning); classification "
+                           "only.", _ptuning, tasks=frozenset({"classification"}), mergeable=False, lr_scale=10.0,
+               reload_best=False),
+]
