@@ -42,3 +42,16 @@ def test_ner_truncated_words_are_predicted_O(tiny_bert):
     n = len(enc.features[0]["input_ids"])
     pred = task.decode([(np.zeros((n, 3)),)], enc, [ex], labels)[0]
     assert len(pred["tags"]) == 41 and pred["tags"][-1] == "O"
+
+
+def test_label_positions_skip_bare_sentencepiece_markers():
+    from tuneforge.tasks.ner import label_positions
+
+    # XLM-R on pre-split Chinese characters: each character is "▁" + the character
+    tokens = ["<s>", "▁", "科", "▁", "技", "▁北京", "</s>"]
+    word_ids = [None, 0, 0, 1, 1, 2, None]
+    assert label_positions(word_ids, tokens) == [2, 4, 5]
+    # WordPiece: the first sub-word carries the label
+    assert label_positions([None, 0, 0, 1, None], ["[CLS]", "john", "##ny", "paris", "[SEP]"]) == [1, 3]
+    # a word that produced no token is marked -1 and predicted O
+    assert label_positions([None, 0, 2, None], ["<s>", "a", "b", "</s>"]) == [1, -1, 2]

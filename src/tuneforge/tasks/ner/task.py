@@ -11,7 +11,7 @@ import numpy as np
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import join_tokens, load_with_head, softmax
 
-__all__ = ["NerTask", "bio_to_spans"]
+__all__ = ["NerTask", "bio_to_spans", "label_positions"]
 
 IGNORE = -100
 
@@ -35,6 +35,27 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     if cur:
         spans.append((cur[0], cur[1], len(tags)))
     return spans
+
+
+_BARE_PREFIXES = {"▁", "Ġ", "Ċ", ""}
+
+
+def label_positions(word_ids: Sequence[int | None], tokens: Sequence[str]) -> list[int]:
+    """The token position that carries each word's label: its first sub-token with content.
+
+    SentencePiece tokenizers (XLM-R, e5) split a pre-split word into a bare word-start marker ``▁`` and the word
+    itself when the marker does not merge with it, as for every single Chinese character; labelling the marker
+    would put every character's label on the same meaningless token.
+    """
+    positions: dict[int, int] = {}
+    for pos, (w, tok) in enumerate(zip(word_ids, tokens, strict=True)):
+        if w is None:
+            continue
+        if w not in positions or (tokens[positions[w]] in _BARE_PREFIXES and tok not in _BARE_PREFIXES
+                                  and positions[w] == pos - 1):
+            positions[w] = pos
+    # -1 marks a word that produced no token at all (it is predicted O); words cut by truncation are left out
+    return [positions.get(w, -1) for w in range(max(positions) + 1)] if positions else []
 
 
 class NerTask:
@@ -62,20 +83,15 @@ class NerTask:
         truncated = 0
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         for i, ex in enumerate(examples):
-            word_ids = enc.word_ids(i)
-            first: list[int] = []  # token position of each word's first sub-word, in word order
-            prev = None
-            for pos, w in enumerate(word_ids):
-                if w is not None and w != prev:
-                    first.append(pos)
-                prev = w
+            first = label_positions(enc.word_ids(i), enc.tokens(i))
             if len(first) < len(ex["tokens"]):
                 truncated += 1
             f = {k: enc[k][i] for k in keys}
             if with_labels and ex.get("tags") is not None:
                 lab = [IGNORE] * len(f["input_ids"])
                 for w, pos in enumerate(first):
-                    lab[pos] = index.get(ex["tags"][w], 0)  # a tag unseen in training counts as O for the loss
+                    if pos >= 0:
+                        lab[pos] = index.get(ex["tags"][w], 0)  # a tag unseen in training counts as O for the loss
                 f["labels"] = lab
             features.append(f)
             meta.append({"first": first})
@@ -91,7 +107,10 @@ class NerTask:
                labels: list[str], *, multi_label: bool = False) -> list[dict[str, Any]]:
         preds = []
         for (logits, *_r), m, ex in zip(outputs, enc.meta, examples, strict=True):
-            probs = softmax(logits[m["first"]]) if m["first"] else np.zeros((0, len(labels)))
+            first = np.asarray(m["first"], dtype=int)
+            probs = softmax(logits[np.maximum(first, 0)]) if len(first) else np.zeros((0, len(labels)))
+            if len(first):
+                probs[first < 0] = np.eye(len(labels))[0]  # a word without tokens: O
             ids = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
             tags = [labels[j] for j in ids] + ["O"] * (len(ex["tokens"]) - len(ids))  # truncated words: O
             if ex.get("spans") is not None:
