@@ -87,6 +87,7 @@ def test_from_a_file_to_a_model_in_the_browser(server, page):
                            timeout=120_000)
     assert page.get_attribute("#job-status", "data-status") not in ("failed", "cancelled"), page.inner_text("main")
     first = _points(page, "#loss-chart")
+    running_at_first_look = page.get_attribute("#job-status", "data-status") == "running"
     t0 = time.monotonic()
     page.wait_for_function(f"() => Number(document.getElementById('loss-chart').dataset.points) > {first} || "
                            "document.getElementById('job-status').dataset.status === 'succeeded'", timeout=120_000)
@@ -98,7 +99,10 @@ def test_from_a_file_to_a_model_in_the_browser(server, page):
     page.wait_for_selector("#fine-tuned-model a")
     loss, dev = _points(page, "#loss-chart"), _points(page, "#dev-chart")
     assert page.locator("#pause-button").is_hidden() and page.locator("#cancel-button").is_hidden()
-    assert loss > first, f"the loss curve did not move: {first} -> {loss} points ({time.monotonic() - t0:.1f} s)"
+    # The curve must grow while the job runs. On a machine so loaded that the page first looked after the job had
+    # already finished there is nothing left to watch; the checks below still compare every point with the log.
+    if running_at_first_look:
+        assert loss > first, f"the loss curve did not move: {first} -> {loss} points ({time.monotonic() - t0:.1f} s)"
     # the curves show every point the job logged: train and dev loss, and two dev metrics per evaluation
     job_id = page.inner_text("#job-id")
     events = page.request.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=1000",
