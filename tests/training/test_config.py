@@ -56,3 +56,22 @@ def test_auto_hyperparameters_follow_model_and_data_size():
                             "batch_size": 4, "max_length": 1000})
     got = auto_hyperparameters(explicit, n_train=400, model_config=minilm, model_max=512, task=task)
     assert got == {"learning_rate": 3e-5, "batch_size": 4, "max_length": 512}  # capped by the model
+
+
+def test_warm_start_fits_the_head_on_frozen_features(tiny_bert, cls_rows):
+    import torch
+    from transformers import AutoTokenizer
+
+    from tuneforge.tasks import get_task
+    from tuneforge.training.warm_start import warm_start_classifier
+
+    task = get_task("classification")
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    labels = task.label_list(cls_rows, False)
+    model = task.build_model(tiny_bert, labels, multi_label=False)
+    enc = task.encode(cls_rows, tok, labels, max_length=32)
+    encoder_before = {k: v.clone() for k, v in model.bert.encoder.state_dict().items()}
+    loss = warm_start_classifier(model, enc.features, task.collator(tok), multi_label=False, seed=0)
+    assert loss is not None and loss < 0.65  # below ln 2, where an untrained head on two balanced classes starts
+    for k, v in model.bert.encoder.state_dict().items():  # only the head moved
+        assert torch.equal(v, encoder_before[k])
