@@ -55,6 +55,22 @@ class FitResult:
     final_loss: float | None = None
 
 
+class MethodDefaults:
+    """The no-op answers most methods give; a method class inherits these and overrides what it changes."""
+
+    def check(self, config: Any) -> list[str]:
+        return []
+
+    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
+        return requested, None
+
+    def trainer_callbacks(self, model: Any) -> list[Any]:
+        return []
+
+    def merge(self, model: Any) -> Any:
+        return model
+
+
 class Method(Protocol):
     name: str
     #: one line for `--help` and the docs

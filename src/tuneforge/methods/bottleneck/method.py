@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
 from tuneforge.methods.bottleneck.layer import insert_adapters
 from tuneforge.methods.common import auto_model_class, head_module_names, no_own_loop
 
@@ -24,7 +24,7 @@ def _trainable_names(model: Any) -> list[str]:
             or any(n == h or n.startswith(h + ".") for h in heads)]
 
 
-class BottleneckAdapters:
+class BottleneckAdapters(MethodDefaults):
     name = "adapter"
     summary = ("Bottleneck adapters after the attention and feed-forward sublayers (Houlsby): adapters, layer "
                "norms and head train; not mergeable (non-linear).")
@@ -34,12 +34,6 @@ class BottleneckAdapters:
     reload_best = True
     lr_scale = 5.0
 
-    def check(self, config: Any) -> list[str]:
-        return []
-
-    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
-        return requested, None
-
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         wrapped = insert_adapters(model, config.adapter_size)
         trainable = set(_trainable_names(model))
@@ -47,9 +41,6 @@ class BottleneckAdapters:
             p.requires_grad_(n in trainable)
         model.tuneforge_adapter = {"adapter_size": config.adapter_size, "wrapped": wrapped}
         return model
-
-    def trainer_callbacks(self, model: Any) -> list[Any]:
-        return []
 
     def fit(self, ctx: FitContext) -> FitResult:
         return no_own_loop(self.name)  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
 from tuneforge.methods.common import auto_model_class, head_module_names, no_own_loop
 
 __all__ = ["PEFT_METHODS", "PeftMethod"]
@@ -68,7 +68,7 @@ def _ptuning(config: Any, model: Any, task: str, total_steps: int) -> Any:
 
 
 @dataclass
-class PeftMethod:
+class PeftMethod(MethodDefaults):
     name: str
     summary: str
     make_config: Callable[[Any, Any, str, int], Any]
@@ -80,12 +80,6 @@ class PeftMethod:
     #: earlier checkpoint no longer fits the model; P-tuning checkpoints hold the prompt encoder's output, which
     #: Trainer's reload feeds through the encoder again): those keep their last state
     reload_best: bool = True
-
-    def check(self, config: Any) -> list[str]:
-        return []
-
-    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
-        return requested, None
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         from peft import get_peft_model

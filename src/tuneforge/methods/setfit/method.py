@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
 from tuneforge.methods.sentence import (
     SentenceClassifier,
     choose_encoder,
@@ -37,7 +37,7 @@ def select_pseudo_labels(proba: np.ndarray, threshold: float) -> tuple[np.ndarra
     return idx, pred[idx]
 
 
-class SetFitMethod:
+class SetFitMethod(MethodDefaults):
     name = "setfit"
     summary = ("Few-shot classification (from ~8 examples per class): contrastive sentence-encoder fine-tuning "
                "+ logistic-regression head, label descriptions as extra examples, optional self-training.")
@@ -58,9 +58,6 @@ class SetFitMethod:
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         raise NotImplementedError("setfit trains with its own loop (fit)")
-
-    def trainer_callbacks(self, model: Any) -> list[Any]:
-        return []
 
     def fit(self, ctx: FitContext) -> FitResult:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # setfit must never reach for the hub
@@ -116,8 +113,6 @@ class SetFitMethod:
     def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
         return load_sentence_classifier(run_dir)
 
-    def merge(self, model: Any) -> Any:
-        return model
 
 
 def _to_module(model: Any, n_labels: int, encoder_dir: Path) -> SentenceClassifier:

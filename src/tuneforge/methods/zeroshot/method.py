@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
 from tuneforge.methods.sentence import (
     SentenceClassifier,
     choose_encoder,
@@ -22,7 +22,7 @@ __all__ = ["ZeroShot"]
 SCALE = 20.0
 
 
-class ZeroShot:
+class ZeroShot(MethodDefaults):
     name = "zeroshot"
     summary = ("No training: the label whose description or template is closest to the text in the sentence "
                "encoder's space. A starting point before any labels exist.")
@@ -40,9 +40,6 @@ class ZeroShot:
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         raise NotImplementedError("zeroshot does not train")
-
-    def trainer_callbacks(self, model: Any) -> list[Any]:
-        return []
 
     def fit(self, ctx: FitContext) -> FitResult:
         from transformers import AutoModel
@@ -66,8 +63,6 @@ class ZeroShot:
     def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
         return load_sentence_classifier(run_dir)
 
-    def merge(self, model: Any) -> Any:
-        return model
 
 
 def embed_texts(module: SentenceClassifier, tokenizer: Any, texts: list[str]) -> np.ndarray:
