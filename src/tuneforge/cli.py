@@ -532,7 +532,7 @@ def _register_extensions() -> None:
     """Command groups that live beside the services they drive (serve/worker/admin, solutions ...)."""
     import importlib
 
-    for module in ("tuneforge.cli_service",):
+    for module in ("tuneforge.cli_service", "tuneforge.cli_solutions"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

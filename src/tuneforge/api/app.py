@@ -21,7 +21,20 @@ from tuneforge.api.errors import install_error_handlers
 from tuneforge.api.metrics import Metrics
 from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.ratelimit import MemoryRateLimiter
-from tuneforge.api.routers import api_keys, datasets, estimates, files, health, inference, jobs, models, usage
+from tuneforge.api.routers import (
+    api_keys,
+    assistant,
+    datasets,
+    estimates,
+    files,
+    health,
+    inference,
+    jobs,
+    models,
+    monitor,
+    recommender,
+    usage,
+)
 from tuneforge.api.state import ServiceState
 from tuneforge.inference.serving import InferenceService
 from tuneforge.settings import Settings
@@ -91,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Each router carries its whole prefix, so a route's path is the template that /metrics reports.
     for r in (files.router, datasets.router, jobs.router, estimates.router, models.router, inference.router,
-              usage.router, api_keys.router, health.router):
+              usage.router, api_keys.router, health.router, assistant.router, monitor.router, recommender.router):
         app.include_router(r)
     if settings.console:
         from tuneforge.console import install_console

@@ -34,8 +34,12 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "models": ("/models", "models.html", "nav.models"),
     "model": ("/models/{model_id:path}", "model.html", "model.title"),
     "account": ("/account", "account.html", "nav.account"),
+    "assistant": ("/solutions/assistant", "solution_assistant.html", "nav.assistant"),
+    "monitor": ("/solutions/monitor", "solution_monitor.html", "nav.monitor"),
+    "recommender": ("/solutions/recommender", "solution_recommender.html", "nav.recommender"),
 }
 NAV = [("datasets", "nav.datasets"), ("job_new", "nav.new_job"), ("jobs", "nav.jobs"), ("models", "nav.models"),
+       ("assistant", "nav.assistant"), ("monitor", "nav.monitor"), ("recommender", "nav.recommender"),
        ("account", "nav.account")]
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -77,7 +81,8 @@ def install_console(app: FastAPI) -> None:
         return RedirectResponse("/console/datasets", status_code=307)
 
     # /jobs/new before /jobs/{job_id}
-    for name in ("login", "datasets", "dataset", "jobs", "job_new", "job", "models", "model", "account"):
+    for name in ("login", "datasets", "dataset", "jobs", "job_new", "job", "models", "model", "account",
+                 "assistant", "monitor", "recommender"):
         router.add_api_route(PAGES[name][0], _page(templates, name), methods=["GET"], response_class=HTMLResponse,
                              name=f"console_{name}")
     app.include_router(router)

@@ -294,6 +294,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "quota.limit": ("limit", "上限"),
 }
 
+# each solution's page keeps its text beside the page's name
+from tuneforge.console import i18n_assistant, i18n_monitor, i18n_recommender  # noqa: E402
+
+for _extra in (i18n_assistant.MESSAGES, i18n_monitor.MESSAGES, i18n_recommender.MESSAGES):
+    MESSAGES.update(_extra)
+
 
 def catalog(lang: str) -> dict[str, str]:
     """The messages of ``lang`` (``en`` or ``zh``)."""

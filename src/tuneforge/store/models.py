@@ -191,3 +191,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The solutions' tables live in their own modules; importing them here registers them on Base.metadata.
+from tuneforge.store import solution_tables as _solution_tables  # noqa: E402,F401

@@ -1,0 +1,8 @@
+"""Console text of the recommender solution's page: ``key: (English, 中文)``,
+merged into :data:`tuneforge.console.i18n.MESSAGES`."""
+
+from __future__ import annotations
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "nav.recommender": ("Recommender", "推荐"),
+}

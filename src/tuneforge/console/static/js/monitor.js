@@ -1,0 +1,4 @@
+import { ready, requireKey } from "./app.js";
+
+await requireKey();
+ready();

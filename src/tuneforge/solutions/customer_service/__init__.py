@@ -1,0 +1,1 @@
+"""The customer-service assistant: intents, knowledge-base retrieval, extractive answers, human handover."""
