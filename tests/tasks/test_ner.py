@@ -55,3 +55,16 @@ def test_label_positions_skip_bare_sentencepiece_markers():
     assert label_positions([None, 0, 0, 1, None], ["[CLS]", "john", "##ny", "paris", "[SEP]"]) == [1, 3]
     # a word that produced no token is marked -1 and predicted O
     assert label_positions([None, 0, 2, None], ["<s>", "a", "b", "</s>"]) == [1, -1, 2]
+
+
+def test_markers_between_chinese_characters_are_dropped_and_cutting_keeps_the_end_token():
+    from tuneforge.tasks.ner.task import kept_positions
+
+    words = ["科", "技", "Apple", "公", "司"]
+    tokens = ["<s>", "▁", "科", "▁", "技", "▁Apple", "▁", "公", "▁", "司", "</s>"]
+    word_ids = [None, 0, 0, 1, 1, 2, 3, 3, 4, 4, None]
+    # the marker before the first character and the one after a Latin word stay (the sentence has a space there)
+    assert kept_positions(word_ids, tokens, words, 64) == [0, 1, 2, 4, 5, 6, 7, 9, 10]
+    assert kept_positions(word_ids, tokens, words, 4) == [0, 1, 2, 10]
+    # WordPiece output is left alone
+    assert kept_positions([None, 0, 0, None], ["[CLS]", "john", "##ny", "[SEP]"], ["johnny"], 64) == [0, 1, 2, 3]

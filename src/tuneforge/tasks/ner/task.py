@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from tuneforge.tasks.base import Encoded
-from tuneforge.tasks.common import join_tokens, load_with_head, softmax
+from tuneforge.tasks.common import is_cjk, join_tokens, load_with_head, softmax
 
-__all__ = ["NerTask", "bio_to_spans", "label_positions"]
+__all__ = ["NerTask", "bio_to_spans", "kept_positions", "label_positions"]
 
 IGNORE = -100
 
@@ -58,6 +58,27 @@ def label_positions(word_ids: Sequence[int | None], tokens: Sequence[str]) -> li
     return [positions.get(w, -1) for w in range(max(positions) + 1)] if positions else []
 
 
+def kept_positions(word_ids: Sequence[int | None], tokens: Sequence[str], words: Sequence[str],
+                   max_length: int) -> list[int]:
+    """The token positions fed to the model: all of them, less the bare ``▁`` a SentencePiece tokenizer puts
+    before a pre-split Chinese character that follows another one, then cut to ``max_length``.
+
+    Chinese is written without spaces, so in the sentence itself those characters have no word-start marker
+    between them; with the markers the model would read a space between every two characters, a text it never
+    saw in pretraining, at twice the length. The special tokens at both ends are kept when cutting.
+    """
+    keep = []
+    for pos, (w, tok) in enumerate(zip(word_ids, tokens, strict=True)):
+        if (w is not None and w > 0 and tok == "▁" and pos + 1 < len(word_ids) and word_ids[pos + 1] == w
+                and is_cjk(words[w][:1]) and is_cjk(words[w - 1][-1:])):
+            continue
+        keep.append(pos)
+    if len(keep) > max_length:
+        last_special = word_ids[keep[-1]] is None
+        keep = keep[:max_length - 1] + [keep[-1]] if last_special else keep[:max_length]
+    return keep
+
+
 class NerTask:
     name = "ner"
     per_token = True
@@ -76,17 +97,18 @@ class NerTask:
     def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
                max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
         index = {label: i for i, label in enumerate(labels)}
-        enc = tokenizer([list(ex["tokens"]) for ex in examples], is_split_into_words=True, truncation=True,
-                        max_length=max_length)
+        enc = tokenizer([list(ex["tokens"]) for ex in examples], is_split_into_words=True, truncation=False)
         features: list[dict[str, Any]] = []
         meta: list[dict[str, Any]] = []
         truncated = 0
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         for i, ex in enumerate(examples):
-            first = label_positions(enc.word_ids(i), enc.tokens(i))
+            keep = kept_positions(enc.word_ids(i), enc.tokens(i), list(ex["tokens"]), max_length)
+            word_ids = [enc.word_ids(i)[p] for p in keep]
+            first = label_positions(word_ids, [enc.tokens(i)[p] for p in keep])
             if len(first) < len(ex["tokens"]):
                 truncated += 1
-            f = {k: enc[k][i] for k in keys}
+            f = {k: [enc[k][i][p] for p in keep] for k in keys}
             if with_labels and ex.get("tags") is not None:
                 lab = [IGNORE] * len(f["input_ids"])
                 for w, pos in enumerate(first):
