@@ -1,0 +1,116 @@
+"""Benchmark of the financial-news sentiment monitor (issue #6).
+
+1. Sentiment: fine-tune minilm through TuneForge on twitter_financial_news_sentiment/train and score it on
+   validation (accuracy, macro F1; labels bearish / bullish / neutral).
+2. Alerting: replay the validation items as a 30-day stream over six entities, inject negative bursts at known
+   times, run the alert rules on the model's predicted labels (and on the gold labels, as the upper bound) and
+   report alert precision, recall and detection delay.
+
+    python bench/solution_monitor.py                 # train (2 epochs) + replay
+    python bench/solution_monitor.py --run-dir DIR   # reuse a trained run folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, shared_datasets, write_result  # noqa: E402
+
+RULES = {
+    "negative_share": dict(metric="negative_share", window_minutes=240, baseline_minutes=7 * 24 * 60, threshold=3.0,
+                           min_items=4, min_increase=0.25, cooldown_minutes=360),
+    "negative_volume": dict(metric="negative_volume", window_minutes=240, baseline_minutes=7 * 24 * 60,
+                            threshold=4.0, min_items=4, cooldown_minutes=360),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N training rows")
+    ap.add_argument("--base-model", default="minilm")
+    ap.add_argument("--run-dir", type=Path, default=None, help="reuse this trained run (trains into it if empty)")
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--bursts", type=int, default=12)
+    ap.add_argument("--burst-size", type=int, default=8)
+    ap.add_argument("--burst-minutes", type=int, default=120)
+    ap.add_argument("--seeds", type=int, default=5, help="streams replayed (seeds 0..N-1), metrics averaged")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from tuneforge.inference import load_predictor
+    from tuneforge.solutions.finance_monitor.detect import RuleParams
+    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, score_alerts
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.recipe import train
+
+    data = shared_datasets() / "twitter_financial_news_sentiment"
+    train_file, val_file = data / "train.jsonl", data / "validation.jsonl"
+    work = Path(tempfile.mkdtemp(prefix="tf-monitor-bench-"))
+    if args.limit:
+        lines = train_file.read_text(encoding="utf-8").splitlines()[: args.limit]
+        train_file = work / "train.jsonl"
+        train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_dir = args.run_dir or work / "run"
+    train_s = 0.0
+    if not (run_dir / "tuneforge.json").exists():
+        t0 = time.perf_counter()
+        train(TrainConfig(task="classification", data=train_file, eval_data=val_file, output=run_dir,
+                          base_model=args.base_model, epochs=args.epochs, seed=42))
+        train_s = time.perf_counter() - t0
+
+    rows = [json.loads(x) for x in val_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    texts, gold = [r["text"] for r in rows], [r["label"] for r in rows]
+    predictor = load_predictor(run_dir)
+    t0 = time.perf_counter()
+    pred = [p["label"] for p in predictor.predict(texts)]
+    predict_s = time.perf_counter() - t0
+    acc = accuracy_score(gold, pred)
+    f1 = f1_score(gold, pred, average="macro")
+    print_table([{"model": args.base_model, "train rows": args.limit or 9543, "epochs": args.epochs,
+                  "accuracy": acc, "macro F1": f1, "train s": round(train_s, 1)}],
+                ["model", "train rows", "epochs", "accuracy", "macro F1", "train s"])
+
+    results = []
+    for rule_name, params in RULES.items():
+        rule = RuleParams(**params)  # type: ignore[arg-type]
+        for source, labels in (("model", pred), ("gold", gold)):
+            per_seed = []
+            for seed in range(args.seeds):
+                stream = build_stream(gold, days=args.days, bursts=args.bursts, burst_size=args.burst_size,
+                                      burst_minutes=args.burst_minutes, seed=seed)
+                per_seed.append(score_alerts(stream, detect(stream, labels, rule), rule))
+            avg = {k: (sum(s[k] for s in per_seed if s[k] is not None) /
+                       max(1, sum(1 for s in per_seed if s[k] is not None)))
+                   for k in per_seed[0] if k not in ("bursts",)}
+            results.append({"rule": rule_name, "labels": source, "bursts": args.bursts * args.seeds, **avg})
+    print_table(results, ["rule", "labels", "bursts", "alerts", "precision", "recall", "false_alarms_per_day",
+                          "delay_min_mean", "delay_min_median", "delay_items_mean"])
+    payload = {
+        "machine": machine(), "benchmark": "solution_monitor", "base_model": args.base_model,
+        "dataset": "twitter_financial_news_sentiment", "train_rows": args.limit or len(
+            (data / "train.jsonl").read_text(encoding="utf-8").splitlines()),
+        "validation_rows": len(rows), "epochs": args.epochs, "train_s": round(train_s, 1),
+        "predict_s": round(predict_s, 1),
+        "sentiment": {"accuracy": acc, "macro_f1": f1},
+        "stream": {"days": args.days, "entities": 6, "bursts_per_stream": args.bursts, "burst_size": args.burst_size,
+                   "burst_minutes": args.burst_minutes, "seeds": args.seeds, "rules": RULES},
+        "alerting": results,
+        "command": "python " + " ".join(["bench/solution_monitor.py", *sys.argv[1:]]),
+    }
+    print(f"wrote {write_result('solution_monitor', payload)} (model in {run_dir})")
+
+
+if __name__ == "__main__":
+    main()
