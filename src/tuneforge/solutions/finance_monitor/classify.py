@@ -138,8 +138,8 @@ class SentimentClassifier:
                 continue
             model = (self.en if lang == "en" else self.zh) or self.en or self.zh
             assert model is not None
-            for i, p in zip(idx, model([texts[i] for i in idx]), strict=True):
-                preds[i] = p
+            for i, pred in zip(idx, model([texts[i] for i in idx]), strict=True):
+                preds[i] = pred
         topics: list[str | None]
         if self.topic_model is not None:
             topics = [str(p["label"]) for p in self.topic_model(list(texts))]

@@ -141,16 +141,15 @@ def evaluate(observations: Sequence[Observation], rule: RuleParams, now: datetim
 
 
 def detect_stream(observations: Sequence[Observation], rule: RuleParams, *,
-                  last_alert: datetime | None = None) -> list[Detection]:
+                  last_alert: datetime | None = None, at: Sequence[datetime] | None = None) -> list[Detection]:
     """Replay ``observations`` in time order, evaluating the rule as each one arrives (as the service does on
-    ingest), with the rule's cooldown between detections. ``last_alert`` is an earlier alert's time."""
+    ingest), with the rule's cooldown between detections. ``last_alert`` is an earlier alert's time; ``at``
+    limits the evaluations to those times (the new items' times when older ones were already evaluated)."""
     obs = sorted(observations, key=lambda o: o.at)
     times = [o.at for o in obs]
     cooldown = timedelta(minutes=rule.cooldown_minutes)
     found: list[Detection] = []
-    for k, now in enumerate(times):
-        if k + 1 < len(times) and times[k + 1] == now:
-            continue  # evaluate once per distinct time, with every item of that time in
+    for now in sorted(set(times if at is None else at)):
         if last_alert is not None and now - last_alert < cooldown:
             continue
         d = _evaluate_sorted(obs, times, rule, now)

@@ -180,24 +180,25 @@ def parse_feed(content: bytes | str, *, url: str = "", source: str | None = None
     src = source or url
     items: list[RawItem] = []
     if root.tag == f"{_ATOM}feed":
-        for e in root.iter(f"{_ATOM}entry"):
-            link = next((lk.get("href") for lk in e.findall(f"{_ATOM}link")
+        for entry in root.iter(f"{_ATOM}entry"):
+            link = next((lk.get("href") for lk in entry.findall(f"{_ATOM}link")
                          if lk.get("rel", "alternate") == "alternate"), None)
-            body = _text(_first(e, f"{_ATOM}content", f"{_ATOM}summary"))
-            items.append(RawItem(text=_clean(body), title=_clean(_text(e.find(f"{_ATOM}title"))),
-                                 url=urljoin(url, link) if link else None, guid=_text(e.find(f"{_ATOM}id")) or None,
-                                 published_at=_when(e, f"{_ATOM}published", f"{_ATOM}updated"), source=src))
+            body = _text(_first(entry, f"{_ATOM}content", f"{_ATOM}summary"))
+            items.append(RawItem(text=_clean(body), title=_clean(_text(entry.find(f"{_ATOM}title"))),
+                                 url=urljoin(url, link) if link else None,
+                                 guid=_text(entry.find(f"{_ATOM}id")) or None,
+                                 published_at=_when(entry, f"{_ATOM}published", f"{_ATOM}updated"), source=src))
     else:
         entries = list(root.iter("item")) or list(root.iter(f"{_RSS1}item"))
         if not entries and root.tag not in ("rss", "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"):
             raise DataError([DataProblem(url or "feed", None, None, f"<{root.tag}> is not an RSS or Atom root",
                                          "check the URL points at the feed")])
-        for e in entries:
-            link = _text(_first(e, "link", f"{_RSS1}link"))
-            body = _text(_first(e, f"{_CONTENT}encoded", "description", f"{_RSS1}description"))
-            items.append(RawItem(text=_clean(body), title=_clean(_text(_first(e, "title", f"{_RSS1}title"))),
-                                 url=urljoin(url, link) if link else None, guid=_text(e.find("guid")) or None,
-                                 published_at=_when(e, "pubDate", f"{_DC}date"), source=src))
+        for entry in entries:
+            link = _text(_first(entry, "link", f"{_RSS1}link"))
+            body = _text(_first(entry, f"{_CONTENT}encoded", "description", f"{_RSS1}description"))
+            items.append(RawItem(text=_clean(body), title=_clean(_text(_first(entry, "title", f"{_RSS1}title"))),
+                                 url=urljoin(url, link) if link else None, guid=_text(entry.find("guid")) or None,
+                                 published_at=_when(entry, "pubDate", f"{_DC}date"), source=src))
     return [i for i in items if i.text or i.title]
 
 
@@ -345,13 +346,13 @@ class Poller:
             try:
                 r = self.client.get(host + "/robots.txt")
                 if r.status_code in (401, 403):
-                    rp.disallow_all = True
+                    rp.parse(["User-agent: *", "Disallow: /"])  # as urllib.robotparser reads these answers
                 elif r.status_code >= 400:
-                    rp.allow_all = True
+                    rp.parse([])  # no robots.txt: everything is allowed
                 else:
                     rp.parse(r.text.splitlines())
             except httpx.HTTPError:
-                rp.allow_all = True  # as browsers and crawlers do when robots.txt cannot be read
+                rp.parse([])  # unreachable robots.txt: allowed, as urllib.robotparser and common crawlers do
             self._robots[host] = rp
         return rp.can_fetch(self.user_agent, url)
 

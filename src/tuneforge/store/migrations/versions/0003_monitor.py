@@ -122,9 +122,11 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_monitor_mentions_entity', 'monitor_mentions', ['tenant_id', 'entity', 'published_at'], unique=False)
+    op.create_index('ix_monitor_mentions_entity', 'monitor_mentions', ['tenant_id', 'entity', 'published_at'],
+                    unique=False)
     op.create_index(op.f('ix_monitor_mentions_item_id'), 'monitor_mentions', ['item_id'], unique=False)
-    op.create_index('ix_monitor_mentions_topic', 'monitor_mentions', ['tenant_id', 'topic', 'published_at'], unique=False)
+    op.create_index('ix_monitor_mentions_topic', 'monitor_mentions', ['tenant_id', 'topic', 'published_at'],
+                    unique=False)
 
 
 def downgrade() -> None:
