@@ -276,8 +276,10 @@ class Assistant:
         (intent, conf, _), = self.classify([message])
         query, used_context = message, False
         short = len(re.findall(r"\w+", message)) <= cfg.follow_up_words
-        if earlier and (short or conf < cfg.threshold):
-            # a follow-up ("and how long does that take?") is read together with the turns before it
+        if earlier and short:
+            # a short follow-up ("and how long does that take?") is read together with the turns before it; the
+            # reading that the intent model is surer of wins. A long message stands on its own: borrowing the
+            # previous intent for an unclear new request would answer the wrong question.
             joined = " ".join([*earlier, message])
             (c_intent, c_conf, _), = self.classify([joined])
             if c_conf > conf:
@@ -321,9 +323,17 @@ class Assistant:
                 span = {"text": pred["answer"], "start": pred["start"], "end": pred["end"], "score": pred["score"]}
         return Reply(text=text, intent=intent, confidence=conf, handover=False,
                      reason="passage" if passage is not None else "intent_answer",
-                     passages=([self._passage_json(self.passages.index(passage), None)] if passage is not None
-                               and all(r["id"] != passage.id for r in retrieved) else []) + retrieved,
+                     passages=self._source_first(passage, retrieved),
                      answer_span=span, used_context=used_context)
+
+    def _source_first(self, passage: Passage | None, retrieved: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The passage the reply comes from first (with its retrieval score when it was retrieved), then the rest."""
+        if passage is None:
+            return retrieved
+        own = next((r for r in retrieved if r["id"] == passage.id), None)
+        if own is None:
+            own = self._passage_json(self.passages.index(passage), None)
+        return [own] + [r for r in retrieved if r["id"] != passage.id]
 
     def _passage_json(self, row: int, score: float | None) -> dict[str, Any]:
         p = self.passages[row]

@@ -146,7 +146,7 @@ class _HtmlSections(HTMLParser):
     """Collects text blocks per heading; skips script/style/nav."""
 
     BLOCK = {"p", "li", "pre", "blockquote", "td", "th", "dd", "dt", "div", "br", "tr", "section", "article"}
-    SKIP = {"script", "style", "nav", "noscript", "template", "head"}
+    SKIP = {"script", "style", "nav", "noscript", "template"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
