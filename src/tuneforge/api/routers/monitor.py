@@ -184,6 +184,7 @@ def _ingest(session: Session, state: ServiceState, tenant_id: str, raw: list[Raw
     report = ingest_items(session, tenant_id, raw, classify=classify, given=given)
     alerts = AlertRepo(session, tenant_id)
     payloads = [alert_payload(session, tenant_id, alerts.get(a)) for a in report.alert_ids]
+    session.rollback()  # end the read transaction: the deliveries after the response write in their own
     if report.alert_ids:
         background.add_task(_deliver_all, state, tenant_id, report.alert_ids)
     return {"object": "monitor.ingest", "received": report.received, "stored": report.stored,
