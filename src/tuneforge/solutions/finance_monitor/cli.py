@@ -428,6 +428,7 @@ def replay(
     threshold: Annotated[float, typer.Option()] = 3.0,
     min_items: Annotated[int, typer.Option()] = 4,
     seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Replay labelled items as a stream with injected negative bursts; score the alerts (no database)."""
     from tuneforge.solutions.finance_monitor.detect import RuleParams
@@ -446,6 +447,9 @@ def replay(
     stream = build_stream(gold, negative=negative, days=days, bursts=bursts, burst_size=burst_size,
                           burst_minutes=burst_minutes, seed=seed)
     res = score_alerts(stream, detect(stream, labels, rule, negative=negative), rule)
+    if as_json:
+        out.print_json(json.dumps({"labels": "model" if model else "gold", **res}))
+        return
     t = Table("labels", *res.keys())
     t.add_row("model" if model else "gold", *[f"{v:.3g}" if isinstance(v, float) else str(v) for v in res.values()])
     out.print(t)
