@@ -29,12 +29,21 @@ class KnowledgeRow(BaseModel):
     title: str | None = Field(None, max_length=500)
 
 
+class ArticleRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field("", max_length=500)
+    text: str = Field(min_length=1, max_length=1_000_000)
+    format: Literal["markdown", "html"] = "markdown"
+
+
 class AssistantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
-    knowledge_file: str | None = Field(None, description="An uploaded file (/v1/files): QA pairs as JSONL/CSV/JSON "
-                                                          "(question, answer, intent), or a Markdown/HTML article.")
+    knowledge_file: str | None = Field(None, description="An uploaded file (/v1/files, purpose fine-tune): QA pairs "
+                                                          "as JSONL, CSV or JSON (question, answer, intent).")
     knowledge: list[KnowledgeRow] | None = Field(None, max_length=5000, description="QA pairs given inline.")
+    articles: list[ArticleRow] | None = Field(None, max_length=500, description="Help articles (Markdown or "
+                                                                                 "HTML), split into passages.")
     intent_model: str | None = Field(None, description="One of your fine-tuned classification models, trained on "
                                                        "past tickets labelled with intents.")
     encoder: str = Field("minilm", description="The base model that embeds passages and messages.")
@@ -144,6 +153,7 @@ def create_assistant(body: AssistantCreate, principal: TrainPrincipal, session: 
         encoder=body.encoder, config=body.config, intent_model=body.intent_model,
         knowledge_file=body.knowledge_file,
         knowledge=[k.model_dump() for k in body.knowledge] if body.knowledge else None,
+        articles=[a.model_dump() for a in body.articles] if body.articles else None,
         allowed_encoders=available_base_models(settings))
     return AssistantPublic.of(row)
 

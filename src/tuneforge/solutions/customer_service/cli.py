@@ -44,8 +44,9 @@ def build(
     dev: Annotated[Path | None, typer.Option(help="Held-out tickets to calibrate the threshold on "
                                                   "(default: 10% of --tickets).")] = None,
     base_model: Annotated[str, typer.Option(help="Base model of the intent classifier.")] = "minilm",
-    encoder: Annotated[str | None, typer.Option(help="Retrieval encoder: a base model, or 'intent' for the "
-                                                     "fine-tuned classifier's encoder (default: --base-model).")] = None,
+    encoder: Annotated[str | None, typer.Option(
+        help="Retrieval encoder: a base model, or 'intent' for the fine-tuned classifier's encoder "
+             "(default: --base-model).")] = None,
     epochs: Annotated[float, typer.Option(help="Training epochs of the intent classifier.")] = 2.0,
     config: Annotated[Path | None, typer.Option(help="JSON file of assistant options: handover_intents, "
                                                      "templates, top_k, threshold ...")] = None,

@@ -3,7 +3,8 @@
 Exact search is the right tool at a knowledge base's scale: 100k passages × 384 dimensions is 150 MB in float32
 (77 MB on disk in float16), and one query is a single BLAS matrix–vector product (milliseconds on a CPU core),
 with none of the recall loss or build time of an approximate index. Vectors are held in float32 in memory:
-numpy has no fast float16 product, and converting the matrix on every query costs more than the product. Rows are scored in blocks so that a batch of queries never allocates a
+numpy has no fast float16 product, and converting the matrix on every query costs more than the product.
+Rows are scored in blocks so that a batch of queries never allocates a
 ``queries × passages`` float32 matrix larger than ``block`` columns at a time.
 """
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from tuneforge.errors import DataError, DataProblem
 
-__all__ = ["ARTICLE_SUFFIXES", "QA_SUFFIXES", "Passage", "load_knowledge", "passages_from_rows", "read_passages",
+__all__ = ["ARTICLE_SUFFIXES", "QA_SUFFIXES", "Passage", "load_knowledge", "passages_from_article",
+           "passages_from_rows", "read_passages",
            "slugify", "split_article", "split_html", "split_markdown", "write_passages"]
 
 QA_SUFFIXES = (".jsonl", ".csv", ".json")
@@ -233,17 +234,26 @@ def split_html(text: str, *, title: str = "", limit: int = MAX_CHARS) -> list[tu
 def split_article(path: Path, *, limit: int = MAX_CHARS) -> list[Passage]:
     """Passages of one article file (Markdown, HTML or plain text), titled by the file's first heading or name."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    title = path.stem.replace("_", " ").replace("-", " ")
-    if path.suffix.lower() in (".html", ".htm"):
+    fmt = "html" if path.suffix.lower() in (".html", ".htm") else "markdown"
+    return passages_from_article(text, title=path.stem.replace("_", " ").replace("-", " "), fmt=fmt,
+                                 source=path.name, limit=limit)
+
+
+def passages_from_article(text: str, *, title: str = "", fmt: str = "markdown", source: str = "article",
+                          limit: int = MAX_CHARS) -> list[Passage]:
+    """Passages of one article given as text (``fmt`` markdown — plain text is Markdown without headings — or
+    html); ``title`` heads them when the article has no top heading of its own."""
+    if fmt not in ("markdown", "html"):
+        raise DataError([DataProblem(source, None, "format", f"unknown article format '{fmt}'",
+                                     "use markdown or html")])
+    if fmt == "html":
         blocks = split_html(text, title=title, limit=limit)
     else:
         has_h1 = re.search(r"^#\s", text, flags=re.M) is not None
         blocks = split_markdown(text, title="" if has_h1 else title, limit=limit)
-    out = []
-    for i, (heading, anchor, block) in enumerate(blocks):
-        out.append(Passage(id=f"{path.name}#{i}", text=f"{heading}\n{block}" if heading else block, answer=block,
-                           title=heading, anchor=anchor, source=path.name, kind="article"))
-    return out
+    return [Passage(id=f"{source}#{i}", text=f"{heading}\n{block}" if heading else block, answer=block,
+                    title=heading, anchor=anchor, source=source, kind="article")
+            for i, (heading, anchor, block) in enumerate(blocks)]
 
 
 def _pick(row: dict[str, Any], names: Sequence[str]) -> Any:
@@ -341,11 +351,11 @@ def load_knowledge(paths: Sequence[str | Path], *, limit: int = MAX_CHARS) -> li
         raise DataError([DataProblem(", ".join(map(str, paths)), None, None, "the knowledge base holds no passages",
                                      "add QA pairs or articles with text")])
     seen: dict[str, int] = {}
-    for p in passages:
-        n = seen.get(p.id, 0)
-        seen[p.id] = n + 1
+    for passage in passages:
+        n = seen.get(passage.id, 0)
+        seen[passage.id] = n + 1
         if n:
-            p.id = f"{p.id}~{n}"
+            passage.id = f"{passage.id}~{n}"
     return passages
 
 

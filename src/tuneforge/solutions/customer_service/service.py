@@ -27,7 +27,12 @@ from tuneforge.solutions.customer_service.assistant import (
     encoder_resolver,
 )
 from tuneforge.solutions.customer_service.feedback import Feedback, export_training_rows
-from tuneforge.solutions.customer_service.knowledge import Passage, load_knowledge, passages_from_rows
+from tuneforge.solutions.customer_service.knowledge import (
+    Passage,
+    load_knowledge,
+    passages_from_article,
+    passages_from_rows,
+)
 from tuneforge.store.ids import new_id
 from tuneforge.store.repositories import ModelRepo, _Scoped
 from tuneforge.store.solution_tables.assistant import Assistant as AssistantRow
@@ -120,6 +125,7 @@ def _intent_model_folder(db: DbSession, tenant_id: str, storage: Any, model_id: 
 def create_assistant(db: DbSession, *, tenant_id: str, storage: Any, settings: Any, name: str,
                      encoder: str, config: dict[str, Any], intent_model: str | None = None,
                      knowledge_file: str | None = None, knowledge: Sequence[dict[str, Any]] | None = None,
+                     articles: Sequence[dict[str, Any]] | None = None,
                      allowed_encoders: Sequence[str] = ()) -> AssistantRow:
     """Index the knowledge base (an uploaded file and/or inline QA rows) with a base encoder into a bundle in
     artifact storage, and record the assistant. The intent model is one of the tenant's fine-tuned
@@ -130,9 +136,10 @@ def create_assistant(db: DbSession, *, tenant_id: str, storage: Any, settings: A
     if allowed_encoders and encoder not in allowed_encoders:
         raise InvalidRequestError(f"encoder: '{encoder}' is not a base model here (available: "
                                   f"{', '.join(allowed_encoders)}).", param="encoder", code="model_not_found")
-    if knowledge_file is None and not knowledge:
-        raise InvalidRequestError("Give the knowledge base: knowledge_file (an uploaded file id) or knowledge "
-                                  "(a list of {question, answer, intent}).", param="knowledge_file")
+    if knowledge_file is None and not knowledge and not articles:
+        raise InvalidRequestError("Give the knowledge base: knowledge_file (an uploaded file id), knowledge "
+                                  "(a list of {question, answer, intent}) or articles (Markdown or HTML).",
+                                  param="knowledge_file")
     passages: list[Passage] = []
     if knowledge_file is not None:
         f = FileRepo(db, tenant_id).get(knowledge_file)
@@ -144,6 +151,12 @@ def create_assistant(db: DbSession, *, tenant_id: str, storage: Any, settings: A
                             hint=e.hint) from None
     if knowledge:
         passages += passages_from_rows(list(knowledge), "knowledge")
+    for i, art in enumerate(articles or []):
+        passages += passages_from_article(str(art["text"]), title=str(art.get("title") or ""),
+                                          fmt=str(art.get("format") or "markdown"),
+                                          source=str(art.get("title") or f"article {i + 1}"))
+    if not passages:
+        raise InvalidRequestError("The knowledge base holds no text to answer from.", param="knowledge")
     intent_folder = _intent_model_folder(db, tenant_id, storage, intent_model) if intent_model else None
     labels: list[str] = []
     if intent_folder is not None:
