@@ -4,8 +4,12 @@ distillation and an ensemble: accuracy, wall time, trainable parameters and save
 and spread over ``--draws`` random draws of the examples. Every row is a `tuneforge` CLI command (printed), so any
 number can be reproduced by hand. Writes bench/results/methods.json.
 
-    python bench/methods.py                       # the full table (hours on a 2-core CPU)
-    python bench/methods.py --smoke               # a tiny slice, to check the script end to end (minutes)
+    python bench/methods.py --work runs/bench-methods   # the full table (hours on a 2-core CPU)
+    python bench/methods.py --smoke                       # a tiny slice, to check the script end to end (minutes)
+
+With ``--work`` the runs are kept and a rerun reuses every run that finished (its wall time included), so an
+interrupted table resumes where it stopped. SetFit's pair iterations are capped so that one draw trains on at most
+about 5,000 pairs (BANKING77 has 77 classes: 64 per class would otherwise be 100,000 pairs).
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ def _per_class(rows: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, 
 def _run(name: str, args: list[str], out: Path, work: Path, eval_file: Path) -> dict[str, Any]:
     cmd = ["train", "--task", "classification", "--eval-data", str(eval_file), "--output", str(out), "--overwrite",
            *args]
-    wall = tuneforge(*cmd, log=work / f"{name}.log")
+    done = work / f"{name}.done.json"
+    if done.exists() and (out / "tuneforge.json").exists() and json.loads(done.read_text())["cmd"] == cmd:
+        wall = float(json.loads(done.read_text())["wall_s"])  # finished before: reuse it
+    else:
+        wall = tuneforge(*cmd, log=work / f"{name}.log")
+        done.write_text(json.dumps({"cmd": cmd, "wall_s": wall}))
     man = json.loads((out / "tuneforge.json").read_text())
     tr = man["training"]
     return {"accuracy": man["metrics"]["dev"]["accuracy"], "wall_s": round(wall, 1),
@@ -61,8 +70,14 @@ def _mean_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "wall_s": round(statistics.mean(r["wall_s"] for r in runs), 1)}
 
 
+def setfit_iterations(n_examples: int, max_pairs: int = 5000) -> int:
+    """Pair iterations for SetFit (it draws 2 pairs per example per iteration): 10, fewer for large draws."""
+    return max(1, min(10, max_pairs // (2 * n_examples)))
+
+
 def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, work: Path, *, n_train: int,
-                  epochs: str, draws: int, shots: list[int], extra_unlabeled: int) -> list[dict[str, Any]]:
+                  epochs: str, draws: int, shots: list[int], extra_unlabeled: int,
+                  on_row: Any = None) -> list[dict[str, Any]]:
     base = ["--base-model", "minilm"]
     train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
     common = ["--data", str(train_file), *base, "--epochs", epochs]
@@ -73,6 +88,8 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
         r = _run(f"{name}-{label}", args, work / f"{name}-{label}", work, eval_file)
         rows.append({"dataset": name, "method": label, **r})
         print(f"  {name} {label}: {r['accuracy']:.4f} in {r['wall_s']:.0f}s", flush=True)
+        if on_row:
+            on_row(rows)
         return r
 
     add("full", common)
@@ -83,8 +100,12 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
     add("zeroshot", ["--data", str(train_file), *base, "--method", "zeroshot"], "zeroshot")
     # ensemble of the full run and the LoRA run, evaluated on the same dev file
     ens = work / f"{name}-ensemble"
-    wall = tuneforge("ensemble", str(work / f"{name}-full"), str(work / f"{name}-lora"), "--output", str(ens),
-                     "--overwrite", "--eval-data", str(eval_file), log=work / f"{name}-ensemble.log")
+    if (ens / "tuneforge.json").exists() and (work / f"{name}-ensemble.done.json").exists():
+        wall = json.loads((work / f"{name}-ensemble.done.json").read_text())["wall_s"]
+    else:
+        wall = tuneforge("ensemble", str(work / f"{name}-full"), str(work / f"{name}-lora"), "--output", str(ens),
+                         "--overwrite", "--eval-data", str(eval_file), log=work / f"{name}-ensemble.log")
+        (work / f"{name}-ensemble.done.json").write_text(json.dumps({"wall_s": wall}))
     acc = json.loads(next(ens.glob("eval-*/metrics.json")).read_text())["accuracy"]
     man = json.loads((ens / "tuneforge.json").read_text())
     rows.append({"dataset": name, "method": "ensemble(full+lora)", "accuracy": acc, "wall_s": round(wall, 1),
@@ -98,18 +119,26 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
     for k in shots:
         runs = []
         for d in range(draws):
-            fs = _write(work / f"{name}-fs{k}-{d}.jsonl", _per_class(train_rows, k, seed=d))
-            runs.append(_run(f"{name}-setfit{k}-{d}", ["--data", str(fs), *base, "--method", "setfit", "--seed",
-                                                      str(d)], work / f"{name}-setfit{k}-{d}", work, eval_file))
+            draw = _per_class(train_rows, k, seed=d)
+            fs = _write(work / f"{name}-fs{k}-{d}.jsonl", draw)
+            runs.append(_run(f"{name}-setfit{k}-{d}", [
+                "--data", str(fs), *base, "--method", "setfit", "--seed", str(d),
+                "--setfit-iterations", str(setfit_iterations(len(draw)))], work / f"{name}-setfit{k}-{d}", work,
+                eval_file))
             print(f"  {name} setfit {k}/class draw {d}: {runs[-1]['accuracy']:.4f}", flush=True)
         rows.append({"dataset": name, "method": f"setfit {k}/class", **_mean_spread(runs)})
+        if on_row:
+            on_row(rows)
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a tiny slice: checks the script, not the methods")
-    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--draws", type=int, default=5, help="random draws of the few-shot examples (SST-2)")
+    ap.add_argument("--banking-draws", type=int, default=2,
+                    help="draws on BANKING77, whose SetFit runs take far longer (77 classes)")
+    ap.add_argument("--datasets", default="sst2,banking77", help="comma-separated: sst2, banking77")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     a = ap.parse_args()
     ds = shared_datasets()
@@ -121,19 +150,24 @@ def main() -> None:
         b77_train, b77_test = _rows(ds / "banking77" / "train.jsonl"), ds / "banking77" / "test.jsonl"
         if a.smoke:
             sst_dev = _write(work / "sst2-dev-small.jsonl", _rows(sst_dev)[:40])
-            plan = [("sst2", sst_train, sst_dev, 48, "1")]
+            plan = [("sst2", sst_train, sst_dev, 48, "1", 2)]
         else:
-            plan = [("sst2", sst_train, sst_dev, 2000, "1"), ("banking77", b77_train, b77_test, 3000, "3")]
+            plan = [(n, *p) for n, p in {"sst2": (sst_train, sst_dev, 2000, "1", draws),
+                                         "banking77": (b77_train, b77_test, 3000, "3", a.banking_draws)}.items()
+                    if n in a.datasets.split(",")]
         rows: list[dict[str, Any]] = []
-        for name, tr, ev, n, ep in plan:
+        result = "methods" if not a.smoke else "methods-smoke"
+
+        def save(partial: list[dict[str, Any]]) -> Path:
+            return write_result(result, {"machine": machine(), "smoke": a.smoke, "rows": rows + partial})
+
+        for name, tr, ev, n, ep, dr in plan:
             random.Random(0).shuffle(tr)
-            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=draws if not a.smoke else 2,
-                                  shots=shots, extra_unlabeled=200 if a.smoke else 5000)
+            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=shots,
+                                  extra_unlabeled=200 if a.smoke else 5000, on_row=save)
     cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
     print_table(rows, cols)
-    path = write_result("methods" if not a.smoke else "methods-smoke", {"machine": machine(), "smoke": a.smoke,
-                                                                         "rows": rows})
-    print(f"wrote {path}")
+    print(f"wrote {save([])}")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,19 @@ def test_stop_then_resume_finishes_the_same_run(tmp_path, tiny_bert, cls_rows):
     assert load_predictor(run).predict(["good"])[0]["label"] in {"positive", "negative"}
     with pytest.raises(RunError, match="already holds a trained model"):
         train(cfg, console=QUIET)
+
+
+def test_a_checkpoint_cut_off_while_saving_is_skipped(tmp_path):
+    from tuneforge.training.recipe import last_complete_checkpoint
+
+    ck = tmp_path / "checkpoints"
+    assert last_complete_checkpoint(ck) is None
+    for step, complete in ((5, True), (10, True), (15, False)):
+        d = ck / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    (ck / "runs").mkdir()
+    assert last_complete_checkpoint(ck) == str(ck / "checkpoint-10")
+    assert not (ck / "checkpoint-15").exists() and (ck / "checkpoint-5").exists()

@@ -413,13 +413,33 @@ def _training_args(p: _Prepared, ckpt_dir: Path, bf16: bool) -> Any:
     )
 
 
+def last_complete_checkpoint(ckpt_dir: Path, console: Console | None = None) -> str | None:
+    """The newest checkpoint that was written to the end, or None.
+
+    Trainer writes ``checkpoint-N`` in place and its ``trainer_state.json`` last, so a run killed while saving
+    leaves a newest folder without it; resuming from that one would fail. Such folders are removed."""
+    import re
+    import shutil
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), d) for d in ckpt_dir.iterdir()
+                    if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name))), reverse=True)
+    for _, d in found:
+        if (d / "trainer_state.json").is_file():
+            return str(d)
+        if console is not None:
+            console.print(f"Removing {d.name}: the run was stopped while writing it.")
+        shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
 def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
          on_event: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
          t_start: float) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from tuneforge.training.trainer import TuneforgeTrainer
 
@@ -481,7 +501,7 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.exists() else None
+    last = last_complete_checkpoint(ckpt_dir, console) if resume else None
     if resume and last is None:
         console.print("No checkpoint was saved before the interruption: training starts from the beginning.")
     console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples "
