@@ -23,6 +23,7 @@ their text alone. A bundle is a folder (written atomically)::
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -205,7 +206,9 @@ class Recommender:
     def _hybrid(self, seen: sp.csr_matrix, liked: sp.csr_matrix, pop: np.ndarray, blend: Blend,
                 components: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         text, knn = components if components is not None else self._components(seen, liked)
-        score = blend.text * _standardise(text) + blend.knn * _standardise(knn) + blend.popularity * _standardise(
+        z_text = _standardise(text)
+        # the text term never drops to 0: it is what orders items without interactions (cold start) among themselves
+        score = max(blend.text, 1e-3) * z_text + blend.knn * _standardise(knn) + blend.popularity * _standardise(
             np.asarray(pop, dtype=np.float32))
         c = self.config.candidates
         if c < self.n_items:  # retrieval: only what a retriever nominated is re-ranked
@@ -511,8 +514,12 @@ def train_recommender(interactions: Sequence[Interaction], items: Sequence[Item]
         blend, val_metrics = probe.tune_blend(split.val_seen[keep], split.val_liked[keep],
                                               [split.val_positives[i] for i in keep])
     knn = ItemKNN.fit(split.seen, k=config.neighbors)
-    info = {"base_model": base.name, "fine_tune": {"steps": stats.steps, "first_loss": stats.first_loss,
-                                                   "last_loss": stats.last_loss, "seconds": round(stats.seconds, 1)},
+    def finite(x: float) -> float | None:
+        return None if math.isnan(x) else round(x, 4)
+
+    info = {"base_model": base.name, "fine_tune": {"steps": stats.steps, "first_loss": finite(stats.first_loss),
+                                                   "last_loss": finite(stats.last_loss),
+                                                   "seconds": round(stats.seconds, 1)},
             "validation": val_metrics, "train_seconds": round(time.perf_counter() - t0, 1),
             "n_interactions": len(interactions),
             "cold_items": int((popularity(split.seen) == 0).sum())}
