@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--bursts", type=int, default=12)
     ap.add_argument("--burst-size", type=int, default=8)
     ap.add_argument("--burst-minutes", type=int, default=120)
-    ap.add_argument("--seeds", type=int, default=5, help="streams replayed (seeds 0..N-1), metrics averaged")
+    ap.add_argument("--seeds", type=int, default=5, help="streams replayed (seeds 0..N-1), scores pooled")
     args = ap.parse_args()
 
     import torch
@@ -51,7 +51,7 @@ def main() -> None:
 
     from tuneforge.inference import load_predictor
     from tuneforge.solutions.finance_monitor.detect import RuleParams
-    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, score_alerts
+    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, pool_scores, score_alerts
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.recipe import train
 
@@ -63,13 +63,15 @@ def main() -> None:
         train_file = work / "train.jsonl"
         train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     run_dir = args.run_dir or work / "run"
-    train_s = 0.0
+    train_s = None
     if not (run_dir / "tuneforge.json").exists():
         t0 = time.perf_counter()
         train(TrainConfig(task="classification", data=train_file, eval_data=val_file, output=run_dir,
                           base_model=args.base_model, epochs=args.epochs, seed=42))
         train_s = time.perf_counter() - t0
 
+    if train_s is None:  # a reused run: its own record of the training time
+        train_s = json.loads((run_dir / "tuneforge.json").read_text())["training"].get("wall_seconds")
     rows = [json.loads(x) for x in val_file.read_text(encoding="utf-8").splitlines() if x.strip()]
     texts, gold = [r["text"] for r in rows], [r["label"] for r in rows]
     predictor = load_predictor(run_dir)
@@ -79,7 +81,8 @@ def main() -> None:
     acc = accuracy_score(gold, pred)
     f1 = f1_score(gold, pred, average="macro")
     print_table([{"model": args.base_model, "train rows": args.limit or 9543, "epochs": args.epochs,
-                  "accuracy": acc, "macro F1": f1, "train s": round(train_s, 1)}],
+                  "accuracy": acc, "macro F1": f1,
+                  "train s": round(train_s, 1) if train_s is not None else "-"}],
                 ["model", "train rows", "epochs", "accuracy", "macro F1", "train s"])
 
     results = []
@@ -91,17 +94,15 @@ def main() -> None:
                 stream = build_stream(gold, days=args.days, bursts=args.bursts, burst_size=args.burst_size,
                                       burst_minutes=args.burst_minutes, seed=seed)
                 per_seed.append(score_alerts(stream, detect(stream, labels, rule), rule))
-            avg = {k: (sum(s[k] for s in per_seed if s[k] is not None) /
-                       max(1, sum(1 for s in per_seed if s[k] is not None)))
-                   for k in per_seed[0] if k not in ("bursts",)}
-            results.append({"rule": rule_name, "labels": source, "bursts": args.bursts * args.seeds, **avg})
+            results.append({"rule": rule_name, "labels": source, **pool_scores(per_seed, args.days)})
     print_table(results, ["rule", "labels", "bursts", "alerts", "precision", "recall", "false_alarms_per_day",
                           "delay_min_mean", "delay_min_median", "delay_items_mean"])
     payload = {
         "machine": machine(), "benchmark": "solution_monitor", "base_model": args.base_model,
         "dataset": "twitter_financial_news_sentiment", "train_rows": args.limit or len(
             (data / "train.jsonl").read_text(encoding="utf-8").splitlines()),
-        "validation_rows": len(rows), "epochs": args.epochs, "train_s": round(train_s, 1),
+        "validation_rows": len(rows), "epochs": args.epochs,
+        "train_s": round(train_s, 1) if train_s is not None else None,
         "predict_s": round(predict_s, 1),
         "sentiment": {"accuracy": acc, "macro_f1": f1},
         "stream": {"days": args.days, "entities": 6, "bursts_per_stream": args.bursts, "burst_size": args.burst_size,

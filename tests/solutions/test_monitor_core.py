@@ -27,7 +27,15 @@ from tuneforge.solutions.finance_monitor.ingest import (
     read_items,
 )
 from tuneforge.solutions.finance_monitor.notify import SmtpSettings, send_email, send_webhook, sign
-from tuneforge.solutions.finance_monitor.replay import Burst, Stream, StreamItem, build_stream, detect, score_alerts
+from tuneforge.solutions.finance_monitor.replay import (
+    Burst,
+    Stream,
+    StreamItem,
+    build_stream,
+    detect,
+    pool_scores,
+    score_alerts,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -399,3 +407,7 @@ def test_score_alerts_counts_hits_misses_and_delay():
     assert res["precision"] == 0.5 and res["recall"] == 0.5
     assert res["delay_min_mean"] == 25 and res["delay_items_mean"] == 3
     assert res["false_alarms_per_day"] == pytest.approx(0.1)
+    pooled = pool_scores([res, score_alerts(stream, {"AAPL": [], "TSLA": [det(T0 + timedelta(minutes=70))]},
+                                            RuleParams(window_minutes=60))], days=10)
+    assert pooled["bursts"] == 4 and pooled["alerts"] == 3 and pooled["precision"] == pytest.approx(2 / 3)
+    assert pooled["recall"] == 0.5 and pooled["delay_min_median"] == pytest.approx((25 + 70) / 2)

@@ -23,7 +23,7 @@ from typing import Any
 from tuneforge.errors import ConfigError
 from tuneforge.solutions.finance_monitor.detect import Detection, Observation, RuleParams, detect_stream
 
-__all__ = ["Burst", "Stream", "StreamItem", "build_stream", "score_alerts"]
+__all__ = ["Burst", "Stream", "StreamItem", "build_stream", "detect", "pool_scores", "score_alerts"]
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_ENTITIES = ("AAPL", "TSLA", "JPM", "XOM", "AMZN", "NVDA")
@@ -126,11 +126,32 @@ def score_alerts(stream: Stream, alerts: dict[str, list[Detection]], rule: RuleP
                 true_alerts += 1
     return {
         "alerts": n_alerts,
+        "true_alerts": true_alerts,
         "bursts": len(stream.bursts),
+        "found": found,
         "precision": true_alerts / n_alerts if n_alerts else 0.0,
         "recall": found / len(stream.bursts) if stream.bursts else 0.0,
         "false_alarms_per_day": (n_alerts - true_alerts) / stream.days,
         "delay_min_mean": statistics.fmean(delays_min) if delays_min else None,
         "delay_min_median": statistics.median(delays_min) if delays_min else None,
         "delay_items_mean": statistics.fmean(delays_items) if delays_items else None,
+        "delays_min": delays_min,
+        "delays_items": delays_items,
     }
+
+
+def pool_scores(scores: Sequence[dict[str, Any]], days: int) -> dict[str, Any]:
+    """Scores of several replayed streams pooled: precision over all alerts, recall over all bursts, delays
+    over all found bursts."""
+    alerts = sum(s["alerts"] for s in scores)
+    true_alerts = sum(s["true_alerts"] for s in scores)
+    bursts = sum(s["bursts"] for s in scores)
+    found = sum(s["found"] for s in scores)
+    d_min = [d for s in scores for d in s["delays_min"]]
+    d_items = [d for s in scores for d in s["delays_items"]]
+    return {"streams": len(scores), "bursts": bursts, "alerts": alerts,
+            "precision": true_alerts / alerts if alerts else 0.0, "recall": found / bursts if bursts else 0.0,
+            "false_alarms_per_day": (alerts - true_alerts) / (days * len(scores)) if scores else 0.0,
+            "delay_min_mean": statistics.fmean(d_min) if d_min else None,
+            "delay_min_median": statistics.median(d_min) if d_min else None,
+            "delay_items_mean": statistics.fmean(d_items) if d_items else None}
