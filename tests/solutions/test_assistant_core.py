@@ -216,10 +216,11 @@ def test_cli_build_ask_feedback_export_evaluate(tmp_path, tiny_bert):
     out = tmp_path / "bundle"
     r = runner.invoke(app, ["build", "--kb", str(tmp_path / "faq.jsonl"), "--tickets", str(tmp_path / "tickets.jsonl"),
                             "--output", str(out), "--base-model", str(tiny_bert), "--epochs", "1",
-                            "--threshold", "0.0"])
+                            "--threshold", "0.0", "--encoder", "intent"])  # retrieval with the tuned encoder
     assert r.exit_code == 0, r.output
     info = json.loads((out / "assistant.json").read_text())
     assert info["labels"] == ["cancel", "delivery", "refund"] and info["kinds"] == {"qa": 3, "ticket": 27}
+    assert info["encoder"] == "intent" and info["build"]["train_tickets"] == 27
     assert (out / "intent" / "tuneforge.json").exists() and not (out / "intent" / "checkpoints").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]  # no work folders left
 
@@ -274,3 +275,29 @@ def test_minilm_assistant_on_banking77_sample(tmp_path):
     conf_seen = np.mean([p[1] for p, r in zip(preds, sample, strict=True) if r["label"] in seen])
     conf_unseen = np.mean([p[1] for p, r in zip(preds, sample, strict=True) if r["label"] in unseen])
     assert conf_seen > conf_unseen
+
+
+def test_a_qa_run_points_at_the_answer_span(tmp_path, tiny_bert, qa_rows):
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.recipe import train
+
+    train(TrainConfig(task="qa", data=write_jsonl(tmp_path / "qa.jsonl", qa_rows), output=tmp_path / "qa",
+                      base_model=str(tiny_bert), epochs=1, batch_size=4, max_length=64, stride=16))
+    write_jsonl(tmp_path / "faq.jsonl", KB)
+    build_bundle(tmp_path / "b", passages=load_knowledge([tmp_path / "faq.jsonl"]), qa_run=tmp_path / "qa",
+                 config=AssistantConfig(encoder="tiny", threshold=0.0), resolve_encoder=lambda name: tiny_bert)
+    a = Assistant.load(tmp_path / "b", resolve_encoder=lambda name: tiny_bert, intent_model=FakePredictor())
+    r = a.answer(Session(), "where is my order")
+    assert r.reason == "passage" and r.answer_span is not None
+    span = r.answer_span
+    assert span["text"] and r.text[span["start"]: span["end"]] == span["text"]
+
+
+def test_chat_reads_turns_until_an_empty_line(bundle, tiny_bert, monkeypatch):
+    from tuneforge.solutions.customer_service import cli
+
+    monkeypatch.setattr(cli, "_load", lambda _b: Assistant.load(bundle, resolve_encoder=lambda name: tiny_bert,
+                                                                 intent_model=FakePredictor()))
+    r = CliRunner().invoke(cli.app, ["chat", str(bundle)], input="where is my order\nand then?\n\nnever read\n")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("answer (") == 2 and "Orders arrive within five days" in r.output
