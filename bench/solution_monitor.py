@@ -59,7 +59,7 @@ def main() -> None:
     train_file, val_file = data / "train.jsonl", data / "validation.jsonl"
     work = Path(tempfile.mkdtemp(prefix="tf-monitor-bench-"))
     if args.limit:
-        lines = train_file.read_text(encoding="utf-8").splitlines()[: args.limit]
+        lines = train_file.read_text(encoding="utf-8").split("\n")[: args.limit]
         train_file = work / "train.jsonl"
         train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     run_dir = args.run_dir or work / "run"
@@ -72,7 +72,7 @@ def main() -> None:
 
     if train_s is None:  # a reused run: its own record of the training time
         train_s = json.loads((run_dir / "tuneforge.json").read_text())["training"].get("wall_seconds")
-    rows = [json.loads(x) for x in val_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [json.loads(x) for x in val_file.read_text(encoding="utf-8").split("\n") if x.strip()]
     texts, gold = [r["text"] for r in rows], [r["label"] for r in rows]
     predictor = load_predictor(run_dir)
     t0 = time.perf_counter()
@@ -99,8 +99,8 @@ def main() -> None:
                           "delay_min_mean", "delay_min_median", "delay_items_mean"])
     payload = {
         "machine": machine(), "benchmark": "solution_monitor", "base_model": args.base_model,
-        "dataset": "twitter_financial_news_sentiment", "train_rows": args.limit or len(
-            (data / "train.jsonl").read_text(encoding="utf-8").splitlines()),
+        "dataset": "twitter_financial_news_sentiment", "train_rows": args.limit or sum(
+            1 for x in (data / "train.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()),
         "validation_rows": len(rows), "epochs": args.epochs,
         "train_s": round(train_s, 1) if train_s is not None else None,
         "predict_s": round(predict_s, 1),

@@ -132,7 +132,7 @@ def _labelled_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError([DataProblem(str(path), None, None, "no such file")])
     rows, problems = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -153,7 +153,7 @@ def _labels_in(file: Path, n: int) -> list[dict[str, Any] | None] | None:
     """Labels given in a JSONL file (``label``, ``score``, ``topic``), aligned with read_items' rows."""
     if file.suffix.lower() not in (".jsonl", ".ndjson"):
         return None
-    rows = [json.loads(x) for x in file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [json.loads(x) for x in file.read_text(encoding="utf-8").split("\n") if x.strip()]
     if len(rows) != n or not any(isinstance(r, dict) and r.get("label") for r in rows):
         return None
     return [{"label": r["label"], "score": r.get("score"), "topic": r.get("topic")} if r.get("label") else None
