@@ -114,3 +114,69 @@ def test_classify_with_a_run_folder(tmp_path, tiny_bert):
     assert all(any(x in line for x in ("bearish", "bullish", "neutral")) for line in lines)
     missing = CliRunner().invoke(app, ["classify", "hello"])
     assert missing.exit_code != 0 and "--model" in str(missing.exception)
+
+
+def test_a_story_stored_concurrently_is_counted_as_a_duplicate(tenant, monkeypatch):
+    from tuneforge.settings import Settings
+    from tuneforge.solutions.finance_monitor import service
+    from tuneforge.solutions.finance_monitor.ingest import RawItem
+    from tuneforge.store.db import make_engine, make_session_factory
+    from tuneforge.store.tenants import get_tenant
+
+    engine = make_engine(Settings().db_url)
+    sessions = make_session_factory(engine)
+    story = RawItem("$AAPL cut to sell at a big bank", published_at=T0)
+    with sessions() as s:
+        tenant_id = get_tenant(s, tenant).id
+        first = service.ingest_items(s, tenant_id, [story], classify=None, given=[{"label": "bearish"}])
+        assert first.stored == 1
+    # a second ingest that did not see the first one's row when it checked (as two requests at once would)
+    calls = []
+    real = service.ItemRepo.existing_hashes
+
+    def stale_then_real(self, hashes):
+        calls.append(1)
+        return set() if len(calls) == 1 else real(self, hashes)
+
+    monkeypatch.setattr(service.ItemRepo, "existing_hashes", stale_then_real)
+    with sessions() as s:
+        again = service.ingest_items(s, tenant_id, [story, RawItem("$TSLA recalls cars", published_at=T0)],
+                                     classify=None, given=[{"label": "bearish"}, {"label": "neutral"}], memory=0)
+    assert len(calls) == 2 and again.stored == 1 and again.duplicates == {"text": 1}
+    with sessions() as s:
+        assert [i.text for i in service.ItemRepo(s, tenant_id).recent(10)] == ["$TSLA recalls cars",
+                                                                               "$AAPL cut to sell at a big bank"]
+    engine.dispose()
+
+
+def test_ingest_with_a_ner_model_adds_org_mentions(tenant, tmp_path, tiny_bert):
+    from tuneforge.solutions.finance_monitor.entities import EntityMatcher
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.recipe import train
+
+    rows = [{"tokens": ["acme", "corp", "shares", "fall"], "tags": ["B-ORG", "I-ORG", "O", "O"]},
+            {"tokens": ["globex", "profit", "rises"], "tags": ["B-ORG", "O", "O"]}] * 6
+    train(TrainConfig(task="ner", data=write_jsonl(tmp_path / "ner.jsonl", rows), output=tmp_path / "ner",
+                      base_model=str(tiny_bert), epochs=1, batch_size=4, max_length=32))
+    from tuneforge.solutions.finance_monitor.cli import _ner
+
+    ner = _ner(tmp_path / "ner")
+    found = EntityMatcher(ner=ner)(["acme corp shares fall"])[0]
+    preds = ner(["acme corp shares fall"])[0]["entities"]
+    assert found == [e["text"] for e in preds if e["type"] == "ORG"]  # exactly the model's ORG mentions
+    with pytest.raises(Exception, match="not a NER model"):
+        _ner(_cls_run(tmp_path, tiny_bert))
+    items = write_jsonl(tmp_path / "i.jsonl", [{"text": "acme corp shares fall", "label": "bearish"}])
+    res = CliRunner().invoke(app, ["ingest", "--tenant", tenant, str(items), "--ner", str(tmp_path / "ner")])
+    assert res.exit_code == 0, res.output
+    assert "stored 1" in res.output
+
+
+def _cls_run(tmp_path: Path, tiny_bert: Path) -> Path:
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.recipe import train
+
+    rows = [{"text": "up", "label": "bullish"}, {"text": "down", "label": "bearish"}] * 4
+    train(TrainConfig(task="classification", data=write_jsonl(tmp_path / "c.jsonl", rows), output=tmp_path / "cls",
+                      base_model=str(tiny_bert), epochs=1, batch_size=8, max_length=16))
+    return tmp_path / "cls"

@@ -38,6 +38,10 @@ TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant name or id (see
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Sentiment model (run folder) for English, "
                                                                       "and for Chinese without --model-zh.")]
 ModelZhOpt = Annotated[Path | None, typer.Option("--model-zh", help="Sentiment model (run folder) for Chinese.")]
+TopicOpt = Annotated[Path | None, typer.Option("--topic-model", help="Topic classifier (run folder) instead of the "
+                                                                     "keyword rules.")]
+NerOpt = Annotated[Path | None, typer.Option("--ner", help="NER model (run folder): its ORG entities are added "
+                                                           "to the watch-list's.")]
 
 
 @contextmanager
@@ -64,13 +68,25 @@ def _session(tenant: str) -> Iterator[tuple[Any, str]]:
         engine.dispose()
 
 
-def _classifier(model: Path | None, model_zh: Path | None) -> Any:
+def _classifier(model: Path | None, model_zh: Path | None, topic: Path | None = None) -> Any:
     from tuneforge.solutions.finance_monitor.classify import SentimentClassifier
 
     if model is None and model_zh is None:
         return None
     with err.status("Loading the sentiment model..."):
-        return SentimentClassifier.from_run_dirs(str(model) if model else None, str(model_zh) if model_zh else None)
+        return SentimentClassifier.from_run_dirs(str(model) if model else None, str(model_zh) if model_zh else None,
+                                                 topic=str(topic) if topic else None)
+
+
+def _ner(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from tuneforge.inference import load_predictor
+
+    p = load_predictor(path)
+    if p.task.name != "ner":
+        raise ConfigError(f"--ner: {path} is a {p.task.name} model, not a NER model")
+    return lambda texts: list(p.predict(texts))
 
 
 def _report_ingest(report: Any, session: Any, tenant_id: str, *, notify: bool) -> None:
@@ -98,11 +114,13 @@ def ingest(
     page: Annotated[str | None, typer.Option(help="Fetch this web page once as one item.")] = None,
     model: ModelOpt = None,
     model_zh: ModelZhOpt = None,
+    topic_model: TopicOpt = None,
+    ner: NerOpt = None,
     notify: Annotated[bool, typer.Option(help="Deliver fired alerts (webhook, e-mail).")] = True,
 ) -> None:
     """Classify and store items from a file, a feed or a page, and run the alert rules on them."""
     from tuneforge.solutions.finance_monitor.ingest import Poller, SourceState, read_items
-    from tuneforge.solutions.finance_monitor.service import ingest_items
+    from tuneforge.solutions.finance_monitor.service import ingest_items, matcher_for
 
     if sum(x is not None for x in (file, feed, page)) != 1:
         raise ConfigError("give exactly one of FILE, --feed URL or --page URL")
@@ -119,10 +137,11 @@ def ingest(
         if res.status != "ok":
             raise ConfigError(f"{feed or page}: {res.status} {res.detail}".strip())
         items = res.items
-    classifier = _classifier(model, model_zh)
+    classifier, ner_fn = _classifier(model, model_zh, topic_model), _ner(ner)
     with _session(tenant) as (s, tenant_id):
         with err.status(f"Classifying {len(items)} item(s)..."):
-            report = ingest_items(s, tenant_id, items, classify=classifier, given=given)
+            report = ingest_items(s, tenant_id, items, classify=classifier, given=given,
+                                  matcher=matcher_for(s, tenant_id, ner=ner_fn))
         _report_ingest(report, s, tenant_id, notify=notify)
 
 
@@ -165,6 +184,8 @@ def classify(
     inputs: Annotated[list[str], typer.Argument(help="Texts, or one .jsonl/.csv file of items.")],
     model: ModelOpt = None,
     model_zh: ModelZhOpt = None,
+    topic_model: TopicOpt = None,
+    ner: NerOpt = None,
     watch: Annotated[list[str] | None, typer.Option(help="Watch-list entry NAME[:ALIAS,ALIAS...]; "
                                                          "repeatable (cashtags are always found).")] = None,
 ) -> None:
@@ -176,14 +197,14 @@ def classify(
         texts = [i.full_text for i in read_items(inputs[0])]
     else:
         texts = list(inputs)
-    clf = _classifier(model, model_zh)
+    clf = _classifier(model, model_zh, topic_model)
     if clf is None:
         raise ConfigError("--model: give a sentiment model (a TuneForge classification run folder)")
     entries = []
     for w in watch or []:
         name, _, aliases = w.partition(":")
         entries.append(WatchEntry(name.strip(), [a.strip() for a in aliases.split(",") if a.strip()]))
-    matcher = EntityMatcher(entries)
+    matcher = EntityMatcher(entries, ner=_ner(ner))
     results = clf(texts)
     t = Table()
     for col in ("text", "sentiment", "score", "lang", "topic", "entities"):
@@ -329,14 +350,15 @@ def sources_list(tenant: TenantOpt) -> None:
 
 
 @app.command()
-def watch(tenant: TenantOpt, model: ModelOpt = None, model_zh: ModelZhOpt = None,
+def watch(tenant: TenantOpt, model: ModelOpt = None, model_zh: ModelZhOpt = None, topic_model: TopicOpt = None,
+          ner: NerOpt = None,
           tick: Annotated[float, typer.Option(help="Seconds between checks for due sources.")] = 30.0,
           once: Annotated[bool, typer.Option(help="Poll the due sources once and exit.")] = False) -> None:
     """Poll the tenant's sources on their intervals, classify new items and alert (Ctrl-C stops)."""
     from tuneforge.solutions.finance_monitor.ingest import Poller
-    from tuneforge.solutions.finance_monitor.service import SourceRepo, ingest_items, source_state
+    from tuneforge.solutions.finance_monitor.service import SourceRepo, ingest_items, matcher_for, source_state
 
-    classifier = _classifier(model, model_zh)
+    classifier, ner_fn = _classifier(model, model_zh, topic_model), _ner(ner)
     if classifier is None:
         raise ConfigError("--model: give a sentiment model (a TuneForge classification run folder)")
     poller = Poller()
@@ -354,8 +376,9 @@ def watch(tenant: TenantOpt, model: ModelOpt = None, model_zh: ModelZhOpt = None
                     s.commit()
                     out.print(f"{res.source.url}: {res.status} {res.detail} ({len(res.items)} item(s))")
                     if res.items:
-                        _report_ingest(ingest_items(s, tenant_id, res.items, classify=classifier), s, tenant_id,
-                                       notify=True)
+                        report = ingest_items(s, tenant_id, res.items, classify=classifier,
+                                              matcher=matcher_for(s, tenant_id, ner=ner_fn))
+                        _report_ingest(report, s, tenant_id, notify=True)
                 if once:
                     return
                 time.sleep(tick)

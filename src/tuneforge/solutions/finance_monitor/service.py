@@ -134,10 +134,11 @@ def rule_params(rule: MonitorRule) -> RuleParams:
                       cooldown_minutes=rule.cooldown_minutes)
 
 
-def matcher_for(session: Session, tenant_id: str, *, cashtags: bool = True) -> EntityMatcher:
-    """The entity matcher of a tenant's watch-list."""
+def matcher_for(session: Session, tenant_id: str, *, cashtags: bool = True,
+                ner: Callable[[list[str]], list[dict[str, Any]]] | None = None) -> EntityMatcher:
+    """The entity matcher of a tenant's watch-list (plus a NER model's ORG mentions when ``ner`` is given)."""
     return EntityMatcher([WatchEntry(w.name, list(w.aliases or [])) for w in WatchRepo(session, tenant_id).all()],
-                         cashtags=cashtags)
+                         cashtags=cashtags, ner=ner)
 
 
 @dataclass
@@ -165,7 +166,23 @@ def ingest_items(session: Session, tenant_id: str, items: Sequence[RawItem], *, 
 
     ``given`` holds, per item, an optional ``{"label", "score", "topic"}`` already known (then no model is
     needed for it). Returns what was stored and the ids of the alerts fired (deliver them with :func:`deliver`).
+    When a concurrent ingest stored one of the same stories first (the unique text hash), the batch is rolled
+    back and ingested again, and that story counts as a duplicate.
     """
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        return _ingest_once(session, tenant_id, items, classify=classify, given=given, matcher=matcher,
+                            dedupe_threshold=dedupe_threshold, memory=memory)
+    except IntegrityError:
+        session.rollback()
+        return _ingest_once(session, tenant_id, items, classify=classify, given=given, matcher=matcher,
+                            dedupe_threshold=dedupe_threshold, memory=memory)
+
+
+def _ingest_once(session: Session, tenant_id: str, items: Sequence[RawItem], *, classify: Classify | None,
+                 given: Sequence[dict[str, Any] | None] | None, matcher: EntityMatcher | None,
+                 dedupe_threshold: float, memory: int) -> IngestReport:
     from tuneforge.solutions.finance_monitor.classify import detect_language, topic_of
 
     report = IngestReport(received=len(items))
