@@ -237,6 +237,17 @@ def test_deduplicator_drops_repeats_by_url_guid_text_and_near_text():
     assert len(d.filter([RawItem("new story one, quite different"), RawItem("new story one, quite different!")])) == 1
 
 
+def test_deduplicator_forgets_beyond_its_memory():
+    d = Deduplicator(threshold=0.8, memory=2)
+    a = "Tesla recalls 10,000 Model Y cars over faulty seat belts, the company said on Friday."
+    d.remember(RawItem(a))
+    d.remember(RawItem("Apple raises its dividend by 4 percent after record iPhone sales."))
+    assert d.why_duplicate(RawItem(a + " (Reuters)")) == "near"
+    d.remember(RawItem("JPMorgan beats estimates as trading revenue jumps in the second quarter."))
+    assert d.why_duplicate(RawItem(a + " (Reuters)")) is None  # the Tesla story was forgotten
+    assert d.why_duplicate(RawItem(a)) == "text"  # exact repeats are remembered longer (by hash)
+
+
 def _site(robots: str | None, feed: str, seen: list[httpx.Request]) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)

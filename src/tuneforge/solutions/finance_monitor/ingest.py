@@ -17,11 +17,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 import unicodedata
 import urllib.robotparser
 import xml.etree.ElementTree as ET
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -230,6 +231,10 @@ def normalized_hash(text: str) -> str:
     return hashlib.sha256(_normalize(text).encode("utf-8")).hexdigest()
 
 
+def _order(shingle: str) -> bytes:
+    return hashlib.blake2b(shingle.encode("utf-8"), digest_size=8).digest()
+
+
 def _shingles(text: str, k: int = 5) -> frozenset[str]:
     t = _normalize(text)
     return frozenset(t[i:i + k] for i in range(max(1, len(t) - k + 1)))
@@ -243,18 +248,42 @@ class Deduplicator:
             raise ConfigError(f"threshold: {threshold} must be in (0, 1]")
         self.threshold = threshold
         self._keys: OrderedDict[str, None] = OrderedDict()
-        self._recent: deque[frozenset[str]] = deque(maxlen=memory)
         self.memory = memory
+        # near-duplicate search by prefix filtering: under one fixed order of shingles (their hash), two sets
+        # with Jaccard >= t share a shingle among the first |x| - ceil(t|x|) + 1 of each, so only those are
+        # indexed and probed, and only the candidates found are compared in full
+        self._sets: OrderedDict[int, frozenset[str]] = OrderedDict()
+        self._prefix: dict[int, list[str]] = {}
+        self._index: dict[str, set[int]] = {}
+        self._next = 0
 
     def _remember_key(self, key: str) -> None:
         self._keys[key] = None
         while len(self._keys) > 3 * self.memory:
             self._keys.popitem(last=False)
 
+    def _prefix_of(self, sh: frozenset[str]) -> list[str]:
+        n = len(sh)
+        return sorted(sh, key=_order)[: n - math.ceil(self.threshold * n - 1e-9) + 1]
+
     def remember(self, item: RawItem) -> None:
         for key in self._item_keys(item):
             self._remember_key(key)
-        self._recent.append(_shingles(item.full_text))
+        if self.memory <= 0:
+            return
+        sh = _shingles(item.full_text)
+        k, self._next = self._next, self._next + 1
+        self._sets[k] = sh
+        self._prefix[k] = self._prefix_of(sh)
+        for tok in self._prefix[k]:
+            self._index.setdefault(tok, set()).add(k)
+        while len(self._sets) > self.memory:
+            old, _ = self._sets.popitem(last=False)
+            for tok in self._prefix.pop(old):
+                ids = self._index[tok]
+                ids.discard(old)
+                if not ids:
+                    del self._index[tok]
 
     @staticmethod
     def _item_keys(item: RawItem) -> list[str]:
@@ -274,9 +303,13 @@ class Deduplicator:
         if f"h:{normalized_hash(item.full_text)}" in self._keys:
             return "text"
         sh = _shingles(item.full_text)
-        for other in self._recent:
+        candidates: set[int] = set()
+        for tok in self._prefix_of(sh):
+            candidates |= self._index.get(tok, set())
+        for k in candidates:
+            other = self._sets[k]
             inter = len(sh & other)
-            if inter and inter / (len(sh) + len(other) - inter) >= self.threshold:
+            if inter / (len(sh) + len(other) - inter) >= self.threshold - 1e-9:
                 return "near"
         return None
 
