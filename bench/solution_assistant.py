@@ -49,20 +49,34 @@ def intent_passage(intent: str) -> dict[str, str]:
                       f"'{title}' and follow the steps; our team will contact you if anything else is needed."}
 
 
-def hit_rates(embedder: Any, passages: list[Any], queries: list[str], labels: list[str], k: int = 5
-              ) -> dict[str, float]:
+def retrieval_scores(embedder: Any, passages: list[Any], queries: list[str], k: int = 5
+                     ) -> tuple[list[list[str | None]], np.ndarray, float]:
+    """Intents of the top-k passages per query, the top-1 similarity per query, and ms per query."""
     from tuneforge.solutions.customer_service.index import VectorIndex
 
     index = VectorIndex(embedder.embed([p.text for p in passages]), [p.id for p in passages])
     t0 = time.perf_counter()
-    q = embedder.embed(queries)
-    _, idx = index.search(q, k)
+    scores, idx = index.search(embedder.embed(queries), k)
     dt = time.perf_counter() - t0
-    intents = [[passages[int(r)].intent for r in row] for row in idx]
+    return [[passages[int(r)].intent for r in row] for row in idx], scores[:, 0], 1000 * dt / max(1, len(queries))
+
+
+def hit_rates(intents: list[list[str | None]], labels: list[str], k: int = 5) -> dict[str, float]:
     n = len(labels)
     return {"hit@1": sum(i[0] == lab for i, lab in zip(intents, labels, strict=True)) / n,
-            f"hit@{k}": sum(lab in i for i, lab in zip(intents, labels, strict=True)) / n,
-            "n_passages": len(passages), "ms_per_query": 1000 * dt / max(1, n)}
+            f"hit@{k}": sum(lab in i for i, lab in zip(intents, labels, strict=True)) / n}
+
+
+def handover_at_rate(score_in: np.ndarray, score_out: np.ndarray, in_rate: float) -> dict[str, float]:
+    """Hand over messages whose score is below the threshold that hands over ``in_rate`` of in-scope messages;
+    precision and recall of those handovers for out-of-scope messages, and the score's AUROC."""
+    from sklearn.metrics import roc_auc_score
+
+    t = float(np.quantile(score_in, in_rate))
+    tp, fp = int((score_out < t).sum()), int((score_in < t).sum())
+    y = np.r_[np.zeros(len(score_in)), np.ones(len(score_out))]
+    return {"auroc": float(roc_auc_score(y, -np.r_[score_in, score_out])),
+            "precision": tp / max(1, tp + fp), "recall": tp / max(1, len(score_out))}
 
 
 def index_latency(n: int = 100_000, dim: int = 384, queries: int = 200) -> dict[str, float]:
@@ -95,11 +109,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--limit", type=int, default=None, help="use N training rows (seeded sample)")
+    ap.add_argument("--test-limit", type=int, default=None, help="score every Nth test message only (a quick run)")
     ap.add_argument("--heldout", type=int, default=10, help="intents held out as out-of-scope")
     ap.add_argument("--base-model", default="minilm")
     ap.add_argument("--target-precision", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep the bundle here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true", help="with --work: reuse the bundle built there before")
     args = ap.parse_args()
 
     import torch
@@ -120,6 +136,8 @@ def main() -> None:
     if args.limit:
         train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
     test = read_jsonl(data / "test.jsonl")
+    if args.test_limit:
+        test = test[:: max(1, len(test) // args.test_limit)]
     in_test = [r for r in test if r["label"] not in heldout]
     out_test = [r for r in test if r["label"] in heldout]
     in_labels = sorted({r["label"] for r in train})
@@ -133,10 +151,14 @@ def main() -> None:
     bundle = work / "bundle"
 
     t0 = time.perf_counter()
-    summary = build_assistant(BuildOptions(output=bundle, knowledge=[kb], tickets=tickets, base_model=args.base_model,
-                                           epochs=args.epochs, target_precision=args.target_precision,
-                                           config={"encoder": args.base_model}, overwrite=True, seed=42),
-                              console=Console(stderr=True))
+    if args.reuse and (bundle / "assistant.json").exists():
+        summary = {**json.loads((bundle / "assistant.json").read_text())["build"], "reused": True}
+        summary["threshold"] = json.loads((bundle / "assistant.json").read_text())["config"]["threshold"]
+    else:
+        summary = build_assistant(BuildOptions(
+            output=bundle, knowledge=[kb], tickets=tickets, base_model=args.base_model, epochs=args.epochs,
+            target_precision=args.target_precision, config={"encoder": args.base_model}, overwrite=True, seed=42),
+            console=Console(stderr=True))
     build_s = time.perf_counter() - t0
     assistant = Assistant.load(bundle)
 
@@ -146,27 +168,41 @@ def main() -> None:
     t0 = time.perf_counter()
     preds = [(p[0], p[1]) for p in assistant.classify(texts)]
     classify_ms = 1000 * (time.perf_counter() - t0) / len(texts)
-    _, idx = assistant.retrieve(texts, 5)
+    top_scores, idx = assistant.retrieve(texts, 5)
+    top = top_scores[:, 0].tolist()
     retrieved = [[assistant.passages[int(r)].intent for r in row] for row in idx]
     gold = [r["label"] for r in rows]
-    main_metrics = score_predictions(preds, gold, retrieved, known=assistant.labels, config=assistant.config)
+    main_metrics = score_predictions(preds, gold, retrieved, known=assistant.labels, config=assistant.config,
+                                     similarity=top)
     sweep = []
-    for t in sorted({round(assistant.config.threshold, 3), 0.3, 0.5, 0.7, 0.9}):
-        cfg = assistant.config.model_copy(update={"threshold": t})
-        m = score_predictions(preds, gold, None, known=assistant.labels, config=cfg)
-        sweep.append({"threshold": t, **{k: m[k] for k in ("handover_rate", "handover_precision", "handover_recall",
-                                                          "in_scope_handover_rate", "answered_accuracy")}})
+    cal = assistant.config
+    for t, s in sorted({(round(cal.threshold, 3), round(cal.min_similarity, 3)), (round(cal.threshold, 3), 0.0),
+                        (0.3, 0.0), (0.5, 0.0), (0.7, 0.0), (0.9, 0.0)}):
+        cfg = cal.model_copy(update={"threshold": t, "min_similarity": s})
+        m = score_predictions(preds, gold, None, known=assistant.labels, config=cfg, similarity=top)
+        sweep.append({"threshold": t, "min_similarity": s,
+                      **{k: m[k] for k in ("handover_rate", "handover_precision", "handover_recall",
+                                           "in_scope_handover_rate", "answered_accuracy")}})
 
-    # retrieval: KB only / KB + tickets, base encoder / fine-tuned intent encoder
-    base = assistant.embedder
+    # retrieval: KB only / KB + tickets, base encoder / fine-tuned intent encoder; the top-1 similarity to the
+    # KB + tickets doubles as an out-of-scope score (nearest-neighbour distance), compared with the classifier's
     tuned = Embedder(bundle / "intent", max_length=128)
     kb_passages = passages_from_rows(kb_rows, "kb.jsonl")
-    all_passages = assistant.passages
-    q_texts, q_labels = [r["text"] for r in in_test], [r["label"] for r in in_test]
+    is_in = np.array([r["label"] in set(assistant.labels) for r in rows])
+    in_labels_test = [g for g, i in zip(gold, is_in, strict=True) if i]
+    msp = np.array([p[1] for p in preds])
+    in_rate = float(main_metrics["in_scope_handover_rate"] or 0.05)
+    ood = [{"score": "classifier probability (used)", **handover_at_rate(msp[is_in], msp[~is_in], in_rate)}]
     retrieval = []
-    for enc_name, enc in (("base " + args.base_model, base), ("fine-tuned (intent model)", tuned)):
-        for kb_name, ps in (("KB: 1 passage per intent", kb_passages), ("KB + past tickets", all_passages)):
-            retrieval.append({"encoder": enc_name, "passages": kb_name, **hit_rates(enc, ps, q_texts, q_labels)})
+    for enc_name, enc in ((f"base {args.base_model}", assistant.embedder), ("fine-tuned (intent model)", tuned)):
+        for kb_name, ps in (("KB: 1 passage per intent", kb_passages), ("KB + past tickets", assistant.passages)):
+            intents, top1, ms = retrieval_scores(enc, ps, texts)
+            retrieval.append({"encoder": enc_name, "passages": kb_name, "n_passages": len(ps),
+                              **hit_rates([x for x, i in zip(intents, is_in, strict=True) if i], in_labels_test),
+                              "ms_per_query": ms})
+            if kb_name.startswith("KB +"):
+                ood.append({"score": f"nearest-ticket similarity, {enc_name}",
+                            **handover_at_rate(top1[is_in], top1[~is_in], in_rate)})
 
     latency = index_latency()
     result = {
@@ -174,19 +210,22 @@ def main() -> None:
         "heldout_intents": heldout, "train_messages": len(train), "in_scope_intents": len(in_labels),
         "test_in_scope": len(in_test), "test_out_of_scope": len(out_test),
         "build": summary, "build_s": round(build_s, 1), "classify_ms_per_message": round(classify_ms, 2),
-        "metrics": main_metrics, "threshold_sweep": sweep, "retrieval": retrieval, "index_latency": latency,
+        "metrics": main_metrics, "threshold_sweep": sweep, "retrieval": retrieval,
+        "out_of_scope_scores": {"in_scope_handover_rate": in_rate, "rows": ood}, "index_latency": latency,
         "machine": machine(),
         "command": "python bench/solution_assistant.py " + " ".join(sys.argv[1:]),
     }
     path = write_result("solution_assistant", result)
 
     print_table([{"metric": k, "value": v} for k, v in main_metrics.items()], ["metric", "value"])
-    print_table(sweep, ["threshold", "handover_rate", "handover_precision", "handover_recall",
+    print_table(sweep, ["threshold", "min_similarity", "handover_rate", "handover_precision", "handover_recall",
                         "in_scope_handover_rate", "answered_accuracy"])
     print_table(retrieval, ["encoder", "passages", "n_passages", "hit@1", "hit@5", "ms_per_query"])
+    print(f"out-of-scope detection at the same in-scope handover rate ({in_rate:.3f}):")
+    print_table(ood, ["score", "auroc", "precision", "recall"])
     print_table([latency], list(latency))
     print(f"build {build_s:.0f} s (dev accuracy {summary.get('dev_accuracy')}, threshold "
-          f"{summary['threshold']:.3f}); written {path}")
+          f"{summary['threshold']:.3f}, min similarity {cal.min_similarity:.3f}); written {path}")
     work_ctx.cleanup()
 
 

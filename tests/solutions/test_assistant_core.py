@@ -189,6 +189,15 @@ def test_answers_hand_over_and_keep_context(bundle, tiny_bert):
         a.answer(Session(), "   ")
 
 
+def test_a_message_unlike_every_passage_is_handed_over(bundle, tiny_bert):
+    cfg = AssistantConfig(encoder="tiny", threshold=0.0, min_similarity=0.999)
+    a = Assistant.load(bundle, resolve_encoder=lambda name: tiny_bert, config=cfg, intent_model=FakePredictor())
+    r = a.answer(Session(), "cancel the parcel money order")  # the model is sure, but nothing like it is known
+    assert (r.handover, r.reason) == (True, "unfamiliar")
+    r = a.answer(Session(), KB[0]["question"] + "\n" + KB[0]["answer"])  # a passage's own text: similarity 1
+    assert (r.handover, r.intent) == (False, "cancel")
+
+
 def test_without_an_intent_model_the_intent_comes_from_retrieval(bundle, tiny_bert):
     a = Assistant.load(bundle, resolve_encoder=lambda name: tiny_bert,
                        config=AssistantConfig(encoder="tiny", threshold=0.0))
@@ -245,6 +254,17 @@ def test_cli_build_ask_feedback_export_evaluate(tmp_path, tiny_bert):
 
     r = runner.invoke(app, ["build", "--kb", str(tmp_path / "faq.jsonl"), "--output", str(out)])
     assert isinstance(r.exception, ConfigError) and "--overwrite" in str(r.exception)
+
+    # without --threshold both handover thresholds are calibrated on held-out tickets
+    from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
+
+    summary = build_assistant(BuildOptions(output=tmp_path / "calibrated", knowledge=[tmp_path / "faq.jsonl"],
+                                           tickets=tmp_path / "tickets.jsonl", base_model=str(tiny_bert), epochs=1,
+                                           config={"encoder": str(tiny_bert)}, similarity_quantile=0.2))
+    cfg = json.loads((tmp_path / "calibrated" / "assistant.json").read_text())["config"]
+    assert summary["dev_tickets"] == 3 and summary["threshold_source"] == "dev precision ≥ 0.95"
+    assert cfg["threshold"] == summary["threshold"] and 0 < cfg["threshold"] <= 1
+    assert cfg["min_similarity"] == summary["min_similarity"] and 0 < cfg["min_similarity"] <= 1
     r = runner.invoke(app, ["ask", str(tmp_path), "hello"])
     assert "not an assistant bundle" in str(r.exception)
 

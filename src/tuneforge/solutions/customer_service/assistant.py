@@ -48,6 +48,9 @@ class AssistantConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(0.5, ge=0, le=1, description="Below this confidence the assistant hands over.")
+    min_similarity: float = Field(0.0, ge=-1, le=1,
+                                  description="Hand over when no passage or past ticket is at least this similar to "
+                                              "the message: it is unlike anything seen (0: off).")
     handover_intents: list[str] = Field(default_factory=list,
                                         description="Intents always handed to a human (talk to a human, complaints).")
     handover_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HANDOVER_PHRASES),
@@ -287,7 +290,8 @@ class Assistant:
         q_vec = np.asarray(self.embedder.embed([query]), dtype=np.float32)[0]
         scores, rows = self.index.search(q_vec[None, :], cfg.top_k)
         retrieved = [self._passage_json(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True)]
-        reply = self._decide(session, message, intent, conf, q_vec, rows[0], retrieved, used_context)
+        top = float(scores[0][0]) if scores.shape[1] else -1.0
+        reply = self._decide(session, message, intent, conf, q_vec, rows[0], retrieved, used_context, top)
         session.turns.append({"role": "assistant", "text": reply.text, "intent": reply.intent,
                               "confidence": reply.confidence, "handover": reply.handover, "reason": reply.reason})
         if reply.handover:
@@ -295,7 +299,7 @@ class Assistant:
         return reply
 
     def _decide(self, session: Session, message: str, intent: str | None, conf: float, q_vec: np.ndarray,
-                rows: np.ndarray, retrieved: list[dict[str, Any]], used_context: bool) -> Reply:
+                rows: np.ndarray, retrieved: list[dict[str, Any]], used_context: bool, top: float) -> Reply:
         cfg = self.config
         conf = round(conf, 6)
 
@@ -310,6 +314,8 @@ class Assistant:
             return handover("handover_intent")
         if conf < cfg.threshold:
             return handover("low_confidence")
+        if top < cfg.min_similarity:
+            return handover("unfamiliar")
         if intent is not None and intent in cfg.templates:
             return Reply(text=cfg.templates[intent], intent=intent, confidence=conf, handover=False,
                          reason="template", passages=retrieved, used_context=used_context)
@@ -413,28 +419,32 @@ def evaluate_assistant(assistant: Assistant, rows: Sequence[dict[str, Any]], *, 
     labels = [str(r["label"]) for r in rows]
     preds: list[tuple[str | None, float, Any]] = []
     retrieved: list[list[str | None]] = []
+    top: list[float] = []
     k = assistant.config.top_k
     for b in range(0, len(texts), batch_size):
         chunk = texts[b: b + batch_size]
         preds += assistant.classify(chunk)
-        _, idx = assistant.retrieve(chunk, k)
+        scores, idx = assistant.retrieve(chunk, k)
         retrieved += [[assistant.passages[int(r)].intent for r in rr] for rr in idx]
+        top += [float(s[0]) if len(s) else -1.0 for s in scores]
     asks = [assistant._asks_for_human(t) for t in texts]
     return score_predictions([(p[0], p[1]) for p in preds], labels, retrieved, known=assistant.labels,
-                             config=assistant.config, asks_for_human=asks)
+                             config=assistant.config, asks_for_human=asks, similarity=top)
 
 
 def score_predictions(preds: Sequence[tuple[str | None, float]], labels: Sequence[str],
                       retrieved: Sequence[Sequence[str | None]] | None, *, known: Sequence[str],
-                      config: AssistantConfig, asks_for_human: Sequence[bool] | None = None) -> dict[str, Any]:
-    """The metrics of :func:`evaluate_assistant` from predictions (intent, confidence) per message and the
-    intents of the passages retrieved for it; a threshold sweep reuses the same predictions."""
+                      config: AssistantConfig, asks_for_human: Sequence[bool] | None = None,
+                      similarity: Sequence[float] | None = None) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_assistant` from predictions (intent, confidence) per message, the intents
+    of the passages retrieved for it and the top similarity; a threshold sweep reuses the same predictions."""
     known_set = set(known)
     asks = asks_for_human or [False] * len(labels)
+    sims = similarity if similarity is not None else [1.0] * len(labels)
     in_scope = [lab in known_set and lab not in config.handover_intents for lab in labels]
     correct = [p[0] == lab for p, lab in zip(preds, labels, strict=True)]
-    handed = [p[1] < config.threshold or (p[0] in config.handover_intents) or a
-              for p, a in zip(preds, asks, strict=True)]
+    handed = [p[1] < config.threshold or (p[0] in config.handover_intents) or a or sim < config.min_similarity
+              for p, a, sim in zip(preds, asks, sims, strict=True)]
     should = [not s for s in in_scope]
     ins = [i for i, s in enumerate(in_scope) if s]
     n_in = len(ins)
@@ -449,6 +459,7 @@ def score_predictions(preds: Sequence[tuple[str | None, float]], labels: Sequenc
         out[f"hit_rate@{k}"] = _ratio(sum(labels[i] in retrieved[i] for i in ins), n_in)
     out.update({
         "threshold": config.threshold,
+        "min_similarity": config.min_similarity,
         "handover_rate": _ratio(n_handed, len(labels)),
         "handover_precision": _ratio(tp, n_handed),
         "handover_recall": _ratio(tp, n_should),

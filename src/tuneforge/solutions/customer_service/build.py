@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from tuneforge.data import load_dataset
@@ -44,6 +45,7 @@ class BuildOptions:
     index_tickets: bool = True
     target_precision: float = 0.95
     threshold: float | None = None
+    similarity_quantile: float = 0.02
     config: dict[str, Any] | None = None
     qa_run: Path | None = None
     overwrite: bool = False
@@ -66,6 +68,8 @@ def build_assistant(opts: BuildOptions, *, settings: Any = None, console: Consol
     problems = []
     if not opts.knowledge and opts.tickets is None:
         problems.append("kb/tickets: give a knowledge base (--kb), past tickets (--tickets) or both")
+    if not 0 <= opts.similarity_quantile < 0.5:
+        problems.append(f"similarity_quantile: must be in [0, 0.5), got {opts.similarity_quantile}")
     if not 0 < opts.target_precision <= 1:
         problems.append(f"target_precision: must be in (0, 1], got {opts.target_precision}")
     if opts.output.exists() and not opts.overwrite:
@@ -120,6 +124,12 @@ def build_assistant(opts: BuildOptions, *, settings: Any = None, console: Consol
             summary.update(threshold_source=f"dev precision ≥ {opts.target_precision}",
                            dev_accuracy=round(sum(p[0] == r["label"] for p, r in zip(preds, rows, strict=True))
                                               / max(1, len(rows)), 4))
+            if opts.similarity_quantile > 0 and "min_similarity" not in (opts.config or {}):
+                # a dev message is scored against the training tickets only, like a new customer message
+                scores, _ = assistant.retrieve([r["text"] for r in rows], 1)
+                q = float(np.quantile(scores[:, 0], opts.similarity_quantile))
+                config.min_similarity = round(min(1.0, max(-1.0, q)), 6)  # float16 storage: |cos| may pass 1
+                summary["min_similarity_source"] = f"{opts.similarity_quantile:g} quantile of dev similarity"
         info_path = staging / "assistant.json"
         info = json.loads(info_path.read_text(encoding="utf-8"))
         info["config"] = config.model_dump(mode="json")
@@ -128,5 +138,6 @@ def build_assistant(opts: BuildOptions, *, settings: Any = None, console: Consol
         with atomic_dir(opts.output, overwrite=opts.overwrite) as final:
             final.rmdir()
             staging.rename(final)
-    summary.update(output=str(opts.output), passages=len(passages), threshold=config.threshold)
+    summary.update(output=str(opts.output), passages=len(passages), threshold=config.threshold,
+                   min_similarity=config.min_similarity)
     return summary

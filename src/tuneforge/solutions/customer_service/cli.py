@@ -53,6 +53,9 @@ def build(
     threshold: Annotated[float | None, typer.Option(help="Confidence threshold (default: calibrated on dev).")] = None,
     target_precision: Annotated[float, typer.Option(help="Calibrate the threshold so that answered dev "
                                                          "messages are this often right.")] = 0.95,
+    similarity_quantile: Annotated[float, typer.Option(
+        help="Also hand over messages less similar to every passage and ticket than this share of the dev "
+             "tickets are (0: off).")] = 0.02,
     qa_run: Annotated[Path | None, typer.Option(help="A TuneForge QA run folder to point at the answer span.")] = None,
     no_ticket_index: Annotated[bool, typer.Option("--no-ticket-index",
                                                   help="Do not index past tickets for retrieval.")] = False,
@@ -68,6 +71,7 @@ def build(
     summary = build_assistant(BuildOptions(
         output=output, knowledge=kb or [], tickets=tickets, dev=dev, base_model=base_model, epochs=epochs,
         config=values, threshold=threshold, target_precision=target_precision, qa_run=qa_run,
+        similarity_quantile=similarity_quantile,
         index_tickets=not no_ticket_index, overwrite=overwrite), console=err)
     out.print(f"Assistant bundle written to [bold]{output}[/]: {summary['passages']} passages, threshold "
               f"{summary['threshold']:.3f}" + (f", dev accuracy {summary['dev_accuracy']:.3f}"
