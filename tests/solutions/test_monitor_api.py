@@ -194,8 +194,8 @@ def sentiment_run(tmp_path_factory, tiny_bert):
     return d / "run"
 
 
-def test_push_items_classified_by_a_fine_tuned_model(api, sentiment_run):
-    _, key = api.tenant()
+def _register(api, key: str, run) -> str:
+    """The tiny run as one of the tenant's fine-tuned models."""
     state = api.app.state.tuneforge
     with api.sessions() as s:
         p = authenticate(s, key)
@@ -204,7 +204,13 @@ def test_push_items_classified_by_a_fine_tuned_model(api, sentiment_run):
         s.add(Model(id=model_id, tenant_id=p.tenant_id, job_id="ftjob-x", base_model="tiny-bert",
                     task="classification", storage_key=storage_key, bytes=1, created_at=utcnow()))
         s.commit()
-    shutil.copytree(sentiment_run, state.storage.local_path(storage_key))
+    shutil.copytree(run, state.storage.local_path(storage_key))
+    return model_id
+
+
+def test_push_items_classified_by_a_fine_tuned_model(api, sentiment_run):
+    _, key = api.tenant()
+    model_id = _register(api, key, sentiment_run)
     c = api.as_(key)
     r = c.post(f"{BASE}/items", json={"model": model_id, "items": [
         {"text": "$AAPL shares fall on weak demand"}, {"text": "贵州茅台 record profit"},
@@ -221,3 +227,45 @@ def test_push_items_classified_by_a_fine_tuned_model(api, sentiment_run):
     assert items["$TSLA board meets"]["label"] == "bullish" and items["$TSLA board meets"]["score"] == 1.0
     _, other = api.tenant()
     assert api.as_(other).post(f"{BASE}/items", json={"model": model_id, "items": [{"text": "x"}]}).status_code == 404
+
+
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>
+<item><title>$AAPL shares fall on weak demand</title><link>http://news.example/a/1</link><guid>a1</guid>
+<pubDate>Fri, 01 Mar 2024 10:00:00 GMT</pubDate></item>
+<item><title>$TSLA stock upgraded to buy</title><link>http://news.example/a/2</link><guid>a2</guid></item>
+</channel></rss>"""
+
+
+def test_poll_a_source_now(api, sentiment_run, monkeypatch):
+    import httpx
+
+    from tuneforge.api.routers import monitor as monitor_router
+    from tuneforge.solutions.finance_monitor.ingest import Poller
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            return httpx.Response(200, text="User-agent: *\nDisallow: /private\n")
+        if request.url.path == "/private/feed":
+            return httpx.Response(200, text=RSS)
+        if request.headers.get("if-none-match") == '"e1"':
+            return httpx.Response(304)
+        return httpx.Response(200, text=RSS, headers={"ETag": '"e1"'})
+
+    monkeypatch.setattr(monitor_router, "Poller", lambda: Poller(transport=httpx.MockTransport(handler)))
+    _, key = api.tenant()
+    model_id = _register(api, key, sentiment_run)
+    c = api.as_(key)
+    src = c.post(f"{BASE}/sources", json={"url": "http://news.example/feed", "interval_s": 600}).json()
+    first = c.post(f"{BASE}/sources/{src['id']}/poll", params={"model": model_id})
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "ok" and first.json()["stored"] == 2
+    items = c.get(f"{BASE}/items").json()["data"]
+    assert {i["url"] for i in items} == {"http://news.example/a/1", "http://news.example/a/2"}
+    assert {e for i in items for e in i["entities"]} == {"AAPL", "TSLA"}
+    again = c.post(f"{BASE}/sources/{src['id']}/poll", params={"model": model_id}).json()
+    assert again["status"] == "not_modified" and "stored" not in again
+    listed = c.get(f"{BASE}/sources").json()["data"][0]
+    assert listed["last_status"] == "not_modified" and listed["last_polled_at"]
+    private = c.post(f"{BASE}/sources", json={"url": "http://news.example/private/feed"}).json()
+    blocked = c.post(f"{BASE}/sources/{private['id']}/poll", params={"model": model_id}).json()
+    assert blocked["status"] == "disallowed"
