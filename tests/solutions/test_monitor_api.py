@@ -256,6 +256,9 @@ def test_poll_a_source_now(api, sentiment_run, monkeypatch):
     model_id = _register(api, key, sentiment_run)
     c = api.as_(key)
     src = c.post(f"{BASE}/sources", json={"url": "http://news.example/feed", "interval_s": 600}).json()
+    no_model = c.post(f"{BASE}/sources/{src['id']}/poll")
+    assert no_model.status_code == 400 and "model" in no_model.text
+    assert c.get(f"{BASE}/sources").json()["data"][0]["last_polled_at"] is None  # nothing fetched
     first = c.post(f"{BASE}/sources/{src['id']}/poll", params={"model": model_id})
     assert first.status_code == 200, first.text
     assert first.json()["status"] == "ok" and first.json()["stored"] == 2

@@ -359,6 +359,10 @@ def poll_source(source_id: str, principal: TrainPrincipal, session: SessionDep, 
     src = SourceRepo(session, principal.tenant_id).get(source_id)
     st = source_state(src)
     classifier = _classifier(state, models, model, model_zh)
+    if classifier is None:  # checked before fetching: a 304 later would not bring these items back
+        raise InvalidRequestError("model: polled items carry no sentiment; pass model (and model_zh) as query "
+                                  "parameters naming your fine-tuned classification models.", param="model",
+                                  code="model_required")
     session.rollback()
     poller = Poller()
     try:

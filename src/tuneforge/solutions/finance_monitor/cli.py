@@ -124,6 +124,8 @@ def ingest(
 
     if sum(x is not None for x in (file, feed, page)) != 1:
         raise ConfigError("give exactly one of FILE, --feed URL or --page URL")
+    if file is None and model is None and model_zh is None:
+        raise ConfigError("--model: fetched items carry no sentiment; give a sentiment model (a run folder)")
     given: list[dict[str, Any] | None] | None = None
     if file is not None:
         items = read_items(file)
