@@ -71,13 +71,23 @@ def test_watchlist_rules_ingest_alert_chart(tenant, tmp_path):
     assert "AAPL" in alerts.output and "Apple plunges" in alerts.output
 
 
-def test_sources_and_watch_once_with_nothing_due(tenant):
+def test_sources_and_one_watch_round(tenant, tmp_path, tiny_bert):
     r = CliRunner()
     bad = r.invoke(app, ["sources", "add", "--tenant", tenant, "ftp://x", "--kind", "blog", "--interval", "5"])
     assert bad.exit_code != 0 and "kind" in str(bad.exception) and "interval" in str(bad.exception)
-    ok = r.invoke(app, ["sources", "add", "--tenant", tenant, "http://news.example/feed", "--interval", "600"])
+    # nothing listens on port 9 here: the poll fails fast and is reported, the loop goes on
+    ok = r.invoke(app, ["sources", "add", "--tenant", tenant, "http://127.0.0.1:9/feed", "--interval", "600"])
     assert ok.exit_code == 0 and "every 600 s" in ok.output
-    assert "news.example" in r.invoke(app, ["sources", "list", "--tenant", tenant], env={"COLUMNS": "200"}).output
+    no_model = r.invoke(app, ["watch", "--tenant", tenant, "--once"])
+    assert no_model.exit_code != 0 and "--model" in str(no_model.exception)
+    res = r.invoke(app, ["watch", "--tenant", tenant, "--once", "--model", str(_cls_run(tmp_path, tiny_bert))],
+                   env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "http://127.0.0.1:9/feed: error" in res.output
+    listed = r.invoke(app, ["sources", "list", "--tenant", tenant], env={"COLUMNS": "200"}).output
+    assert "127.0.0.1:9" in listed and "error" in listed
+    again = r.invoke(app, ["watch", "--tenant", tenant, "--once", "--model", str(tmp_path / "cls")])
+    assert again.exit_code == 0 and "127.0.0.1" not in again.output  # polled just now: not due
 
 
 def test_replay_scores_gold_labels(tmp_path):
