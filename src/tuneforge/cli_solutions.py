@@ -14,7 +14,7 @@ solution_app = typer.Typer(no_args_is_help=True, help=(
 solution_app.add_typer(assistant_app, name="assistant",
                        help="Customer-service assistant: answers from a knowledge base, hands over to a human.")
 solution_app.add_typer(monitor_app, name="monitor",
-                       help="Financial-news sentiment monitor: ingest, classify, alert when sentiment turns.")
+                       help="Finance news sentiment monitor: ingest, classify, alert when sentiment turns.")
 solution_app.add_typer(recommender_app, name="recommender",
                        help="Text recommender: recommend items from their text and a user's history.")
 
