@@ -14,7 +14,7 @@ Protocol (printed with the table and written to bench/results/solution_recommend
 - Rows: popularity, item-kNN, text two-tower with the base encoder (no fine-tuning), text two-tower fine-tuned on
   the training interactions, hybrid (retrieval by both, re-ranked by the blend tuned on a validation split).
 
-Run: ``OMP_NUM_THREADS=1 python bench/solution_recommender.py`` (about 10 minutes on 2 CPU cores;
+Run: ``OMP_NUM_THREADS=1 python bench/solution_recommender.py`` (about 6 minutes on 2 shared CPU cores;
 ``--steps`` trades time for accuracy, ``--base-model bert-tiny --steps 20`` is a quick check).
 """
 
