@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=None, help="score every Nth test message only (a quick run)")
     ap.add_argument("--heldout", type=int, default=10, help="intents held out as out-of-scope")
     ap.add_argument("--base-model", default="minilm")
+    ap.add_argument("--encoder", default=None, help="retrieval encoder of the assistant: a base model (default: "
+                                                   "--base-model) or 'intent' (the fine-tuned intent model's)")
     ap.add_argument("--target-precision", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep the bundle here (default: a temporary folder)")
@@ -128,6 +130,7 @@ def main() -> None:
     from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
     from tuneforge.solutions.customer_service.knowledge import passages_from_rows
 
+    encoder = args.encoder or args.base_model
     data = shared_datasets() / "banking77"
     labels = [x.strip() for x in (data / "labels.txt").read_text().splitlines() if x.strip()]
     rng = random.Random(args.seed)
@@ -157,7 +160,7 @@ def main() -> None:
     else:
         summary = build_assistant(BuildOptions(
             output=bundle, knowledge=[kb], tickets=tickets, base_model=args.base_model, epochs=args.epochs,
-            target_precision=args.target_precision, config={"encoder": args.base_model}, overwrite=True, seed=42),
+            target_precision=args.target_precision, config={"encoder": encoder}, overwrite=True, seed=42),
             console=Console(stderr=True))
     build_s = time.perf_counter() - t0
     assistant = Assistant.load(bundle)
@@ -194,7 +197,11 @@ def main() -> None:
     in_rate = float(main_metrics["in_scope_handover_rate"] or 0.05)
     ood = [{"score": "classifier probability (used)", **handover_at_rate(msp[is_in], msp[~is_in], in_rate)}]
     retrieval = []
-    for enc_name, enc in ((f"base {args.base_model}", assistant.embedder), ("fine-tuned (intent model)", tuned)):
+    from tuneforge.solutions.customer_service.assistant import encoder_resolver
+
+    base = assistant.embedder if encoder == args.base_model else Embedder(encoder_resolver()(args.base_model),
+                                                                          max_length=128)
+    for enc_name, enc in ((f"base {args.base_model}", base), ("fine-tuned (intent model)", tuned)):
         for kb_name, ps in (("KB: 1 passage per intent", kb_passages), ("KB + past tickets", assistant.passages)):
             intents, top1, ms = retrieval_scores(enc, ps, texts)
             retrieval.append({"encoder": enc_name, "passages": kb_name, "n_passages": len(ps),
@@ -206,7 +213,8 @@ def main() -> None:
 
     latency = index_latency()
     result = {
-        "benchmark": "banking77", "solution": "assistant", "base_model": args.base_model, "epochs": args.epochs,
+        "benchmark": "banking77", "solution": "assistant", "base_model": args.base_model, "encoder": encoder,
+        "epochs": args.epochs,
         "heldout_intents": heldout, "train_messages": len(train), "in_scope_intents": len(in_labels),
         "test_in_scope": len(in_test), "test_out_of_scope": len(out_test),
         "build": summary, "build_s": round(build_s, 1), "classify_ms_per_message": round(classify_ms, 2),
@@ -215,7 +223,7 @@ def main() -> None:
         "machine": machine(),
         "command": "python bench/solution_assistant.py " + " ".join(sys.argv[1:]),
     }
-    path = write_result("solution_assistant", result)
+    path = write_result("solution_assistant" + ("" if encoder == args.base_model else f"-encoder-{encoder}"), result)
 
     print_table([{"metric": k, "value": v} for k, v in main_metrics.items()], ["metric", "value"])
     print_table(sweep, ["threshold", "min_similarity", "handover_rate", "handover_precision", "handover_recall",
