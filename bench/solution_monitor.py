@@ -42,6 +42,11 @@ def main() -> None:
     ap.add_argument("--burst-size", type=int, default=8)
     ap.add_argument("--burst-minutes", type=int, default=120)
     ap.add_argument("--seeds", type=int, default=5, help="streams replayed (seeds 0..N-1), scores pooled")
+    ap.add_argument("--zh-limit", type=int, default=0,
+                    help="also fine-tune e5-multilingual on the first N ChnSentiCorp training rows (max 128 tokens) "
+                         "and score the bilingual routing on a mixed English/Chinese set (0: skip)")
+    ap.add_argument("--zh-run-dir", type=Path, default=None, help="reuse this Chinese run (trains into it if empty)")
+    ap.add_argument("--zh-epochs", type=float, default=2.0)
     args = ap.parse_args()
 
     import torch
@@ -97,6 +102,7 @@ def main() -> None:
             results.append({"rule": rule_name, "labels": source, **pool_scores(per_seed, args.days)})
     print_table(results, ["rule", "labels", "bursts", "alerts", "precision", "recall", "false_alarms_per_day",
                           "delay_min_mean", "delay_min_median", "delay_items_mean"])
+    bilingual = _bilingual(args, predictor, texts, gold, work) if args.zh_limit else None
     payload = {
         "machine": machine(), "benchmark": "solution_monitor", "base_model": args.base_model,
         "dataset": "twitter_financial_news_sentiment", "train_rows": args.limit or sum(
@@ -108,9 +114,54 @@ def main() -> None:
         "stream": {"days": args.days, "entities": 6, "bursts_per_stream": args.bursts, "burst_size": args.burst_size,
                    "burst_minutes": args.burst_minutes, "seeds": args.seeds, "rules": RULES},
         "alerting": results,
+        "bilingual": bilingual,
         "command": "python " + " ".join(["bench/solution_monitor.py", *sys.argv[1:]]),
     }
     print(f"wrote {write_result('solution_monitor', payload)} (model in {run_dir})")
+
+
+def _bilingual(args: argparse.Namespace, en_predictor: object, en_texts: list[str], en_gold: list[str],
+               work: Path) -> dict[str, object]:
+    """Fine-tune e5-multilingual on ChnSentiCorp and classify a mixed stream (400 English tweets, 400 Chinese
+    reviews) through the monitor's language routing: routing accuracy, and accuracy per language."""
+    from tuneforge.inference import load_predictor
+    from tuneforge.solutions.finance_monitor.classify import SentimentClassifier, polarity
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.recipe import train
+
+    zh = shared_datasets() / "chnsenticorp"
+    lines = [x for x in (zh / "train.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()][: args.zh_limit]
+    zh_train = work / "zh-train.jsonl"
+    zh_train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_dir = args.zh_run_dir or work / "zh-run"
+    t0 = time.perf_counter()
+    if not (run_dir / "tuneforge.json").exists():
+        train(TrainConfig(task="classification", data=zh_train, output=run_dir, base_model="e5-multilingual",
+                          epochs=args.zh_epochs, max_length=128, seed=42))
+    zh_train_s = time.perf_counter() - t0
+    zh_rows = [json.loads(x) for x in (zh / "test.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()][:400]
+    zh_pred = load_predictor(run_dir)
+    clf = SentimentClassifier(lambda t: list(en_predictor.predict(t)),  # type: ignore[attr-defined]
+                              lambda t: list(zh_pred.predict(t)))
+    texts = en_texts[:400] + [r["text"] for r in zh_rows]
+    langs = ["en"] * 400 + ["zh"] * len(zh_rows)
+    gold = en_gold[:400] + [r["label"] for r in zh_rows]
+    out = clf(texts)
+    routed = sum(o.lang == g for o, g in zip(out, langs, strict=True)) / len(out)
+
+    def acc(lang: str) -> float:
+        pairs = [(o, y) for o, y, g in zip(out, gold, langs, strict=True) if g == lang]
+        return sum(o.label == y for o, y in pairs) / len(pairs)
+
+    polarity_acc = sum(o.polarity == polarity(y) for o, y in zip(out, gold, strict=True)) / len(out)
+    row = {"zh train rows": len(lines), "routing accuracy": routed, "en accuracy": acc("en"),
+           "zh accuracy": acc("zh"), "polarity accuracy (mixed)": polarity_acc, "zh train s": round(zh_train_s, 1)}
+    print_table([row], list(row))
+    return {"base_model_zh": "e5-multilingual", "zh_train_rows": len(lines), "zh_epochs": args.zh_epochs,
+            "zh_max_length": 128,
+            "test": "400 twitter validation tweets + 400 ChnSentiCorp test reviews", "routing_accuracy": routed,
+            "en_accuracy": acc("en"), "zh_accuracy": acc("zh"), "polarity_accuracy": polarity_acc,
+            "zh_train_s": round(zh_train_s, 1)}
 
 
 if __name__ == "__main__":
