@@ -238,6 +238,9 @@ def test_cli_build_ask_feedback_export_evaluate(tmp_path, tiny_bert):
     reply = json.loads(r.output)
     assert set(reply) >= {"text", "intent", "confidence", "handover", "reason", "passages"}
     assert reply["intent"] in info["labels"] and not reply["handover"]  # threshold 0: always answers
+    source = reply["passages"][0]  # the knowledge-base answer of the intent, even where tickets ranked higher
+    assert (source["kind"], source["intent"]) == ("qa", reply["intent"])
+    assert reply["text"] == next(k["answer"] for k in KB if k["intent"] == reply["intent"])
 
     r = runner.invoke(app, ["feedback", str(out), "--message", "cancel it", "--not-helpful",
                             "--correct-intent", "cancel"])

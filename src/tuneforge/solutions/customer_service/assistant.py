@@ -233,14 +233,15 @@ class Assistant:
 
     def _passage_for(self, intent: str | None, query_vec: np.ndarray, rows: np.ndarray
                      ) -> tuple[Passage | None, str | None]:
-        """The passage to answer with and its reply text: a retrieved passage of the intent first, else the
-        intent's best passage anywhere, else (no intent) the best retrieved KB passage."""
+        """The passage to answer with and its reply text: a retrieved knowledge-base passage of the intent first,
+        else the intent's most similar passage anywhere (a retrieved past ticket points to the intent, but the
+        answer and its source are the knowledge base's), else (no intent) the best retrieved answer."""
         candidates = [int(r) for r in rows]
         if intent is not None:
             for r in candidates:
                 p = self.passages[r]
-                if p.intent == intent and (text := self._reply_text(p)):
-                    return p, text
+                if p.intent == intent and p.kind != "ticket":
+                    return p, p.answer
             members = [i for i in self._by_intent.get(intent, []) if self.passages[i].kind != "ticket"]
             if members:
                 sims = self.index.vectors[members].astype(np.float32) @ query_vec
