@@ -46,7 +46,7 @@ def build(
     base_model: Annotated[str, typer.Option(help="Base model of the intent classifier.")] = "minilm",
     encoder: Annotated[str | None, typer.Option(
         help="Retrieval encoder: a base model, or 'intent' for the fine-tuned classifier's encoder "
-             "(default: --base-model).")] = None,
+             "(default: intent with --tickets, else --base-model).")] = None,
     epochs: Annotated[float, typer.Option(help="Training epochs of the intent classifier.")] = 2.0,
     config: Annotated[Path | None, typer.Option(help="JSON file of assistant options: handover_intents, "
                                                      "templates, top_k, threshold ...")] = None,
@@ -65,7 +65,8 @@ def build(
     from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
 
     values = _config_file(config)
-    values.setdefault("encoder", encoder or base_model)
+    # the fine-tuned encoder retrieves better and tells unfamiliar messages apart better (docs/solutions/assistant.md)
+    values.setdefault("encoder", "intent" if tickets is not None else base_model)
     if encoder:
         values["encoder"] = encoder
     summary = build_assistant(BuildOptions(
