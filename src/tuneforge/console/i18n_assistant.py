@@ -42,7 +42,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "asst.knowledge": ("Knowledge base (JSON Lines)", "知识库（JSON Lines）"),
     "asst.knowledge_help": ('One question–answer pair per line: {"question": ..., "answer": ..., "intent": ...}. '
                             "Larger knowledge bases and articles go through the API.",
-                            '每行一个问答对：{"question": ..., "answer": ..., "intent": ...}。更大的知识库和文章请通过 API 导入。'),
+                            '每行一个问答对：{"question": ..., "answer": ..., "intent": ...}。'
+                            "更大的知识库和文章请通过 API 导入。"),
     "asst.handover_intents": ("Handover intents", "转人工意图"),
     "asst.handover_help": ("Comma-separated intents always handed to a person.", "用逗号分隔，这些意图总是转人工。"),
     "asst.create_button": ("Create assistant", "创建助手"),
