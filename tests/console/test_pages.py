@@ -71,7 +71,9 @@ def _pages(a: dict[str, Any]) -> dict[str, str]:
             "dataset": f"/console/datasets/{a['train']}", "dataset-problems": f"/console/datasets/{a['bad']}",
             "new-job": f"/console/jobs/new?training_file={a['train']}&validation_file={a['dev']}",
             "jobs": "/console/jobs", "job": f"/console/jobs/{a['job']}", "models": "/console/models",
-            "model": f"/console/models/{a['model']}", "account": "/console/account"}
+            "model": f"/console/models/{a['model']}", "account": "/console/account",
+            "solution-assistant": "/console/solutions/assistant", "solution-monitor": "/console/solutions/monitor",
+            "solution-recommender": "/console/solutions/recommender"}
 
 
 def _open(page: Any, url: str, key: str) -> None:
@@ -171,7 +173,8 @@ def test_the_language_switch_shows_chinese_everywhere(page, acme):
     page.wait_for_url("**lang=zh")
     page.wait_for_selector("html[data-ready]")
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
-    assert page.get_by_role("navigation").inner_text().split() == ["数据集", "新建微调任务", "任务", "模型", "账户"]
+    assert page.get_by_role("navigation").inner_text().split() == ["数据集", "新建微调任务", "任务", "模型", "客服助手",
+                                                                   "舆情监控", "推荐", "账户"]
     assert page.locator("#jobs-table .badge").first.inner_text() == "已完成"  # text the script renders too
     page.goto("/console/models")  # the choice is remembered
     page.wait_for_selector("html[data-ready]")

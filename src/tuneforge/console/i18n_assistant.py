@@ -4,7 +4,7 @@ merged into :data:`tuneforge.console.i18n.MESSAGES`."""
 from __future__ import annotations
 
 MESSAGES: dict[str, tuple[str, str]] = {
-    "nav.assistant": ("Assistant", "助手"),
+    "nav.assistant": ("Assistant", "客服助手"),
     "asst.intro": ("Answers customer messages from your knowledge base and an intent model trained on past tickets; "
                    "below the confidence threshold, or when a customer asks for a person, it hands the conversation "
                    "to your team.",
