@@ -65,6 +65,9 @@ class Settings(BaseSettings):
                                                         "before a forward pass.")
     usage_flush_seconds: float = Field(2.0, gt=0, description="How often metered requests are written to the "
                                                              "usage ledger.")
+    allow_private_urls: bool = Field(False, description="Let URLs that tenants give the server to fetch or call "
+                                     "(feeds, pages, webhooks) reach loopback, private and link-local addresses. "
+                                     "Off, such URLs are refused, so a tenant cannot probe the server's network.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

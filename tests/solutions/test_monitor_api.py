@@ -14,12 +14,19 @@ import pytest
 
 import tests.api.conftest as api_fixtures
 from tests.conftest import write_jsonl
+from tests.service_support import make_settings
 from tuneforge.store.db import utcnow
 from tuneforge.store.models import Model
 from tuneforge.store.tenants import authenticate
 
 # the API suite's fixtures: an app on SQLite and on PostgreSQL
-db_url, settings, api = api_fixtures.db_url, api_fixtures.settings, api_fixtures.api
+db_url, api = api_fixtures.db_url, api_fixtures.api
+
+
+@pytest.fixture
+def settings(db_url, tmp_path, tiny_bert):
+    # this module's webhook receiver and feeds listen on loopback, which the server refuses by default
+    return make_settings(tmp_path / "data", db_url, base_models={"tiny-bert": tiny_bert}, allow_private_urls=True)
 
 BASE = "/v1/solutions/monitor"
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

@@ -15,13 +15,14 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
-from tuneforge.api.deps import Models, PredictPrincipal, SessionDep, StateDep, TrainPrincipal
+from tuneforge.api.deps import Models, PredictPrincipal, SessionDep, SettingsDep, StateDep, TrainPrincipal
 from tuneforge.api.schemas import ListPublic
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, TuneforgeError
 from tuneforge.solutions.finance_monitor.classify import Classified, SentimentClassifier
 from tuneforge.solutions.finance_monitor.detect import METRICS, RuleParams
-from tuneforge.solutions.finance_monitor.ingest import Poller, RawItem, parse_time
+from tuneforge.solutions.finance_monitor.ingest import USER_AGENT, Poller, RawItem, parse_time
+from tuneforge.solutions.finance_monitor.notify import Delivery, send_webhook
 from tuneforge.solutions.finance_monitor.service import (
     AlertRepo,
     ItemRepo,
@@ -38,6 +39,7 @@ from tuneforge.solutions.finance_monitor.service import (
 from tuneforge.store.ids import new_id
 from tuneforge.store.repositories import ModelRepo
 from tuneforge.store.solution_tables.monitor import MonitorRule, MonitorSource, MonitorWatch
+from tuneforge.utils.net import check_public_url, public_client
 
 router = APIRouter(prefix="/v1/solutions/monitor", tags=["solutions"])
 
@@ -166,11 +168,22 @@ def _classifier(state: ServiceState, models: ModelRepo, model: str | None, model
     return SentimentClassifier(en, zh) if en or zh else None
 
 
+def _public_webhook(url: str, payload: dict[str, Any], **kwargs: Any) -> Delivery:
+    """``send_webhook`` to public hosts only: a private or local address is recorded as a failed delivery."""
+    try:
+        check_public_url(url, param="webhook_url")
+    except InvalidRequestError as e:
+        return Delivery("webhook", url, False, str(e))
+    with public_client(timeout=10.0) as client:
+        return send_webhook(url, payload, client=client, **kwargs)
+
+
 def _deliver_all(state: ServiceState, tenant_id: str, alert_ids: list[str]) -> None:
     smtp = smtp_from_env()
+    sender = send_webhook if state.settings.allow_private_urls else _public_webhook
     for alert_id in alert_ids:
         with state.sessions() as session:
-            deliver(session, tenant_id, alert_id, smtp=smtp)
+            deliver(session, tenant_id, alert_id, smtp=smtp, send_webhook_fn=sender)
 
 
 def _ingest(session: Session, state: ServiceState, tenant_id: str, raw: list[RawItem],
@@ -281,7 +294,10 @@ def list_rules(principal: PredictPrincipal, session: SessionDep) -> ListPublic:
 
 
 @router.post("/rules", summary="Create an alert rule")
-def create_rule(body: RuleCreate, principal: TrainPrincipal, session: SessionDep) -> dict[str, Any]:
+def create_rule(body: RuleCreate, principal: TrainPrincipal, session: SessionDep, settings: SettingsDep
+                ) -> dict[str, Any]:
+    if body.webhook_url and not settings.allow_private_urls:
+        check_public_url(body.webhook_url, param="webhook_url")
     try:
         RuleParams(metric=body.metric, window_minutes=body.window_minutes, baseline_minutes=body.baseline_minutes,
                    threshold=body.threshold, min_items=body.min_items, min_increase=body.min_increase,
@@ -299,11 +315,14 @@ def get_rule(rule_id: str, principal: PredictPrincipal, session: SessionDep) -> 
 
 
 @router.patch("/rules/{rule_id}", summary="Change an alert rule")
-def update_rule(rule_id: str, body: RuleUpdate, principal: TrainPrincipal, session: SessionDep) -> dict[str, Any]:
+def update_rule(rule_id: str, body: RuleUpdate, principal: TrainPrincipal, session: SessionDep,
+                settings: SettingsDep) -> dict[str, Any]:
     r = RuleRepo(session, principal.tenant_id).get(rule_id)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("webhook_url") and not str(changes["webhook_url"]).startswith(("http://", "https://")):
         raise InvalidRequestError("webhook_url must be an http:// or https:// URL", param="webhook_url")
+    if changes.get("webhook_url") and not settings.allow_private_urls:
+        check_public_url(str(changes["webhook_url"]), param="webhook_url")
     for k, v in changes.items():
         setattr(r, k, v)
     session.commit()
@@ -338,7 +357,10 @@ def list_sources(principal: PredictPrincipal, session: SessionDep) -> ListPublic
 
 
 @router.post("/sources", summary="Add a feed or page to poll")
-def add_source(body: SourceCreate, principal: TrainPrincipal, session: SessionDep) -> dict[str, Any]:
+def add_source(body: SourceCreate, principal: TrainPrincipal, session: SessionDep, settings: SettingsDep
+               ) -> dict[str, Any]:
+    if not settings.allow_private_urls:
+        check_public_url(body.url)
     s = SourceRepo(session, principal.tenant_id).add(MonitorSource(id=new_id("msrc"), **body.model_dump()))
     session.commit()
     return _source(s)
@@ -364,7 +386,9 @@ def poll_source(source_id: str, principal: TrainPrincipal, session: SessionDep, 
                                   "parameters naming your fine-tuned classification models.", param="model",
                                   code="model_required")
     session.rollback()
-    poller = Poller()
+    private_ok = state.settings.allow_private_urls
+    poller = Poller() if private_ok else Poller(client=public_client(
+        timeout=15.0, follow_redirects=True, headers={"User-Agent": USER_AGENT}))
     try:
         result = poller.fetch(st)
     finally:
