@@ -225,7 +225,7 @@ def train(
                                                                        "(default 0.9).")] = None,
     adversarial: Annotated[str | None, typer.Option(help="none, fgm or pgd: perturb the embeddings in "
                                                          "training.")] = None,
-    adversarial_epsilon: Annotated[float | None, typer.Option(help="fgm/pgd: perturbation norm (default 1).")]
+    adversarial_epsilon: Annotated[float | None, typer.Option(help="fgm/pgd: perturbation norm (default 0.1).")]
     = None,
     distill_from: Annotated[Path | None, typer.Option(help="A trained run or ensemble to distil from.")] = None,
     augment: Annotated[str | None, typer.Option(help="none or eda: augment the training text.")] = None,
