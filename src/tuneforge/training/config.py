@@ -88,8 +88,9 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r).")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora/adalora: dropout on the adapter's input.")
     lora_target_modules: list[str] | None = Field(
-        None, description="lora/adalora: names of the layers to adapt (default: peft's choice for the "
-                          "architecture, e.g. query and value for BERT).")
+        None, description="lora/adalora: names of the layers to adapt (default: the four attention projections "
+                          "of BERT-like encoders, query, key, value and attention.output.dense; else peft's "
+                          "choice for the architecture).")
     adapter_size: int = Field(64, ge=1, le=4096, description="adapter: bottleneck width of each adapter.")
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="prompt_tuning/p_tuning: virtual tokens.")
     sentence_encoder: Literal["auto", "base"] = Field(
