@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+from common import RESULTS, machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -138,11 +138,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5, help="random draws of the few-shot examples (SST-2)")
     ap.add_argument("--banking-draws", type=int, default=2,
                     help="draws on BANKING77, whose SetFit runs take far longer (77 classes)")
-    ap.add_argument("--datasets", default="sst2,banking77", help="comma-separated: sst2, banking77")
+    ap.add_argument("--datasets", default="sst2,banking77", help="comma-separated: sst2, banking77 (rows of the "
+                    "other dataset already in bench/results/methods.json are kept)")
+    ap.add_argument("--banking-shots", default="8,64", help="examples per class of BANKING77's few-shot rows")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     a = ap.parse_args()
     ds = shared_datasets()
     draws, shots = (a.draws, [8, 64]) if not a.smoke else (2, [2])
+    banking_shots = [int(x) for x in a.banking_shots.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         work = a.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -150,20 +153,24 @@ def main() -> None:
         b77_train, b77_test = _rows(ds / "banking77" / "train.jsonl"), ds / "banking77" / "test.jsonl"
         if a.smoke:
             sst_dev = _write(work / "sst2-dev-small.jsonl", _rows(sst_dev)[:40])
-            plan = [("sst2", sst_train, sst_dev, 48, "1", 2)]
+            plan = [("sst2", sst_train, sst_dev, 48, "1", 2, shots)]
         else:
-            plan = [(n, *p) for n, p in {"sst2": (sst_train, sst_dev, 2000, "1", draws),
-                                         "banking77": (b77_train, b77_test, 3000, "3", a.banking_draws)}.items()
-                    if n in a.datasets.split(",")]
-        rows: list[dict[str, Any]] = []
+            plan = [(n, *p) for n, p in {
+                "sst2": (sst_train, sst_dev, 2000, "1", draws, shots),
+                "banking77": (b77_train, b77_test, 3000, "3", a.banking_draws, banking_shots)}.items()
+                if n in a.datasets.split(",")]
         result = "methods" if not a.smoke else "methods-smoke"
+        previous = RESULTS / f"{result}.json"
+        names = {p[0] for p in plan}
+        rows: list[dict[str, Any]] = [r for r in (json.loads(previous.read_text())["rows"] if previous.exists()
+                                                  else []) if r["dataset"] not in names]
 
         def save(partial: list[dict[str, Any]]) -> Path:
             return write_result(result, {"machine": machine(), "smoke": a.smoke, "rows": rows + partial})
 
-        for name, tr, ev, n, ep, dr in plan:
+        for name, tr, ev, n, ep, dr, sh in plan:
             random.Random(0).shuffle(tr)
-            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=shots,
+            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=sh,
                                   extra_unlabeled=200 if a.smoke else 5000, on_row=save)
     cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
     print_table(rows, cols)
