@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# the browser tests' fixtures (one Playwright instance for the whole run)
+pytest_plugins = ["tests.browser"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

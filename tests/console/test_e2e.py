@@ -8,7 +8,7 @@ import json
 import re
 import time
 
-from tests.console.conftest import output_dir, sign_in
+from tests.browser import output_dir, sign_in
 
 POSITIVE = ["good", "great", "fun", "very good"]
 NEGATIVE = ["bad", "awful", "boring", "very bad"]

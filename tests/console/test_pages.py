@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.console.conftest import PHONE, ROOT, new_page, output_dir, sign_in
+from tests.browser import PHONE, ROOT, new_page, output_dir, sign_in
 
 A11Y = (Path(__file__).parent / "a11y.js").read_text(encoding="utf-8")
 EXAMPLES = ROOT / "examples"

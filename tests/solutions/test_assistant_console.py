@@ -10,18 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-import tests.console.conftest as console_fixtures
-from tests.console.conftest import PHONE, new_page
-
-# the console suite's fixtures: a served app, Chromium, and a watch on page errors
-server, browser, watch = console_fixtures.server, console_fixtures.browser, console_fixtures.watch
+from tests.browser import PHONE, new_page, why_no_browser
 
 A11Y = (Path(__file__).parents[1] / "console" / "a11y.js").read_text(encoding="utf-8")
 BASE = "/v1/solutions/assistant"
 KB = [{"question": "how do i cancel my subscription", "answer": "Open Settings and press Cancel.", "intent": "cancel"},
       {"question": "where is my order", "answer": "Orders arrive within five days.", "intent": "delivery"}]
 
-_NO_BROWSER = console_fixtures._why_no_browser()
+_NO_BROWSER = why_no_browser()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_NO_BROWSER is not None, reason=_NO_BROWSER or "")]
 
 

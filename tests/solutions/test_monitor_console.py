@@ -12,18 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-import tests.console.conftest as console_fixtures
-from tests.console.conftest import PHONE, new_page
-
-# the console suite's fixtures: a served app, Chromium, and a watch on page errors
-server, browser, watch = console_fixtures.server, console_fixtures.browser, console_fixtures.watch
+from tests.browser import PHONE, new_page, why_no_browser
 
 A11Y = (Path(__file__).parents[1] / "console" / "a11y.js").read_text(encoding="utf-8")
 BASE = "/v1/solutions/monitor"
 WORDS = ["board", "dividend", "meeting", "supplier", "factory", "quarter", "report", "investors", "market", "chief",
          "officer", "plan", "product", "launch", "store", "service", "cloud", "chips", "deal", "europe", "asia"]
 
-_NO_BROWSER = console_fixtures._why_no_browser()
+_NO_BROWSER = why_no_browser()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_NO_BROWSER is not None, reason=_NO_BROWSER or "")]
 
 

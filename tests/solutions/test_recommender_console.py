@@ -11,18 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-import tests.console.conftest as console_fixtures
-from tests.console.conftest import PHONE, new_page
+from tests.browser import PHONE, new_page, why_no_browser
 from tests.solutions.test_recommender import CONFIG, catalogue, events
 from tuneforge.solutions.recommender.data import parse_interactions, parse_items
 from tuneforge.solutions.recommender.model import RecommenderConfig, train_recommender
 
-server, browser, watch = console_fixtures.server, console_fixtures.browser, console_fixtures.watch
-
 A11Y = (Path(__file__).parents[1] / "console" / "a11y.js").read_text(encoding="utf-8")
 BASE = "/v1/solutions/recommender"
 
-_NO_BROWSER = console_fixtures._why_no_browser()
+_NO_BROWSER = why_no_browser()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_NO_BROWSER is not None, reason=_NO_BROWSER or "")]
 
 
