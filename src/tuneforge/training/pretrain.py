@@ -97,7 +97,9 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
         TrainingArguments,
         set_seed,
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from tuneforge.training.callbacks import RichProgressCallback
     from tuneforge.utils.hf import quiet_transformers
 
     settings = settings or Settings()
@@ -131,7 +133,10 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
                                  report_to=[], disable_tqdm=True, logging_steps=50, use_cpu=True,
                                  dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=feats, processing_class=tokenizer,
-                          data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability))
+                          data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability),
+                          callbacks=[RichProgressCallback(console, "loss")])
+        trainer.remove_callback(PrinterCallback)  # a Rich progress bar instead of printed dicts
+        trainer.remove_callback(ProgressCallback)
         trainer.train()
         after = masked_lm_loss(model, eval_set, tokenizer)
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
