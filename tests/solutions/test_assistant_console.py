@@ -53,8 +53,8 @@ def test_assistant_page_is_accessible_and_converses(browser, watch, tenant, them
     problems = page.evaluate(A11Y)  # checked with a reply and its feedback buttons on the page
     assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
     page.get_by_role("button", name="Helpful", exact=True).click()
-    page.wait_for_selector("#feedback-table tbody tr")
-    assert "where is my order" in page.inner_text("#feedback-table")
+    # the table is re-rendered after the click (cleared, then filled): wait for the new row itself
+    page.locator("#feedback-table tbody tr", has_text="where is my order").first.wait_for()
     page.focus("#chat-text")
     page.keyboard.type("can I talk to a human?")
     page.keyboard.press("Enter")
