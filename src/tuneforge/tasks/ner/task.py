@@ -103,9 +103,9 @@ class NerTask:
         truncated = 0
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         for i, ex in enumerate(examples):
-            keep = kept_positions(enc.word_ids(i), enc.tokens(i), list(ex["tokens"]), max_length)
-            word_ids = [enc.word_ids(i)[p] for p in keep]
-            first = label_positions(word_ids, [enc.tokens(i)[p] for p in keep])
+            all_ids, all_tokens = enc.word_ids(i), enc.tokens(i)
+            keep = kept_positions(all_ids, all_tokens, list(ex["tokens"]), max_length)
+            first = label_positions([all_ids[p] for p in keep], [all_tokens[p] for p in keep])
             if len(first) < len(ex["tokens"]):
                 truncated += 1
             f = {k: [enc[k][i][p] for p in keep] for k in keys}
