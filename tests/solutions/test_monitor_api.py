@@ -258,7 +258,7 @@ def test_poll_a_source_now(api, sentiment_run, monkeypatch):
             return httpx.Response(304)
         return httpx.Response(200, text=RSS, headers={"ETag": '"e1"'})
 
-    monkeypatch.setattr(monitor_router, "Poller", lambda: Poller(transport=httpx.MockTransport(handler)))
+    monkeypatch.setattr(monitor_router, "Poller", lambda **kw: Poller(transport=httpx.MockTransport(handler), **kw))
     _, key = api.tenant()
     model_id = _register(api, key, sentiment_run)
     c = api.as_(key)

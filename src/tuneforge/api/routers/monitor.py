@@ -21,7 +21,7 @@ from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, TuneforgeError
 from tuneforge.solutions.finance_monitor.classify import Classified, SentimentClassifier
 from tuneforge.solutions.finance_monitor.detect import METRICS, RuleParams
-from tuneforge.solutions.finance_monitor.ingest import USER_AGENT, Poller, RawItem, parse_time
+from tuneforge.solutions.finance_monitor.ingest import Poller, RawItem, parse_time
 from tuneforge.solutions.finance_monitor.notify import Delivery, send_webhook
 from tuneforge.solutions.finance_monitor.service import (
     AlertRepo,
@@ -386,9 +386,7 @@ def poll_source(source_id: str, principal: TrainPrincipal, session: SessionDep, 
                                   "parameters naming your fine-tuned classification models.", param="model",
                                   code="model_required")
     session.rollback()
-    private_ok = state.settings.allow_private_urls
-    poller = Poller() if private_ok else Poller(client=public_client(
-        timeout=15.0, follow_redirects=True, headers={"User-Agent": USER_AGENT}))
+    poller = Poller(public_only=not state.settings.allow_private_urls)
     try:
         result = poller.fetch(st)
     finally:

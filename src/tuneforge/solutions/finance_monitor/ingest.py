@@ -358,10 +358,14 @@ class Poller:
 
     def __init__(self, *, client: httpx.Client | None = None, transport: httpx.BaseTransport | None = None,
                  user_agent: str = USER_AGENT, timeout_s: float = 15.0, max_bytes: int = 5_000_000,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), public_only: bool = False) -> None:
+        """``public_only``: refuse URLs (and redirects) to non-public addresses, for URLs that tenants gave."""
+        from tuneforge.utils.net import public_client
+
         self.user_agent = user_agent
-        self.client = client or httpx.Client(transport=transport, timeout=timeout_s, follow_redirects=True,
-                                             headers={"User-Agent": user_agent})
+        make = public_client if public_only else httpx.Client
+        self.client = client or make(transport=transport, timeout=timeout_s, follow_redirects=True,
+                                     headers={"User-Agent": user_agent})
         self.max_bytes = max_bytes
         self.clock = clock
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
