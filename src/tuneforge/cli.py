@@ -217,6 +217,8 @@ def train(
     sentence_encoder: Annotated[str | None, typer.Option(help="setfit/zeroshot: auto (all-mpnet-base-v2 instead "
                                                               "of minilm when installed) or base.")] = None,
     setfit_iterations: Annotated[int | None, typer.Option(help="setfit: pairs per example (default 10).")] = None,
+    setfit_max_pairs: Annotated[int | None, typer.Option(help="setfit: at most this many pairs in all (default: "
+                                                              "no cap).")] = None,
     label_template: Annotated[str | None, typer.Option(help="setfit/zeroshot: label text, e.g. 'This review is "
                                                             "{label}.'")] = None,
     unlabeled_data: Annotated[Path | None, typer.Option(help="Unlabelled texts (.txt, one per line, or a data "
@@ -263,6 +265,7 @@ def train(
                  dropout=dropout, label_smoothing=label_smoothing, multi_label=multi_label, lora_r=lora_r,
                  lora_alpha=lora_alpha, adapter_size=adapter_size, num_virtual_tokens=num_virtual_tokens,
                  sentence_encoder=sentence_encoder, setfit_iterations=setfit_iterations,
+                 setfit_max_pairs=setfit_max_pairs,
                  label_template=label_template, unlabeled_data=unlabeled_data,
                  self_training_threshold=self_training_threshold, adversarial=adversarial,
                  adversarial_epsilon=adversarial_epsilon, distill_from=distill_from, augment=augment,

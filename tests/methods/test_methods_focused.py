@@ -269,3 +269,12 @@ def test_pretrain_lowers_held_out_loss_and_output_is_a_base_model(tmp_path, tiny
     assert BertForMaskedLM.from_pretrained(str(tmp_path / "adapted")) is not None
     r = train(_cfg(tmp_path, tmp_path / "adapted", cls_rows, "from-adapted"), console=QUIET)
     assert r.manifest["base_model"]["name"] == "adapted"
+
+
+def test_setfit_max_pairs_caps_the_contrastive_steps(tmp_path, tiny_bert, cls_rows):
+    # 10 iterations over the rows would be hundreds of pairs; 16 pairs at batch 8 is 2 steps
+    cfg = _cfg(tmp_path, tiny_bert, cls_rows, "setfit-cap", method="setfit", sentence_encoder="base",
+               setfit_iterations=10, setfit_max_pairs=16, batch_size=8)
+    man = train(cfg, console=QUIET).manifest
+    assert man["training"]["steps"] == 2
+    assert man["method_info"]["max_pairs"] == 16

@@ -51,6 +51,9 @@ def test_auto_hyperparameters_follow_model_and_data_size():
     assert hp(minilm, 400) == {"learning_rate": 2e-4, "batch_size": 8, "max_length": 256}
     assert hp(minilm, 20000)["learning_rate"] == 1e-4 and hp(minilm, 20000)["batch_size"] == 32
     assert hp(e5, 600)["learning_rate"] == 1e-4 and hp(e5, 600)["batch_size"] == 16
+    assert hp(e5, 1500)["learning_rate"] == 5e-5 and hp(e5, 9600)["batch_size"] == 32
+    ner = auto_hyperparameters(cfg, n_train=1350, model_config=e5, model_max=512, task=get_task("ner"))
+    assert ner["learning_rate"] == 1e-4  # Weibo NER trains at 1e-4; the collapse was seen on classification
     assert hp(base, 600)["learning_rate"] == 5e-5
     explicit = make_config({"task": "classification", "data": "d", "output": "o", "learning_rate": 3e-5,
                             "batch_size": 4, "max_length": 1000})

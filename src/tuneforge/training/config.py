@@ -98,6 +98,10 @@ class TrainConfig(BaseModel):
                             "(much better from few examples); base keeps --base-model.")
     setfit_iterations: int = Field(10, ge=1, le=100, description="setfit: pairs generated per example for the "
                                                                  "contrastive fine-tuning.")
+    setfit_max_pairs: int | None = Field(
+        None, ge=1, description="setfit: stop the contrastive fine-tuning after this many pairs (none: all the "
+                                "pairs the iterations generate: 2 per example per iteration, 10,000 for 64 "
+                                "examples of each of 77 classes at a single iteration).")
     label_template: str = Field("This text is {label}.", description="setfit/zeroshot: text of a label without a "
                                                                         "description ({label} is its name).")
     label_descriptions: dict[str, str] | None = Field(

@@ -78,19 +78,22 @@ class SetFitMethod(MethodDefaults):
         model = SetFitModel.from_pretrained(str(ctx.base_path), labels=list(range(len(ctx.labels))),
                                             local_files_only=True)
         hp_batch = c.batch_size or 16
+        # setfit turns max_steps back into a cap on the pairs it generates (max_steps x batch; -1: none)
+        max_steps = -(-c.setfit_max_pairs // hp_batch) if c.setfit_max_pairs else -1
         with tempfile.TemporaryDirectory(prefix="tuneforge-setfit-") as tmp:
             args = TrainingArguments(output_dir=tmp, batch_size=hp_batch, num_iterations=c.setfit_iterations,
-                                     num_epochs=1, body_learning_rate=c.learning_rate or 2e-5, seed=c.seed,
+                                     num_epochs=1, max_steps=max_steps, body_learning_rate=c.learning_rate or 2e-5, seed=c.seed,
                                      report_to="none", save_strategy="no", eval_strategy="no",
                                      show_progress_bar=False, max_length=c.max_length or 256)
             ds = Dataset.from_dict({"text": texts_all, "label": y_all})
             ctx.console.print(f"SetFit: {len(texts)} examples + {len(descriptions)} label descriptions, "
-                              f"{c.setfit_iterations} pair iterations")
+                              f"{c.setfit_iterations} pair iterations"
+                              + (f", at most {c.setfit_max_pairs} pairs" if c.setfit_max_pairs else ""))
             trainer = Trainer(model=model, args=args, train_dataset=ds,
                               metric=lambda pred, ref: {"accuracy": float(np.mean(np.asarray(pred) == ref))})
             trainer.train()
         info: dict[str, Any] = {"label_texts": descriptions, "description_copies": c.description_copies,
-                                "pair_iterations": c.setfit_iterations}
+                                "pair_iterations": c.setfit_iterations, "max_pairs": c.setfit_max_pairs}
         if ctx.unlabeled_texts:
             proba = np.asarray(model.predict_proba(ctx.unlabeled_texts, as_numpy=True))
             idx, pseudo = select_pseudo_labels(proba, c.self_training_threshold)
@@ -104,7 +107,7 @@ class SetFitMethod(MethodDefaults):
             else:
                 ctx.console.print("Self-training skipped: some class has no unlabelled text above the threshold.")
         return FitResult(_to_module(model, len(ctx.labels), ctx.base_path), info=info,
-                         steps=int(trainer.state.global_step) if getattr(trainer, "state", None) else 0)
+                         steps=int(trainer.st_trainer.state.global_step))  # setfit trains through it
 
     def save(self, model: Any, folder: Path) -> dict[str, Any]:
         files = model.save(folder)
