@@ -165,7 +165,7 @@ def main() -> None:
         else:
             plan = [(n, *p) for n, p in {
                 "sst2": (sst_train, sst_dev, 2000, "1", draws, shots),
-                "banking77": (b77_train, b77_test, 3000, "3", a.banking_draws, banking_shots)}.items()
+                "banking77": (b77_train, b77_test, 3000, "8", a.banking_draws, banking_shots)}.items()
                 if n in a.datasets.split(",")]
         result = "methods" if not a.smoke else "methods-smoke"
         previous = RESULTS / f"{result}.json"

@@ -82,8 +82,8 @@ class SetFitMethod(MethodDefaults):
         max_steps = -(-c.setfit_max_pairs // hp_batch) if c.setfit_max_pairs else -1
         with tempfile.TemporaryDirectory(prefix="tuneforge-setfit-") as tmp:
             args = TrainingArguments(output_dir=tmp, batch_size=hp_batch, num_iterations=c.setfit_iterations,
-                                     num_epochs=1, max_steps=max_steps, body_learning_rate=c.learning_rate or 2e-5, seed=c.seed,
-                                     report_to="none", save_strategy="no", eval_strategy="no",
+                                     num_epochs=1, max_steps=max_steps, body_learning_rate=c.learning_rate or 2e-5,
+                                     seed=c.seed, report_to="none", save_strategy="no", eval_strategy="no",
                                      show_progress_bar=False, max_length=c.max_length or 256)
             ds = Dataset.from_dict({"text": texts_all, "label": y_all})
             ctx.console.print(f"SetFit: {len(texts)} examples + {len(descriptions)} label descriptions, "
