@@ -173,8 +173,12 @@ def main() -> None:
         rows: list[dict[str, Any]] = [r for r in (json.loads(previous.read_text())["rows"] if previous.exists()
                                                   else []) if r["dataset"] not in names]
 
+        here = machine()
+
         def save(partial: list[dict[str, Any]]) -> Path:
-            return write_result(result, {"machine": machine(), "smoke": a.smoke, "rows": rows + partial})
+            for r in partial:  # rows kept from an earlier run keep the machine they were measured on
+                r.setdefault("machine", {k: here[k] for k in ("cpu_model", "bf16", "torch_threads")})
+            return write_result(result, {"machine": here, "smoke": a.smoke, "rows": rows + partial})
 
         for name, tr, ev, n, ep, dr, sh in plan:
             random.Random(0).shuffle(tr)
