@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 from tests.browser import output_dir, sign_in
 
@@ -80,6 +79,8 @@ def test_from_a_file_to_a_model_in_the_browser(server, page):
     page.get_by_role("button", name="Start fine-tuning").click()
     page.wait_for_url(re.compile(r"/console/jobs/ftjob-"))
     page.wait_for_selector("html[data-ready]")
+    # the page opens as the job is queued: the worker has yet to load the base model before the first logged step
+    at_load = _points(page, "#loss-chart")
 
     # The job page: the loss curve gains points while the job trains, then the job succeeds
     page.wait_for_function("() => Number(document.getElementById('loss-chart').dataset.points) > 0 || "
@@ -87,8 +88,6 @@ def test_from_a_file_to_a_model_in_the_browser(server, page):
                            timeout=120_000)
     assert page.get_attribute("#job-status", "data-status") not in ("failed", "cancelled"), page.inner_text("main")
     first = _points(page, "#loss-chart")
-    running_at_first_look = page.get_attribute("#job-status", "data-status") == "running"
-    t0 = time.monotonic()
     page.wait_for_function(f"() => Number(document.getElementById('loss-chart').dataset.points) > {first} || "
                            "document.getElementById('job-status').dataset.status === 'succeeded'", timeout=120_000)
     _top(page)
@@ -99,10 +98,9 @@ def test_from_a_file_to_a_model_in_the_browser(server, page):
     page.wait_for_selector("#fine-tuned-model a")
     loss, dev = _points(page, "#loss-chart"), _points(page, "#dev-chart")
     assert page.locator("#pause-button").is_hidden() and page.locator("#cancel-button").is_hidden()
-    # The curve must grow while the job runs. On a machine so loaded that the page first looked after the job had
-    # already finished there is nothing left to watch; the checks below still compare every point with the log.
-    if running_at_first_look:
-        assert loss > first, f"the loss curve did not move: {first} -> {loss} points ({time.monotonic() - t0:.1f} s)"
+    # The curve grew while the page was open, without a reload. (Not "after the first look": on a slow machine the
+    # job can log its last step while it is still evaluating and saving, so the status still reads running.)
+    assert loss > at_load, f"the loss curve did not move while the page was open: {at_load} -> {loss} points"
     # the curves show every point the job logged: train and dev loss, and two dev metrics per evaluation
     job_id = page.inner_text("#job-id")
     events = page.request.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=1000",
