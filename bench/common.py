@@ -38,21 +38,12 @@ def tuneforge(*args: str, log: Path) -> float:
 def machine() -> dict[str, Any]:
     import torch
 
-    from tuneforge.training.hardware import bf16_supported
+    from tuneforge.training.hardware import bf16_supported, cpu_model
 
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
-                  if line.startswith("model name")), "")
     # bf16: whether training ran with bf16 autocast (AVX512-BF16/AMX) or in fp32, several times slower
-    return {"cpu": platform.processor() or platform.machine(), "cpu_model": model, "cores": os.cpu_count(),
+    return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
             "bf16": bf16_supported(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__}
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

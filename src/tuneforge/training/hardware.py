@@ -7,7 +7,21 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["bf16_supported", "use_bf16"]
+__all__ = ["bf16_supported", "cpu_model", "use_bf16"]
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("" where there is none)."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                 if line.startswith("model name")), "")
 
 
 @functools.cache
@@ -15,10 +29,7 @@ def bf16_supported() -> bool:
     """True on a CUDA device with bf16, or a CPU with native bf16 instructions (AVX512-BF16 or AMX)."""
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
