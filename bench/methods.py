@@ -7,14 +7,18 @@ number can be reproduced by hand. Writes bench/results/methods.json.
     python bench/methods.py --work runs/bench-methods   # the full table (hours on a 2-core CPU)
     python bench/methods.py --smoke                       # a tiny slice, to check the script end to end (minutes)
 
-With ``--work`` the runs are kept and a rerun reuses every run that finished (its wall time included), so an
-interrupted table resumes where it stopped. SetFit trains on at most 1,000 pairs per draw (fewer iterations, and
+A row already in bench/results/methods.json whose command is unchanged (the work folder aside) is kept as it
+was measured, with the machine it ran on, so a table measured over several sessions resumes where it stopped
+(``--fresh`` runs every row again); each SetFit draw is kept the same way. With ``--work`` the run folders are
+kept too, and a rerun there also reuses runs that finished but were not yet recorded. SetFit trains on at most
+1,000 pairs per draw (fewer iterations, and
 ``--setfit-max-pairs``: BANKING77 has 77 classes, and 64 per class would otherwise be 100,000 pairs).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
@@ -46,9 +50,31 @@ def _per_class(rows: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, 
     return out
 
 
-def _run(name: str, args: list[str], out: Path, work: Path, eval_file: Path) -> dict[str, Any]:
-    cmd = ["train", "--task", "classification", "--eval-data", str(eval_file), "--output", str(out), "--overwrite",
-           *args]
+@functools.cache
+def _here() -> dict[str, Any]:
+    """Where a row is measured (rows kept from an earlier run keep theirs)."""
+    return {k: v for k, v in machine().items() if k in ("cpu_model", "bf16", "torch_threads")}
+
+
+def _key(cmd: list[str], work: Path) -> str:
+    """A command with the work folder left out: equal keys mean the same run, whichever folder it ran in."""
+    return " ".join(cmd).replace(str(work), "WORK")
+
+
+def _cmd(args: list[str], out: Path, eval_file: Path) -> list[str]:
+    return ["train", "--task", "classification", "--eval-data", str(eval_file), "--output", str(out), "--overwrite",
+            *args]
+
+
+def _run(name: str, args: list[str], out: Path, work: Path, eval_file: Path,
+         earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one `tuneforge train` command, or reuse it: from ``work`` when it finished there, or, when the run
+    folder is not needed again, from ``earlier`` (its row in an earlier results file, same command)."""
+    cmd = _cmd(args, out, eval_file)
+    key = _key(cmd, work)
+    if earlier is not None and earlier.get("key") == key:
+        return {k: earlier[k] for k in ("accuracy", "wall_s", "trainable_parameters", "parameters", "saved_mb",
+                                        "command", "key", "machine") if k in earlier}
     done = work / f"{name}.done.json"
     if done.exists() and (out / "tuneforge.json").exists() and json.loads(done.read_text())["cmd"] == cmd:
         wall = float(json.loads(done.read_text())["wall_s"])  # finished before: reuse it
@@ -59,12 +85,13 @@ def _run(name: str, args: list[str], out: Path, work: Path, eval_file: Path) -> 
     tr = man["training"]
     return {"accuracy": man["metrics"]["dev"]["accuracy"], "wall_s": round(wall, 1),
             "trainable_parameters": tr["trainable_parameters"], "parameters": tr["parameters"],
-            "saved_mb": round((tr.get("saved_bytes") or 0) / 1e6, 2), "command": "tuneforge " + " ".join(cmd)}
+            "saved_mb": round((tr.get("saved_bytes") or 0) / 1e6, 2), "command": "tuneforge " + " ".join(cmd),
+            "key": key, "machine": _here()}
 
 
 def _mean_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
     accs = [r["accuracy"] for r in runs]
-    return {**runs[0], "accuracy": round(statistics.mean(accs), 4),
+    return {**runs[0], "draw_runs": runs, "accuracy": round(statistics.mean(accs), 4),
             "accuracy_sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "accuracy_min": min(accs), "accuracy_max": max(accs), "draws": len(accs),
             "wall_s": round(statistics.mean(r["wall_s"] for r in runs), 1)}
@@ -82,56 +109,73 @@ def setfit_iterations(n_examples: int, max_pairs: int = MAX_PAIRS) -> int:
 
 def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, work: Path, *, n_train: int,
                   epochs: str, draws: int, shots: list[int], extra_unlabeled: int,
-                  on_row: Any = None, large_draws: int | None = None) -> list[dict[str, Any]]:
+                  on_row: Any = None, large_draws: int | None = None,
+                  earlier: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The table's rows for one dataset. ``earlier``: rows of an earlier results file by method; a row whose
+    command is unchanged is kept as it was measured instead of run again (so a table measured over several
+    sessions, or on several machines, resumes), unless a later row needs its run folder."""
+    earlier = earlier or {}
     base = ["--base-model", "minilm"]
     train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
     common = ["--data", str(train_file), *base, "--epochs", epochs]
     rows: list[dict[str, Any]] = []
 
-    def add(method: str, args: list[str], label: str | None = None) -> dict[str, Any]:
+    def add(method: str, args: list[str], label: str | None = None, *, folder: bool = False) -> dict[str, Any]:
         label = label or method
-        r = _run(f"{name}-{label}", args, work / f"{name}-{label}", work, eval_file)
+        out = work / f"{name}-{label}"
+        reuse = None if folder and not (out / "tuneforge.json").exists() else earlier.get(label)
+        r = _run(f"{name}-{label}", args, out, work, eval_file, reuse)
         rows.append({"dataset": name, "method": label, **r})
         print(f"  {name} {label}: {r['accuracy']:.4f} in {r['wall_s']:.0f}s", flush=True)
         if on_row:
             on_row(rows)
         return r
 
-    add("full", common)
+    # the ensemble averages the full and LoRA runs: their folders are needed unless its row is kept
+    ens_kept = "ensemble(full+lora)" in earlier and "full+distill(ensemble)" in earlier and all(
+        earlier.get(m, {}).get("key") == _key(_cmd(a, work / f"{name}-{m}", eval_file), work)
+        for m, a in (("full", common), ("lora", [*common, "--method", "lora"])))
+    add("full", common, folder=not ens_kept)
     for m in ("lora", "adalora", "ia3", "prompt_tuning", "adapter"):
-        add(m, [*common, "--method", m])
+        add(m, [*common, "--method", m], folder=m == "lora" and not ens_kept)
     add("eda", [*common, "--augment", "eda"], "full+eda")
     add("fgm", [*common, "--adversarial", "fgm"], "full+fgm")
     add("zeroshot", ["--data", str(train_file), *base, "--method", "zeroshot"], "zeroshot")
     # ensemble of the full run and the LoRA run, evaluated on the same dev file
     ens = work / f"{name}-ensemble"
-    if (ens / "tuneforge.json").exists() and (work / f"{name}-ensemble.done.json").exists():
-        wall = json.loads((work / f"{name}-ensemble.done.json").read_text())["wall_s"]
+    if ens_kept:
+        rows.append(earlier["ensemble(full+lora)"])
     else:
-        wall = tuneforge("ensemble", str(work / f"{name}-full"), str(work / f"{name}-lora"), "--output", str(ens),
-                         "--overwrite", "--eval-data", str(eval_file), log=work / f"{name}-ensemble.log")
-        (work / f"{name}-ensemble.done.json").write_text(json.dumps({"wall_s": wall}))
-    acc = json.loads(next(ens.glob("eval-*/metrics.json")).read_text())["accuracy"]
-    man = json.loads((ens / "tuneforge.json").read_text())
-    rows.append({"dataset": name, "method": "ensemble(full+lora)", "accuracy": acc, "wall_s": round(wall, 1),
-                 "trainable_parameters": 0, "parameters": man["training"]["parameters"],
-                 "saved_mb": round(man["training"]["saved_bytes"] / 1e6, 2),
-                 "command": f"tuneforge ensemble {work / f'{name}-full'} {work / f'{name}-lora'} --output {ens}"})
+        if (ens / "tuneforge.json").exists() and (work / f"{name}-ensemble.done.json").exists():
+            wall = json.loads((work / f"{name}-ensemble.done.json").read_text())["wall_s"]
+        else:
+            wall = tuneforge("ensemble", str(work / f"{name}-full"), str(work / f"{name}-lora"), "--output",
+                             str(ens), "--overwrite", "--eval-data", str(eval_file), log=work / f"{name}-ensemble.log")
+            (work / f"{name}-ensemble.done.json").write_text(json.dumps({"wall_s": wall}))
+        acc = json.loads(next(ens.glob("eval-*/metrics.json")).read_text())["accuracy"]
+        man = json.loads((ens / "tuneforge.json").read_text())
+        rows.append({"dataset": name, "method": "ensemble(full+lora)", "accuracy": acc, "wall_s": round(wall, 1),
+                     "trainable_parameters": 0, "parameters": man["training"]["parameters"],
+                     "saved_mb": round(man["training"]["saved_bytes"] / 1e6, 2),
+                     "command": f"tuneforge ensemble {work / f'{name}-full'} {work / f'{name}-lora'} --output {ens}"})
     # distillation: the ensemble teaches a 3-layer student... here the same minilm student, with unlabelled text
     unl = _write(work / f"{name}-unlabeled.jsonl",
                  [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
     add("distill", [*common, "--distill-from", str(ens), "--unlabeled-data", str(unl)], "full+distill(ensemble)")
     for k in shots:
         runs = []
+        earlier_draws = earlier.get(f"setfit {k}/class", {}).get("draw_runs", [])
         for d in range(draws if k <= 8 or large_draws is None else large_draws):
             draw = _per_class(train_rows, k, seed=d)
             fs = _write(work / f"{name}-fs{k}-{d}.jsonl", draw)
             runs.append(_run(f"{name}-setfit{k}-{d}", [
                 "--data", str(fs), *base, "--method", "setfit", "--seed", str(d),
                 "--setfit-iterations", str(setfit_iterations(len(draw))), "--setfit-max-pairs", str(MAX_PAIRS)],
-                work / f"{name}-setfit{k}-{d}", work,
-                eval_file))
+                work / f"{name}-setfit{k}-{d}", work, eval_file,
+                earlier_draws[d] if d < len(earlier_draws) else None))
             print(f"  {name} setfit {k}/class draw {d}: {runs[-1]['accuracy']:.4f}", flush=True)
+            if on_row:  # the draws so far, so that an interrupted table keeps them
+                on_row([*rows, {"dataset": name, "method": f"setfit {k}/class", **_mean_spread(runs)}])
         rows.append({"dataset": name, "method": f"setfit {k}/class", **_mean_spread(runs)})
         if on_row:
             on_row(rows)
@@ -149,6 +193,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="sst2,banking77", help="comma-separated: sst2, banking77 (rows of the "
                     "other dataset already in bench/results/methods.json are kept)")
     ap.add_argument("--banking-shots", default="8,64", help="examples per class of BANKING77's few-shot rows")
+    ap.add_argument("--fresh", action="store_true", help="run every row again (by default a row already in "
+                    "bench/results/methods.json with the same command is kept: the table resumes)")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     a = ap.parse_args()
     ds = shared_datasets()
@@ -170,20 +216,22 @@ def main() -> None:
         result = "methods" if not a.smoke else "methods-smoke"
         previous = RESULTS / f"{result}.json"
         names = {p[0] for p in plan}
-        rows: list[dict[str, Any]] = [r for r in (json.loads(previous.read_text())["rows"] if previous.exists()
-                                                  else []) if r["dataset"] not in names]
+        before = json.loads(previous.read_text())["rows"] if previous.exists() else []
+        rows: list[dict[str, Any]] = [r for r in before if r["dataset"] not in names]
+        earlier = {} if a.fresh else {n: {r["method"]: r for r in before if r["dataset"] == n} for n in names}
 
         here = machine()
 
         def save(partial: list[dict[str, Any]]) -> Path:
             for r in partial:  # rows kept from an earlier run keep the machine they were measured on
-                r.setdefault("machine", {k: here[k] for k in ("cpu_model", "bf16", "torch_threads")})
+                r.setdefault("machine", _here())
             return write_result(result, {"machine": here, "smoke": a.smoke, "rows": rows + partial})
 
         for name, tr, ev, n, ep, dr, sh in plan:
             random.Random(0).shuffle(tr)
             rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=sh,
-                                  extra_unlabeled=200 if a.smoke else 5000, on_row=save, large_draws=a.large_draws)
+                                  extra_unlabeled=200 if a.smoke else 5000, on_row=save, large_draws=a.large_draws,
+                                  earlier=earlier.get(name))
     cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
     print_table(rows, cols)
     print(f"wrote {save([])}")
