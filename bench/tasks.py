@@ -1,6 +1,6 @@
 """Fine-tune and evaluate through the CLI on the shared public datasets; one row per benchmark.
 
-    python bench/tasks.py                 # every benchmark (about an hour on 2 cores)
+    python bench/tasks.py                 # every benchmark (several hours on 2 cores; SQuAD alone ~50 min)
     python bench/tasks.py sst2 conll2003  # some of them
 
 Each run trains with `tuneforge train` and scores the test split with `tuneforge evaluate`, then writes
