@@ -98,6 +98,7 @@ def _mean_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 MAX_PAIRS = 1000
+PARTS = frozenset({"trained", "fewshot"})
 
 
 def setfit_iterations(n_examples: int, max_pairs: int = MAX_PAIRS) -> int:
@@ -110,10 +111,12 @@ def setfit_iterations(n_examples: int, max_pairs: int = MAX_PAIRS) -> int:
 def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, work: Path, *, n_train: int,
                   epochs: str, draws: int, shots: list[int], extra_unlabeled: int,
                   on_row: Any = None, large_draws: int | None = None,
-                  earlier: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                  earlier: dict[str, dict[str, Any]] | None = None,
+                  parts: frozenset[str] = PARTS) -> list[dict[str, Any]]:
     """The table's rows for one dataset. ``earlier``: rows of an earlier results file by method; a row whose
     command is unchanged is kept as it was measured instead of run again (so a table measured over several
-    sessions, or on several machines, resumes), unless a later row needs its run folder."""
+    sessions, or on several machines, resumes), unless a later row needs its run folder. ``parts``: "trained"
+    (every row but SetFit's) and/or "fewshot" (the SetFit rows)."""
     earlier = earlier or {}
     base = ["--base-model", "minilm"]
     train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
@@ -131,6 +134,17 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
             on_row(rows)
         return r
 
+    if "trained" in parts:
+        _trained(name, common, base, train_file, train_rows, n_train, eval_file, work, earlier, add, rows,
+                 extra_unlabeled)
+    if "fewshot" in parts:
+        _fewshot(name, train_rows, base, eval_file, work, earlier, shots, draws, large_draws, rows, on_row)
+    return rows
+
+
+def _trained(name: str, common: list[str], base: list[str], train_file: Path, train_rows: list[dict[str, Any]],
+             n_train: int, eval_file: Path, work: Path, earlier: dict[str, dict[str, Any]], add: Any,
+             rows: list[dict[str, Any]], extra_unlabeled: int) -> None:
     # the ensemble averages the full and LoRA runs: their folders are needed unless its row is kept
     ens_kept = "ensemble(full+lora)" in earlier and "full+distill(ensemble)" in earlier and all(
         earlier.get(m, {}).get("key") == _key(_cmd(a, work / f"{name}-{m}", eval_file), work)
@@ -162,6 +176,11 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
     unl = _write(work / f"{name}-unlabeled.jsonl",
                  [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
     add("distill", [*common, "--distill-from", str(ens), "--unlabeled-data", str(unl)], "full+distill(ensemble)")
+
+
+def _fewshot(name: str, train_rows: list[dict[str, Any]], base: list[str], eval_file: Path, work: Path,
+             earlier: dict[str, dict[str, Any]], shots: list[int], draws: int, large_draws: int | None,
+             rows: list[dict[str, Any]], on_row: Any) -> None:
     for k in shots:
         runs = []
         earlier_draws = earlier.get(f"setfit {k}/class", {}).get("draw_runs", [])
@@ -179,7 +198,6 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
         rows.append({"dataset": name, "method": f"setfit {k}/class", **_mean_spread(runs)})
         if on_row:
             on_row(rows)
-    return rows
 
 
 def main() -> None:
@@ -196,7 +214,12 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="run every row again (by default a row already in "
                     "bench/results/methods.json with the same command is kept: the table resumes)")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
+    ap.add_argument("--parts", default="trained,fewshot", help="comma-separated: trained (every row but "
+                    "SetFit's), fewshot (the SetFit rows); two runs with different parts can share the table")
     a = ap.parse_args()
+    parts = frozenset(x for x in a.parts.split(",") if x)
+    if not parts or parts - PARTS:
+        ap.error(f"--parts takes {', '.join(sorted(PARTS))}, not {a.parts}")
     ds = shared_datasets()
     draws, shots = (a.draws, [8, 64]) if not a.smoke else (2, [2])
     banking_shots = [int(x) for x in a.banking_shots.split(",") if x]
@@ -217,24 +240,38 @@ def main() -> None:
         previous = RESULTS / f"{result}.json"
         names = {p[0] for p in plan}
         before = json.loads(previous.read_text())["rows"] if previous.exists() else []
-        rows: list[dict[str, Any]] = [r for r in before if r["dataset"] not in names]
         earlier = {} if a.fresh else {n: {r["method"]: r for r in before if r["dataset"] == n} for n in names}
-
+        done: list[dict[str, Any]] = []
         here = machine()
 
         def save(partial: list[dict[str, Any]]) -> Path:
             for r in partial:  # rows kept from an earlier run keep the machine they were measured on
                 r.setdefault("machine", _here())
-            return write_result(result, {"machine": here, "smoke": a.smoke, "rows": rows + partial})
+            return _merge(previous, {"machine": here, "smoke": a.smoke}, done + partial)
 
         for name, tr, ev, n, ep, dr, sh in plan:
             random.Random(0).shuffle(tr)
-            rows += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=sh,
+            done += bench_dataset(name, tr, ev, work, n_train=n, epochs=ep, draws=dr, shots=sh,
                                   extra_unlabeled=200 if a.smoke else 5000, on_row=save, large_draws=a.large_draws,
-                                  earlier=earlier.get(name))
+                                  earlier=earlier.get(name), parts=parts)
+    save([])
     cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
-    print_table(rows, cols)
-    print(f"wrote {save([])}")
+    print_table(json.loads(previous.read_text())["rows"], cols)
+    print(f"wrote {previous}")
+
+
+def _merge(path: Path, head: dict[str, Any], ours: list[dict[str, Any]]) -> Path:
+    """Write ``ours`` into the results file, replacing the rows of the same dataset and method and keeping the
+    others as they are in the file now, under a lock: two runs (``--parts trained`` and ``--parts fewshot``, one
+    core each) can fill one table at once."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = json.loads(path.read_text())["rows"] if path.exists() else []
+        mine = {(r["dataset"], r["method"]): r for r in ours}
+        rows = [mine.pop((r["dataset"], r["method"]), r) for r in now]
+        return write_result(path.stem, {**head, "rows": rows + list(mine.values())})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,11 @@ def test_cell(tmp_path, tiny_bert, cls_rows, ner_rows, qa_rows, method, task):
     loss = man["training"]["final_loss"]
     assert loss is None if get_method(method).own_loop and method == "zeroshot" else math.isfinite(loss or 0.0)
     tr = man["training"]
-    assert 0 < tr["trainable_parameters"] <= tr["parameters"] and tr["saved_bytes"] > 0
+    assert tr["saved_bytes"] > 0
+    if method == "zeroshot":  # label embeddings, nothing trained
+        assert tr["trainable_parameters"] == 0 < tr["parameters"]
+    else:
+        assert 0 < tr["trainable_parameters"] <= tr["parameters"]
     if method not in ("full", "setfit", "zeroshot"):
         assert tr["trainable_parameters"] < tr["parameters"] * 0.9
     # save -> load gives the predictions made in memory during training

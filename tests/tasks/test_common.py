@@ -3,6 +3,7 @@ import numpy as np
 from tuneforge.tasks.base import split_outputs
 from tuneforge.tasks.common import join_tokens, split_words
 from tuneforge.tasks.ner import bio_to_spans
+from tuneforge.tasks.ner.task import bio_viterbi
 from tuneforge.tasks.qa import normalize_answer, squad_em_f1
 
 
@@ -30,6 +31,38 @@ def test_bio_to_spans_handles_broken_sequences_like_conlleval():
     assert bio_to_spans(tags) == [("PER", 0, 2), ("LOC", 3, 5), ("ORG", 5, 6), ("PER", 6, 7)]
     assert bio_to_spans(["B-X", "B-X"]) == [("X", 0, 1), ("X", 1, 2)]
     assert bio_to_spans(["O", "O"]) == []
+
+
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def _probs(rows: list[list[float]]) -> np.ndarray:
+    p = np.asarray(rows, dtype=float)
+    return p / p.sum(1, keepdims=True)
+
+
+def test_bio_viterbi_repairs_what_argmax_breaks():
+    # argmax: O I-LOC I-LOC B-PER I-LOC -> the stray I-LOCs become B-LOC I-LOC, the I-LOC after B-PER an I-PER
+    p = _probs([[0.9, 0.02, 0.04, 0.02, 0.02],
+                [0.1, 0.35, 0.45, 0.05, 0.05],
+                [0.1, 0.05, 0.75, 0.05, 0.05],
+                [0.1, 0.05, 0.05, 0.75, 0.05],
+                [0.1, 0.05, 0.45, 0.05, 0.35]])
+    assert [LABELS[i] for i in p.argmax(1)] == ["O", "I-LOC", "I-LOC", "B-PER", "I-LOC"]
+    assert [LABELS[i] for i in bio_viterbi(p, LABELS)] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    # a sentence may not start inside an entity
+    assert LABELS[bio_viterbi(_probs([[0.1, 0.2, 0.6, 0.05, 0.05]]), LABELS)[0]] == "B-LOC"
+
+
+def test_bio_viterbi_keeps_a_valid_argmax_and_is_always_valid():
+    rng = np.random.default_rng(0)
+    valid = _probs([[0.8, 0.05, 0.05, 0.05, 0.05], [0.1, 0.7, 0.1, 0.05, 0.05], [0.1, 0.1, 0.7, 0.05, 0.05]])
+    assert list(bio_viterbi(valid, LABELS)) == list(valid.argmax(1))
+    assert len(bio_viterbi(np.zeros((0, 5)), LABELS)) == 0
+    for _ in range(200):
+        tags = [LABELS[i] for i in bio_viterbi(rng.dirichlet(np.ones(5) * 0.3, size=8), LABELS)]
+        for prev, cur in zip(["O", *tags], tags, strict=False):
+            assert not cur.startswith("I-") or prev[2:] == cur[2:], tags
 
 
 def test_squad_normalization_and_scores():

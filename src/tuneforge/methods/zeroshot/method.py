@@ -53,7 +53,7 @@ class ZeroShot(MethodDefaults):
         vecs = embed_texts(module, ctx.tokenizer, texts)
         vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         module.set_head(vecs * SCALE, np.zeros(len(texts)))
-        module.eval()
+        module.eval().requires_grad_(False)  # nothing is trained: the run reports 0 trainable parameters
         return FitResult(module, info={"label_texts": texts, "scale": SCALE})
 
     def save(self, model: Any, folder: Path) -> dict[str, Any]:

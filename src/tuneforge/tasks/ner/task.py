@@ -1,4 +1,5 @@
-"""Token classification: BIO labels on the first sub-word of every word; entities decoded to character spans."""
+"""Token classification: BIO labels on the first sub-word of every word; the most probable valid BIO sequence
+decoded (constrained Viterbi) to entities with character spans."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import is_cjk, join_tokens, load_with_head, softmax
 
-__all__ = ["NerTask", "bio_to_spans", "kept_positions", "label_positions"]
+__all__ = ["NerTask", "bio_to_spans", "bio_viterbi", "kept_positions", "label_positions"]
 
 IGNORE = -100
 
@@ -35,6 +36,37 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     if cur:
         spans.append((cur[0], cur[1], len(tags)))
     return spans
+
+
+def bio_viterbi(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The most probable tag sequence that is valid BIO: an ``I-X`` only after ``B-X`` or ``I-X``.
+
+    Per-word argmax can emit ``O I-X`` or ``B-X I-Y``, which scorers then read as broken or extra entities; a
+    CRF layer learns to avoid them. This is the decoding half of that for free: Viterbi over the per-word
+    log-probabilities with the invalid transitions forbidden (AllenNLP's ``allowed_transitions``). When the
+    argmax sequence is already valid it is returned unchanged.
+    """
+    n, k = probs.shape
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    inside = [lab[2:] if lab.startswith("I-") else None for lab in labels]
+    allowed = np.ones((k, k), dtype=bool)  # allowed[prev, cur]
+    for j, typ in enumerate(inside):
+        if typ is not None:
+            allowed[:, j] = [labels[i] in (f"B-{typ}", f"I-{typ}") for i in range(k)]
+    forbid = np.where(allowed, 0.0, -np.inf)
+    logp = np.log(np.clip(probs, 1e-12, None))
+    score = logp[0] + np.where([t is None for t in inside], 0.0, -np.inf)  # no entity starts with I-
+    back = np.zeros((n, k), dtype=int)
+    for t in range(1, n):
+        cand = score[:, None] + forbid  # [prev, cur]
+        back[t] = cand.argmax(0)
+        score = cand.max(0) + logp[t]
+    out = np.zeros(n, dtype=int)
+    out[-1] = int(score.argmax())
+    for t in range(n - 1, 0, -1):
+        out[t - 1] = back[t, out[t]]
+    return out
 
 
 _BARE_PREFIXES = {"▁", "Ġ", "Ċ", ""}
@@ -133,7 +165,7 @@ class NerTask:
             probs = softmax(logits[np.maximum(first, 0)]) if len(first) else np.zeros((0, len(labels)))
             if len(first):
                 probs[first < 0] = np.eye(len(labels))[0]  # a word without tokens: O
-            ids = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
+            ids = bio_viterbi(probs, labels)
             tags = [labels[j] for j in ids] + ["O"] * (len(ex["tokens"]) - len(ids))  # truncated words: O
             if ex.get("spans") is not None:
                 text, words = str(ex["source_text"]), list(ex["spans"])
