@@ -210,18 +210,24 @@ def main() -> None:
                     help="draws on BANKING77, whose SetFit runs take far longer (77 classes)")
     ap.add_argument("--datasets", default="sst2,banking77", help="comma-separated: sst2, banking77 (rows of the "
                     "other dataset already in bench/results/methods.json are kept)")
+    ap.add_argument("--sst2-shots", default="8,64", help="examples per class of SST-2's few-shot rows")
     ap.add_argument("--banking-shots", default="8,64", help="examples per class of BANKING77's few-shot rows")
     ap.add_argument("--fresh", action="store_true", help="run every row again (by default a row already in "
                     "bench/results/methods.json with the same command is kept: the table resumes)")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     ap.add_argument("--parts", default="trained,fewshot", help="comma-separated: trained (every row but "
                     "SetFit's), fewshot (the SetFit rows); two runs with different parts can share the table")
+    ap.add_argument("--markdown", action="store_true", help="print the results file as the markdown table of "
+                    "docs/benchmarks.md and exit")
     a = ap.parse_args()
+    if a.markdown:
+        print(markdown(json.loads((RESULTS / "methods.json").read_text())["rows"]))
+        return
     parts = frozenset(x for x in a.parts.split(",") if x)
     if not parts or parts - PARTS:
         ap.error(f"--parts takes {', '.join(sorted(PARTS))}, not {a.parts}")
     ds = shared_datasets()
-    draws, shots = (a.draws, [8, 64]) if not a.smoke else (2, [2])
+    draws, shots = (a.draws, [int(x) for x in a.sst2_shots.split(",") if x]) if not a.smoke else (2, [2])
     banking_shots = [int(x) for x in a.banking_shots.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         work = a.work or Path(tmp)
@@ -258,6 +264,30 @@ def main() -> None:
     cols = ["dataset", "method", "accuracy", "accuracy_sd", "wall_s", "trainable_parameters", "saved_mb"]
     print_table(json.loads(previous.read_text())["rows"], cols)
     print(f"wrote {previous}")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table of docs/benchmarks.md from the results file's rows (``--markdown``); † marks rows measured on
+    one thread (beside another job)."""
+    out = ["| dataset | method | accuracy | spread (sd; min–max) | wall time | trainable parameters | saved |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ds = r["dataset"] + (" †" if r.get("machine", {}).get("torch_threads") == 1 else "")
+        spread = ""
+        if "draws" in r:
+            n = r["draws"]
+            spread = (f"±{r['accuracy_sd']:.3f}; {r['accuracy_min']:.3f}–{r['accuracy_max']:.3f} "
+                      f"({n} draw{'s' if n > 1 else ''})")
+        tr, total = r.get("trainable_parameters", 0), r.get("parameters", 0)
+        if r["method"] == "zeroshot":
+            trainable = "0 (no training)"
+        elif r["method"].startswith("ensemble"):
+            trainable = "0 (averages trained models)"
+        else:
+            trainable = f"{tr:,} ({100 * tr / max(total, 1):.2f}%)"
+        out.append(f"| {ds} | {r['method']} | {r['accuracy']:.3f} | {spread} | {r['wall_s']:.0f} s | {trainable} "
+                   f"| {r.get('saved_mb', 0):.1f} MB |")
+    return "\n".join(out)
 
 
 def _merge(path: Path, head: dict[str, Any], ours: list[dict[str, Any]]) -> Path:
