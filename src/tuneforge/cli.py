@@ -230,6 +230,10 @@ def train(
     adversarial_epsilon: Annotated[float | None, typer.Option(help="fgm/pgd: perturbation norm (default 0.1).")]
     = None,
     distill_from: Annotated[Path | None, typer.Option(help="A trained run or ensemble to distil from.")] = None,
+    distill_alpha: Annotated[float | None, typer.Option(help="distillation: weight of the true labels' loss "
+                                                             "against the teacher's (default 0.5).")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(help="distillation: softmax temperature "
+                                                                   "(default 2).")] = None,
     augment: Annotated[str | None, typer.Option(help="none or eda: augment the training text.")] = None,
     augment_copies: Annotated[int | None, typer.Option(help="eda: copies per example (default 2).")] = None,
     layer_lr_decay: Annotated[float | None, typer.Option(help="Layer-wise LR decay, e.g. 0.9.")] = None,
@@ -268,7 +272,8 @@ def train(
                  setfit_max_pairs=setfit_max_pairs,
                  label_template=label_template, unlabeled_data=unlabeled_data,
                  self_training_threshold=self_training_threshold, adversarial=adversarial,
-                 adversarial_epsilon=adversarial_epsilon, distill_from=distill_from, augment=augment,
+                 adversarial_epsilon=adversarial_epsilon, distill_from=distill_from, distill_alpha=distill_alpha,
+                 distill_temperature=distill_temperature, augment=augment,
                  augment_copies=augment_copies, layer_lr_decay=layer_lr_decay, freeze_layers=freeze_layers)
     if keep_checkpoints:
         flags["keep_checkpoints"] = True

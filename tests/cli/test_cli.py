@@ -49,6 +49,13 @@ def test_bad_options_are_all_listed(tmp_path):
     assert "task" in r.stderr and "epochs" in r.stderr
 
 
+def test_distillation_options_reach_the_config(tmp_path):
+    r = run("train", "--task", "classification", "--data", "x.jsonl", "--output", str(tmp_path / "o"),
+            "--distill-alpha", "1.5", "--distill-temperature", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "distill_alpha" in r.stderr and "distill_temperature" in r.stderr
+
+
 def test_models_lists_the_offline_models():
     r = run("models")
     assert r.returncode == 0
