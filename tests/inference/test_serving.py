@@ -35,7 +35,9 @@ def test_concurrent_requests_share_calls_and_get_their_own_results():
         results = [f.result(timeout=10) for f in futures]
     b.close()
     assert results == [[2 * i, 200 + 2 * i] for i in range(16)]
-    assert len(calls) == 2 and sum(len(c) for c in calls) == 32  # the waiting requests ran as one batch
+    # the requests waiting behind the first call ran as one batch (on a busy machine all 16 may already be queued
+    # when the first call starts, and then there is just that one)
+    assert len(calls) in (1, 2) and sum(len(c) for c in calls) == 32
 
 
 def test_a_batch_never_exceeds_max_items_and_errors_reach_every_caller():

@@ -157,6 +157,15 @@ def test_distillation_and_ensemble_end_to_end(tmp_path, tiny_bert, cls_rows):
                          unlabeled_data=str(unl)), console=QUIET)
     assert student.manifest["data"]["unlabeled"]["texts"] == 2
     assert np.isfinite(student.manifest["training"]["final_loss"])
+    # the teacher's probabilities reach the loss: the student learning from the teacher alone (alpha 0) ends
+    # elsewhere than one learning from the labels alone (alpha 1). Trainer used to drop them as "unused columns",
+    # and every student trained on the hard labels, whatever the settings.
+    ends = []
+    for name, alpha in (("soft", 0.0), ("hard", 1.0)):
+        run = train(_cfg(tmp_path, tiny_bert, cls_rows, name, distill_from=str(tmp_path / "ens"),
+                         unlabeled_data=str(unl), distill_alpha=alpha, epochs=3), console=QUIET)
+        ends.append(load_predictor(run.output).predict_proba(examples))
+    assert np.abs(ends[0] - ends[1]).max() > 1e-3
 
 
 def test_layer_decay_and_frozen_layers(tiny_bert):

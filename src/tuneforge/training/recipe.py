@@ -407,6 +407,9 @@ def _training_args(p: _Prepared, ckpt_dir: Path, bf16: bool) -> Any:
         greater_is_better=True,
         logging_steps=c.logging_steps,
         logging_first_step=True,
+        # Trainer drops every feature the model's forward() does not name; the teacher's probabilities are no
+        # model input, and without this distillation silently trained on the hard labels alone
+        remove_unused_columns=c.distill_from is None,
         report_to=[],
         disable_tqdm=True,
         train_sampling_strategy="group_by_length",
