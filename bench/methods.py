@@ -6,6 +6,8 @@ number can be reproduced by hand. Writes bench/results/methods.json.
 
     python bench/methods.py --work runs/bench-methods   # the full table (hours on a 2-core CPU)
     python bench/methods.py --smoke                       # a tiny slice, to check the script end to end (minutes)
+    python bench/methods.py --parts trained & python bench/methods.py --parts fewshot   # two halves, one core each
+    python bench/methods.py --markdown                    # the table of docs/benchmarks.md from the results file
 
 A row already in bench/results/methods.json whose command is unchanged (the work folder aside) is kept as it
 was measured, with the machine it ran on, so a table measured over several sessions resumes where it stopped
@@ -227,8 +229,11 @@ def main() -> None:
     if not parts or parts - PARTS:
         ap.error(f"--parts takes {', '.join(sorted(PARTS))}, not {a.parts}")
     ds = shared_datasets()
-    draws, shots = (a.draws, [int(x) for x in a.sst2_shots.split(",") if x]) if not a.smoke else (2, [2])
-    banking_shots = [int(x) for x in a.banking_shots.split(",") if x]
+    def ints(text: str) -> list[int]:
+        return [int(x) for x in text.split(",") if x]
+
+    draws, shots = (a.draws, ints(a.sst2_shots)) if not a.smoke else (2, [2])
+    banking_shots = ints(a.banking_shots)
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         work = a.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

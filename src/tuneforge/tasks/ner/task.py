@@ -3,6 +3,7 @@ decoded (constrained Viterbi) to entities with character spans."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
+@functools.lru_cache(maxsize=32)
+def _bio_constraints(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Additive log-scores for BIO validity: ``forbid[prev, cur]`` is -inf where ``cur`` is an ``I-X`` that does
+    not follow ``B-X`` or ``I-X``, and ``start`` is -inf for the ``I-`` tags (no entity starts inside itself).
+    Computed once per label set, not per sentence."""
+    inside = [lab[2:] if lab.startswith("I-") else None for lab in labels]
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)  # allowed[prev, cur]
+    for j, typ in enumerate(inside):
+        if typ is not None:
+            allowed[:, j] = [lab in (f"B-{typ}", f"I-{typ}") for lab in labels]
+    start = np.where([t is None for t in inside], 0.0, -np.inf)
+    return np.where(allowed, 0.0, -np.inf), start
+
+
 def bio_viterbi(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """The most probable tag sequence that is valid BIO: an ``I-X`` only after ``B-X`` or ``I-X``.
 
@@ -49,14 +64,9 @@ def bio_viterbi(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     n, k = probs.shape
     if n == 0:
         return np.zeros(0, dtype=int)
-    inside = [lab[2:] if lab.startswith("I-") else None for lab in labels]
-    allowed = np.ones((k, k), dtype=bool)  # allowed[prev, cur]
-    for j, typ in enumerate(inside):
-        if typ is not None:
-            allowed[:, j] = [labels[i] in (f"B-{typ}", f"I-{typ}") for i in range(k)]
-    forbid = np.where(allowed, 0.0, -np.inf)
+    forbid, start = _bio_constraints(tuple(labels))
     logp = np.log(np.clip(probs, 1e-12, None))
-    score = logp[0] + np.where([t is None for t in inside], 0.0, -np.inf)  # no entity starts with I-
+    score = logp[0] + start
     back = np.zeros((n, k), dtype=int)
     for t in range(1, n):
         cand = score[:, None] + forbid  # [prev, cur]
