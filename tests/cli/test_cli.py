@@ -56,6 +56,22 @@ def test_distillation_options_reach_the_config(tmp_path):
     assert "distill_alpha" in r.stderr and "distill_temperature" in r.stderr
 
 
+def test_freeze_layers_takes_a_number_or_auto(tmp_path):
+    r = run("train", "--task", "classification", "--data", "x.jsonl", "--output", str(tmp_path / "o"),
+            "--freeze-layers", "some")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "freeze_layers: must be auto or a number of layers" in r.stderr
+
+
+def test_the_cli_collects_garbage_rarely_and_freezes_it_at_exit():
+    """Start-up and tear-down of a torch process: see tuneforge.cli._tune_gc."""
+    code = ("import atexit, gc, sys; from tuneforge import cli; calls = []; "
+            "atexit.register = lambda f: calls.append(f); cli._tune_gc(); "
+            "print(gc.get_threshold(), calls == [gc.freeze])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "(100000, 50, 100) True", r.stderr
+
+
 def test_models_lists_the_offline_models():
     r = run("models")
     assert r.returncode == 0

@@ -48,7 +48,7 @@ def test_auto_hyperparameters_follow_model_and_data_size():
     def hp(model, n):
         return auto_hyperparameters(cfg, n_train=n, model_config=model, model_max=512, task=task)
 
-    assert hp(minilm, 400) == {"learning_rate": 2e-4, "batch_size": 8, "max_length": 256}
+    assert hp(minilm, 400) == {"learning_rate": 2e-4, "batch_size": 8, "max_length": 256, "freeze_layers": 2}
     assert hp(minilm, 20000)["learning_rate"] == 1e-4 and hp(minilm, 20000)["batch_size"] == 32
     assert hp(e5, 600)["learning_rate"] == 1e-4 and hp(e5, 600)["batch_size"] == 16
     assert hp(e5, 1500)["learning_rate"] == 5e-5 and hp(e5, 9600)["batch_size"] == 32
@@ -58,7 +58,27 @@ def test_auto_hyperparameters_follow_model_and_data_size():
     explicit = make_config({"task": "classification", "data": "d", "output": "o", "learning_rate": 3e-5,
                             "batch_size": 4, "max_length": 1000})
     got = auto_hyperparameters(explicit, n_train=400, model_config=minilm, model_max=512, task=task)
-    assert got == {"learning_rate": 3e-5, "batch_size": 4, "max_length": 512}  # capped by the model
+    assert got == {"learning_rate": 3e-5, "batch_size": 4, "max_length": 512,  # capped by the model
+                   "freeze_layers": 2}
+
+
+def test_auto_freeze_only_in_short_full_runs_with_frozen_embeddings():
+    from tuneforge.training.recipe import SHORT_RUN_EXAMPLES, auto_freeze_layers
+
+    minilm = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536}
+    e5 = {**minilm, "num_hidden_layers": 12}
+
+    def freeze(n, model=minilm, **options):
+        cfg = make_config({"task": "classification", "data": "d", "output": "o", **options})
+        return auto_freeze_layers(cfg, n_train=n, model_config=model)
+
+    assert freeze(2000, epochs=1) == 2 and freeze(400, e5) == 4  # the lower third
+    assert freeze(SHORT_RUN_EXAMPLES // 2, epochs=2) == 2
+    assert freeze(SHORT_RUN_EXAMPLES // 2 + 1, epochs=2) == 0  # a longer run trains every layer
+    assert freeze(2000, {**minilm, "num_hidden_layers": 2}) == 0  # too shallow to spare a layer
+    assert freeze(2000, freeze_embeddings=False) == 0  # asked to train the bottom: train it all
+    assert freeze(2000, method="lora") == 0  # LoRA never updates the encoder's own weights
+    assert freeze(50_000, freeze_layers=3) == 3 and freeze(400, freeze_layers="0") == 0  # a number wins
 
 
 def test_warm_start_fits_the_head_on_frozen_features(tiny_bert, cls_rows):

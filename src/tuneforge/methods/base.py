@@ -58,6 +58,8 @@ class FitResult:
 class MethodDefaults:
     """The no-op answers most methods give; a method class inherits these and overrides what it changes."""
 
+    trains_encoder = False
+
     def check(self, config: Any) -> list[str]:
         return []
 
@@ -84,6 +86,8 @@ class Method(Protocol):
     lr_scale: float
     #: whether the best dev checkpoint is reloaded at the end of training (false where shapes change in training)
     reload_best: bool
+    #: whether the method updates the pretrained encoder's own weights (``freeze_layers: auto`` applies only then)
+    trains_encoder: bool
 
     def check(self, config: TrainConfig) -> list[str]:
         """Problems with the method's options in ``config`` (empty when fine); named by field."""

@@ -8,10 +8,10 @@ records the value it picked in the run's ``tuneforge.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.errors import ConfigError
 
@@ -132,7 +132,19 @@ class TrainConfig(BaseModel):
     augment_rate: float = Field(0.1, gt=0, le=0.5, description="eda: share of words changed per operation.")
     layer_lr_decay: float | None = Field(
         None, gt=0, le=1, description="Layer-wise learning-rate decay: layer i of L learns at lr * decay^(L-i).")
-    freeze_layers: int = Field(0, ge=0, description="Freeze the embeddings and this many lower encoder layers.")
+    freeze_layers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="Freeze the embeddings and this many lower encoder layers. auto: the lower third in "
+                            "short full fine-tuning runs (at most 10,000 training examples seen, epochs x "
+                            "examples) whose embeddings are frozen; none otherwise.")
+
+    @field_validator("freeze_layers", mode="before")
+    @classmethod
+    def _layers_or_auto(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        if isinstance(v, str) and v.strip().isdigit():
+            return int(v)
+        raise ValueError(f"freeze_layers: must be auto or a number of layers (0 or more), not {v!r}")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

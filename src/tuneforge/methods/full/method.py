@@ -19,6 +19,7 @@ class FullFineTuning(MethodDefaults):
     mergeable = True
     reload_best = True
     lr_scale = 1.0
+    trains_encoder = True
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         return model
