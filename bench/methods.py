@@ -136,17 +136,19 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
             on_row(rows)
         return r
 
+    unl = _write(work / f"{name}-unlabeled.jsonl",
+                 [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
     if "trained" in parts:
-        _trained(name, common, base, train_file, train_rows, n_train, eval_file, work, earlier, add, rows,
-                 extra_unlabeled)
+        _trained(name, common, base, train_file, eval_file, work, earlier, add, rows, unl)
     if "fewshot" in parts:
         _fewshot(name, train_rows, base, eval_file, work, earlier, shots, draws, large_draws, rows, on_row)
+        if TEACHER_SHOTS in shots:
+            _distill_from_setfit(name, common, eval_file, work, earlier, add, unl)
     return rows
 
 
-def _trained(name: str, common: list[str], base: list[str], train_file: Path, train_rows: list[dict[str, Any]],
-             n_train: int, eval_file: Path, work: Path, earlier: dict[str, dict[str, Any]], add: Any,
-             rows: list[dict[str, Any]], extra_unlabeled: int) -> None:
+def _trained(name: str, common: list[str], base: list[str], train_file: Path, eval_file: Path, work: Path,
+             earlier: dict[str, dict[str, Any]], add: Any, rows: list[dict[str, Any]], unl: Path) -> None:
     # the ensemble averages the full and LoRA runs: their folders are needed unless its row is kept
     ens_kept = "ensemble(full+lora)" in earlier and "full+distill(ensemble)" in earlier and all(
         earlier.get(m, {}).get("key") == _key(_cmd(a, work / f"{name}-{m}", eval_file), work)
@@ -174,10 +176,32 @@ def _trained(name: str, common: list[str], base: list[str], train_file: Path, tr
                      "trainable_parameters": 0, "parameters": man["training"]["parameters"],
                      "saved_mb": round(man["training"]["saved_bytes"] / 1e6, 2),
                      "command": f"tuneforge ensemble {work / f'{name}-full'} {work / f'{name}-lora'} --output {ens}"})
-    # distillation: the ensemble teaches a 3-layer student... here the same minilm student, with unlabelled text
-    unl = _write(work / f"{name}-unlabeled.jsonl",
-                 [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
+    # distillation: the ensemble teaches a fresh minilm student, on the labelled plus unlabelled text
     add("distill", [*common, "--distill-from", str(ens), "--unlabeled-data", str(unl)], "full+distill(ensemble)")
+
+
+TEACHER_SHOTS = 64
+
+
+def _distill_from_setfit(name: str, common: list[str], eval_file: Path, work: Path,
+                         earlier: dict[str, dict[str, Any]], add: Any, unl: Path) -> None:
+    """Distillation from a larger model: SetFit's first 64-per-class draw (mpnet, 110M parameters) teaches
+    minilm (22M) on the same labelled plus unlabelled text as the ensemble's student. The teacher's run folder
+    is needed: where its row was kept from an earlier results file, draw 0 is trained again."""
+    teacher = work / f"{name}-setfit{TEACHER_SHOTS}-0"
+    label = f"full+distill(setfit{TEACHER_SHOTS})"
+    args = [*common, "--distill-from", str(teacher), "--unlabeled-data", str(unl)]
+    row = earlier.get(label)
+    if row is not None and row.get("key") == _key(_cmd(args, work / f"{name}-{label}", eval_file), work):
+        add("distill", args, label)  # kept as measured
+        return
+    if not (teacher / "tuneforge.json").exists():
+        fs = work / f"{name}-fs{TEACHER_SHOTS}-0.jsonl"
+        _run(f"{name}-setfit{TEACHER_SHOTS}-0", [
+            "--data", str(fs), "--base-model", "minilm", "--method", "setfit", "--seed", "0",
+            "--setfit-iterations", str(setfit_iterations(len(_rows(fs)))), "--setfit-max-pairs", str(MAX_PAIRS)],
+            teacher, work, eval_file)
+    add("distill", args, label)
 
 
 def _fewshot(name: str, train_rows: list[dict[str, Any]], base: list[str], eval_file: Path, work: Path,
