@@ -191,17 +191,17 @@ def _distill_from_setfit(name: str, common: list[str], eval_file: Path, work: Pa
     teacher = work / f"{name}-setfit{TEACHER_SHOTS}-0"
     label = f"full+distill(setfit{TEACHER_SHOTS})"
     args = [*common, "--distill-from", str(teacher), "--unlabeled-data", str(unl)]
-    row = earlier.get(label)
-    if row is not None and row.get("key") == _key(_cmd(args, work / f"{name}-{label}", eval_file), work):
-        add("distill", args, label)  # kept as measured
-        return
-    if not (teacher / "tuneforge.json").exists():
+    kept = earlier.get(label, {}).get("key") == _key(_cmd(args, work / f"{name}-{label}", eval_file), work)
+    if not kept and not (teacher / "tuneforge.json").exists():
         fs = work / f"{name}-fs{TEACHER_SHOTS}-0.jsonl"
-        _run(f"{name}-setfit{TEACHER_SHOTS}-0", [
-            "--data", str(fs), "--base-model", "minilm", "--method", "setfit", "--seed", "0",
-            "--setfit-iterations", str(setfit_iterations(len(_rows(fs)))), "--setfit-max-pairs", str(MAX_PAIRS)],
-            teacher, work, eval_file)
+        _run(teacher.name, _setfit_args(fs, ["--base-model", "minilm"], 0, len(_rows(fs))), teacher, work, eval_file)
     add("distill", args, label)
+
+
+def _setfit_args(fs: Path, base: list[str], seed: int, n_examples: int) -> list[str]:
+    """The `tuneforge train` options of one SetFit draw."""
+    return ["--data", str(fs), *base, "--method", "setfit", "--seed", str(seed),
+            "--setfit-iterations", str(setfit_iterations(n_examples)), "--setfit-max-pairs", str(MAX_PAIRS)]
 
 
 def _fewshot(name: str, train_rows: list[dict[str, Any]], base: list[str], eval_file: Path, work: Path,
@@ -213,9 +213,7 @@ def _fewshot(name: str, train_rows: list[dict[str, Any]], base: list[str], eval_
         for d in range(draws if k <= 8 or large_draws is None else large_draws):
             draw = _per_class(train_rows, k, seed=d)
             fs = _write(work / f"{name}-fs{k}-{d}.jsonl", draw)
-            runs.append(_run(f"{name}-setfit{k}-{d}", [
-                "--data", str(fs), *base, "--method", "setfit", "--seed", str(d),
-                "--setfit-iterations", str(setfit_iterations(len(draw))), "--setfit-max-pairs", str(MAX_PAIRS)],
+            runs.append(_run(f"{name}-setfit{k}-{d}", _setfit_args(fs, base, d, len(draw)),
                 work / f"{name}-setfit{k}-{d}", work, eval_file,
                 earlier_draws[d] if d < len(earlier_draws) else None))
             print(f"  {name} setfit {k}/class draw {d}: {runs[-1]['accuracy']:.4f}", flush=True)

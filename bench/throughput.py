@@ -89,6 +89,12 @@ def _tuneforge_run(work: Path, ds: Path, a: argparse.Namespace, precision: str, 
             "freeze_layers": man["resolved"]["freeze_layers"], "precision": man["resolved"]["precision"]}
 
 
+def _trainer_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A plain-Trainer run's row: its whole time is its training loop."""
+    return {"seconds": r["train_s"], "accuracy": r["accuracy"], "train_loop_s": r["train_s"],
+            "examples_per_s": r["examples_per_s"]}
+
+
 def _median_row(run: str, reps: list[dict[str, Any]]) -> dict[str, Any]:
     """The repeat with the median wall time (its accuracy and loop time with it), and the spread of all."""
     mid = sorted(reps, key=lambda r: r["seconds"])[len(reps) // 2]
@@ -119,9 +125,7 @@ def main() -> None:
                 _tuneforge_run(work, ds, a, "auto", f"auto-{i}"))
             r = hf_baseline("dynamic", train, val, epochs=a.epochs, batch_size=a.batch_size, lr=1e-4,
                             out=work / "dynamic")
-            reps.setdefault("Trainer, dynamic (training loop only)", []).append(
-                {"seconds": r["train_s"], "accuracy": r["accuracy"], "train_loop_s": r["train_s"],
-                 "examples_per_s": r["examples_per_s"]})
+            reps.setdefault("Trainer, dynamic (training loop only)", []).append(_trainer_row(r))
             if a.fp32:
                 reps.setdefault("tuneforge train --precision fp32 (whole command)", []).append(
                     _tuneforge_run(work, ds, a, "fp32", f"fp32-{i}"))
@@ -129,9 +133,7 @@ def main() -> None:
                   flush=True)
         r = hf_baseline("padded-128", train, val, epochs=a.epochs, batch_size=a.batch_size, lr=1e-4,
                         out=work / "padded-128")
-        reps["Trainer, padded-128 (training loop only)"] = [
-            {"seconds": r["train_s"], "accuracy": r["accuracy"], "train_loop_s": r["train_s"],
-             "examples_per_s": r["examples_per_s"]}]
+        reps["Trainer, padded-128 (training loop only)"] = [_trainer_row(r)]
     rows = [_median_row(run, v) for run, v in reps.items()]
     base = next(r["seconds"] for r in rows if r["run"].startswith("Trainer, dynamic"))
     for r in rows:

@@ -180,6 +180,21 @@ def test_layer_decay_and_frozen_layers(tiny_bert):
     assert rates == [0.5, 10.0]  # layer 1 of 2 at 0.5^(3-2); head at 10x
 
 
+def test_frozen_layers_stay_as_loaded_in_a_trained_run(tmp_path, tiny_bert, cls_rows):
+    from safetensors.torch import load_file
+
+    run = train(_cfg(tmp_path, tiny_bert, cls_rows, "frozen", freeze_layers=1, epochs=2), console=QUIET)
+    assert run.manifest["resolved"]["freeze_layers"] == 1
+    base, trained = load_file(str(tiny_bert / "model.safetensors")), load_file(str(run.output / "model.safetensors"))
+
+    def moved(name):  # the base model's keys lack the task model's "bert." prefix
+        return not torch.equal(base[name], trained["bert." + name])
+
+    assert not moved("encoder.layer.0.attention.self.query.weight")
+    assert not moved("embeddings.word_embeddings.weight")
+    assert moved("encoder.layer.1.attention.self.query.weight")
+
+
 def test_eda_english_and_chinese_and_marks_rows():
     import random
 
