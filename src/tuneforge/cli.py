@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
+
+_IMPORTED_AT = time.time()
 
 app = typer.Typer(name="tuneforge", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Fine-tune, evaluate and serve language models on your own data, offline.")
@@ -302,8 +305,10 @@ def train(
     if result.interrupted:
         raise typer.Exit(3)
     tr = result.manifest["training"]
+    total = _process_seconds()
     out.print(f"\n[green]Saved[/] {result.output}  ({tr['steps']} steps in {tr['train_seconds']:.0f}s, "
-              f"{tr['train_examples_per_second']:.1f} examples/s; whole command {tr['wall_seconds']:.0f}s)")
+              f"{tr['train_examples_per_second']:.1f} examples/s; whole command {total:.0f}s, of which "
+              f"{max(0.0, total - tr['wall_seconds']):.0f}s starting Python and importing torch and transformers)")
     out.print(f"Method {result.manifest['method']}: {tr['trainable_parameters']:,} of {tr['parameters']:,} "
               f"parameters trained ({100 * tr.get('trainable_share', 0):.2f}%), saved "
               f"{(tr.get('saved_bytes') or 0) / 1e6:.1f} MB")
@@ -592,6 +597,16 @@ def _report(e: TuneforgeError) -> None:
     err.print(f"[red]{kind}:[/] {escape(e.message)}", highlight=False)
     if e.hint:
         err.print(f"[yellow]what to do:[/] {escape(e.hint)}", highlight=False)
+
+
+def _process_seconds() -> float:
+    """Seconds since this process started (the interpreter's own start-up included)."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        return time.time() - psutil.Process().create_time()
+    except (ImportError, OSError):  # pragma: no cover - psutil is installed with accelerate
+        return time.time() - _IMPORTED_AT
 
 
 def _tune_gc() -> None:

@@ -100,6 +100,7 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from tuneforge.training.callbacks import RichProgressCallback
+    from tuneforge.training.dropout import use_fast_dropout
     from tuneforge.utils.hf import quiet_transformers
 
     settings = settings or Settings()
@@ -113,6 +114,7 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base.path))
     model = AutoModelForMaskedLM.from_pretrained(str(base.path), use_safetensors=True, trust_remote_code=False)
+    use_fast_dropout(model)
     rng = random.Random(seed)
     order = list(range(len(texts)))
     rng.shuffle(order)

@@ -1,6 +1,7 @@
 """transformers' ``Trainer`` with two documented extension points filled in: ``compute_loss`` (distillation from
 a teacher's soft targets) and ``training_step`` (adversarial passes after the clean one). Both are optional and
-compose with every Trainer method."""
+compose with every Trainer method. ``_load_best_model`` is skipped when the best checkpoint is the last step's,
+whose weights are the ones in memory."""
 
 from __future__ import annotations
 
@@ -43,3 +44,9 @@ class TuneforgeTrainer(Trainer):
         scale = 1.0 / max(1, self.args.gradient_accumulation_steps)
         self.adversary.attack(lambda: self.compute_loss(model, dict(prepared)), scale=scale)
         return loss
+
+    def _load_best_model(self) -> None:
+        # the best checkpoint was saved from the weights still in memory: reading it back changes nothing
+        if self.state.best_global_step is not None and self.state.best_global_step == self.state.global_step:
+            return
+        super()._load_best_model()
