@@ -238,6 +238,9 @@ def main() -> None:
     ap.add_argument("--banking-shots", default="8,64", help="examples per class of BANKING77's few-shot rows")
     ap.add_argument("--fresh", action="store_true", help="run every row again (by default a row already in "
                     "bench/results/methods.json with the same command is kept: the table resumes)")
+    ap.add_argument("--rerun", default="", help="comma-separated methods (as in the table's method column) to run "
+                                                "again even though their command is unchanged: after a change of a "
+                                                "method's defaults")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     ap.add_argument("--parts", default="trained,fewshot", help="comma-separated: trained (every row but "
                     "SetFit's), fewshot (the SetFit rows); two runs with different parts can share the table")
@@ -266,14 +269,16 @@ def main() -> None:
             plan = [("sst2", sst_train, sst_dev, 48, "1", 2, shots)]
         else:
             plan = [(n, *p) for n, p in {
-                "sst2": (sst_train, sst_dev, 2000, "1", draws, shots),
+                "sst2": (sst_train, sst_dev, 2000, "3", draws, shots),
                 "banking77": (b77_train, b77_test, 3000, "8", a.banking_draws, banking_shots)}.items()
                 if n in a.datasets.split(",")]
         result = "methods" if not a.smoke else "methods-smoke"
         previous = RESULTS / f"{result}.json"
         names = {p[0] for p in plan}
         before = json.loads(previous.read_text())["rows"] if previous.exists() else []
-        earlier = {} if a.fresh else {n: {r["method"]: r for r in before if r["dataset"] == n} for n in names}
+        rerun = set(a.rerun.split(",")) - {""}
+        earlier = {} if a.fresh else {n: {r["method"]: r for r in before if r["dataset"] == n
+                                          and r["method"] not in rerun} for n in names}
         done: list[dict[str, Any]] = []
         here = machine()
 

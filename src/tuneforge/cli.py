@@ -212,7 +212,7 @@ def train(
     method: Annotated[str | None, typer.Option(help="Tuning method: full (default), lora, adalora, ia3, "
                                                     "prompt_tuning, p_tuning, adapter, setfit, zeroshot "
                                                     "(docs/methods.md).")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="lora/adalora: rank (default 8).")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="lora/adalora: rank (default 4; alpha 16).")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="lora/adalora: alpha (default 16).")] = None,
     adapter_size: Annotated[int | None, typer.Option(help="adapter: bottleneck width (default 64).")] = None,
     num_virtual_tokens: Annotated[int | None, typer.Option(help="prompt_tuning/p_tuning: virtual tokens "

@@ -83,14 +83,14 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation.")
 
     # --- method options (see docs/methods.md; each method reads only its own) -----------------------------------
-    lora_r: int = Field(8, ge=1, le=1024, description="lora/adalora: rank of the low-rank update (adalora: the "
+    lora_r: int = Field(4, ge=1, le=1024, description="lora/adalora: rank of the low-rank update (adalora: the "
                                                       "average rank it prunes to).")
-    lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r).")
+    lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r: 4 by default).")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora/adalora: dropout on the adapter's input.")
     lora_target_modules: list[str] | None = Field(
-        None, description="lora/adalora: names of the layers to adapt (default: the four attention projections "
-                          "of BERT-like encoders, query, key, value and attention.output.dense; else peft's "
-                          "choice for the architecture).")
+        None, description="lora/adalora: names of the layers to adapt (default: every linear layer of a BERT-like "
+                          "encoder block, query, key, value, attention.output.dense, intermediate.dense and "
+                          "output.dense; else peft's choice for the architecture).")
     adapter_size: int = Field(64, ge=1, le=4096, description="adapter: bottleneck width of each adapter.")
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="prompt_tuning/p_tuning: virtual tokens.")
     sentence_encoder: Literal["auto", "base"] = Field(
