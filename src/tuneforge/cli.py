@@ -307,8 +307,8 @@ def train(
     tr = result.manifest["training"]
     total = _process_seconds()
     out.print(f"\n[green]Saved[/] {result.output}  ({tr['steps']} steps in {tr['train_seconds']:.0f}s, "
-              f"{tr['train_examples_per_second']:.1f} examples/s; whole command {total:.0f}s, of which "
-              f"{max(0.0, total - tr['wall_seconds']):.0f}s starting Python and importing torch and transformers)")
+              f"{tr['train_examples_per_second']:.1f} examples/s; whole command {total:.0f}s, "
+              f"{max(0.0, total - tr['wall_seconds']):.0f}s of it start-up and imports)")
     out.print(f"Method {result.manifest['method']}: {tr['trainable_parameters']:,} of {tr['parameters']:,} "
               f"parameters trained ({100 * tr.get('trainable_share', 0):.2f}%), saved "
               f"{(tr.get('saved_bytes') or 0) / 1e6:.1f} MB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,11 @@ def test_train_evaluate_predict_on_a_local_folder(tmp_path, tiny_bert, cls_rows,
     assert r.returncode == 0, r.stderr
     man = json.loads((tmp_path / "run" / "tuneforge.json").read_text())
     assert man["config"]["epochs"] == 2  # the flag overrides the file
+    # the whole command is timed from process start: at least the training call, plus the imports before it
+    m = re.search(r"whole command (\d+)s, (\d+)s of it start-up and imports", " ".join(r.stdout.split()))
+    assert m, r.stdout
+    total, startup = int(m.group(1)), int(m.group(2))
+    assert total >= round(man["training"]["wall_seconds"]) and startup >= 1 and startup <= total < 600
     r = run("train", "--config", str(cfg))
     assert r.returncode == 2 and "--overwrite" in r.stderr  # refuses to clobber a finished run
     r = run("evaluate", str(tmp_path / "run"), "--data", str(data), "--name", "train")
