@@ -1,12 +1,13 @@
 """The methods comparison of issue 4 on SST-2 and BANKING77 (minilm): full fine-tuning, LoRA, AdaLoRA, IA3,
 prompt tuning, bottleneck adapters, zero-shot, SetFit at 8 and 64 examples per class, EDA augmentation, FGM,
 distillation and an ensemble: accuracy, wall time, trainable parameters and saved size. Few-shot rows are the mean
-and spread over ``--draws`` random draws of the examples. Every row is a `tuneforge` CLI command (printed), so any
-number can be reproduced by hand. Writes bench/results/methods.json.
+and spread over ``--draws`` random draws of the examples; the "seeds" rows, over training seeds. Every row is a
+`tuneforge` CLI command (printed), so any number can be reproduced by hand. Writes bench/results/methods.json.
 
     python bench/methods.py --work runs/bench-methods   # the full table (hours on a 2-core CPU)
     python bench/methods.py --smoke                       # a tiny slice, to check the script end to end (minutes)
     python bench/methods.py --parts trained & python bench/methods.py --parts fewshot   # two halves, one core each
+    python bench/methods.py --datasets sst2 --parts seeds   # full and LoRA over seeds 42/1/2 (after trained)
     python bench/methods.py --markdown                    # the table of docs/benchmarks.md from the results file
 
 A row already in bench/results/methods.json whose command is unchanged (the work folder aside) is kept as it
@@ -100,7 +101,10 @@ def _mean_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 MAX_PAIRS = 1000
-PARTS = frozenset({"trained", "fewshot"})
+PARTS = frozenset({"trained", "fewshot", "seeds"})
+#: seeds of the "seeds" part: full fine-tuning and LoRA again with other seeds (42 is the CLI's default, so its
+#: runs are the table's own "full" and "lora" rows): one seed's accuracy moves by a point on SST-2
+SEEDS = (42, 1, 2)
 
 
 def setfit_iterations(n_examples: int, max_pairs: int = MAX_PAIRS) -> int:
@@ -118,7 +122,7 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
     """The table's rows for one dataset. ``earlier``: rows of an earlier results file by method; a row whose
     command is unchanged is kept as it was measured instead of run again (so a table measured over several
     sessions, or on several machines, resumes), unless a later row needs its run folder. ``parts``: "trained"
-    (every row but SetFit's) and/or "fewshot" (the SetFit rows)."""
+    (every row but SetFit's), "fewshot" (the SetFit rows), "seeds" (full and LoRA over ``SEEDS``)."""
     earlier = earlier or {}
     base = ["--base-model", "minilm"]
     train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
@@ -140,6 +144,8 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
                  [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
     if "trained" in parts:
         _trained(name, common, base, train_file, eval_file, work, earlier, add, rows, unl)
+    if "seeds" in parts:
+        _seeds(name, common, eval_file, work, earlier, rows, on_row)
     if "fewshot" in parts:
         _fewshot(name, train_rows, base, eval_file, work, earlier, shots, draws, large_draws, rows, on_row)
         if TEACHER_SHOTS in shots:
@@ -178,6 +184,26 @@ def _trained(name: str, common: list[str], base: list[str], train_file: Path, ev
                      "command": f"tuneforge ensemble {work / f'{name}-full'} {work / f'{name}-lora'} --output {ens}"})
     # distillation: the ensemble teaches a fresh minilm student, on the labelled plus unlabelled text
     add("distill", [*common, "--distill-from", str(ens), "--unlabeled-data", str(unl)], "full+distill(ensemble)")
+
+
+def _seeds(name: str, common: list[str], eval_file: Path, work: Path, earlier: dict[str, dict[str, Any]],
+           rows: list[dict[str, Any]], on_row: Any) -> None:
+    """Full fine-tuning and LoRA over ``SEEDS``: mean and spread, as for the few-shot draws. The default seed's
+    runs are the "full" and "lora" rows' own commands, so they are reused from the results file."""
+    for method, extra in (("full", []), ("lora", ["--method", "lora"])):
+        label = f"{method}, seeds {'/'.join(map(str, SEEDS))}"
+        kept = earlier.get(label, {}).get("draw_runs", [])
+        runs = []
+        for i, seed in enumerate(SEEDS):
+            default = seed == SEEDS[0]
+            out = work / (f"{name}-{method}" if default else f"{name}-{method}-seed{seed}")
+            prior = kept[i] if i < len(kept) else earlier.get(method) if default else None
+            runs.append(_run(out.name, [*common, *extra, *([] if default else ["--seed", str(seed)])], out, work,
+                             eval_file, prior))
+            print(f"  {name} {method} seed {seed}: {runs[-1]['accuracy']:.4f}", flush=True)
+        rows.append({"dataset": name, "method": label, **_mean_spread(runs), "spread_of": "seeds"})
+        if on_row:
+            on_row(rows)
 
 
 TEACHER_SHOTS = 64
@@ -243,7 +269,8 @@ def main() -> None:
                                                 "method's defaults")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     ap.add_argument("--parts", default="trained,fewshot", help="comma-separated: trained (every row but "
-                    "SetFit's), fewshot (the SetFit rows); two runs with different parts can share the table")
+                    "SetFit's), fewshot (the SetFit rows), seeds (full fine-tuning and LoRA over seeds "
+                    f"{'/'.join(map(str, SEEDS))}, after trained); runs with different parts can share the table")
     ap.add_argument("--markdown", action="store_true", help="print the results file as the markdown table of "
                     "docs/benchmarks.md and exit")
     a = ap.parse_args()
@@ -308,8 +335,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         spread = ""
         if "draws" in r:
             n = r["draws"]
+            what = r.get("spread_of", "draws")
             spread = (f"±{r['accuracy_sd']:.3f}; {r['accuracy_min']:.3f}–{r['accuracy_max']:.3f} "
-                      f"({n} draw{'s' if n > 1 else ''})")
+                      f"({n} {what if n > 1 else what[:-1]})")
         tr, total = r.get("trainable_parameters", 0), r.get("parameters", 0)
         if r["method"] == "zeroshot":
             trainable = "0 (no training)"
