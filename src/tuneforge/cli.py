@@ -16,8 +16,6 @@ from rich.table import Table
 
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 
-_IMPORTED_AT = time.time()
-
 app = typer.Typer(name="tuneforge", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Fine-tune, evaluate and serve language models on your own data, offline.")
 data_app = typer.Typer(no_args_is_help=True, help="Check, clean and split data files.")
@@ -601,12 +599,9 @@ def _report(e: TuneforgeError) -> None:
 
 def _process_seconds() -> float:
     """Seconds since this process started (the interpreter's own start-up included)."""
-    try:
-        import psutil  # a dependency of accelerate
+    import psutil
 
-        return time.time() - psutil.Process().create_time()
-    except (ImportError, OSError):  # pragma: no cover - psutil is installed with accelerate
-        return time.time() - _IMPORTED_AT
+    return time.time() - psutil.Process().create_time()
 
 
 def _tune_gc() -> None:

@@ -50,6 +50,12 @@ def test_forward_scales_kept_values_and_backward_uses_the_mask(dtype: torch.dtyp
     torch.testing.assert_close(x.grad, (kept.to(dtype) / 0.75).to(dtype))
 
 
+def test_other_devices_keep_torchs_dropout() -> None:
+    """Off the CPU (a GPU; here the meta device) the module is nn.Dropout: a CPU mask would not even apply."""
+    y = FastDropout(0.5).train()(torch.empty(8, 16, device="meta"))
+    assert y.device.type == "meta" and y.shape == (8, 16)
+
+
 def test_eval_mode_and_p_zero_are_the_identity() -> None:
     x = torch.randn(8, 16)
     assert torch.equal(FastDropout(0.5).eval()(x), x)
