@@ -52,7 +52,7 @@ def intent_passage(intent: str) -> dict[str, str]:
 def retrieval_scores(embedder: Any, passages: list[Any], queries: list[str], k: int = 5
                      ) -> tuple[list[list[str | None]], np.ndarray, float]:
     """Intents of the top-k passages per query, the top-1 similarity per query, and ms per query."""
-    from tuneforge.solutions.customer_service.index import VectorIndex
+    from tuneforge.solutions.assistant.index import VectorIndex
 
     index = VectorIndex(embedder.embed([p.text for p in passages]), [p.id for p in passages])
     t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def handover_at_rate(score_in: np.ndarray, score_out: np.ndarray, in_rate: float
 
 
 def index_latency(n: int = 100_000, dim: int = 384, queries: int = 200) -> dict[str, float]:
-    from tuneforge.solutions.customer_service.index import VectorIndex
+    from tuneforge.solutions.assistant.index import VectorIndex
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -126,9 +126,9 @@ def main() -> None:
     from rich.console import Console
 
     from tuneforge.inference.embeddings import Embedder
-    from tuneforge.solutions.customer_service.assistant import Assistant, score_predictions
-    from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
-    from tuneforge.solutions.customer_service.knowledge import passages_from_rows
+    from tuneforge.solutions.assistant.assistant import Assistant, score_predictions
+    from tuneforge.solutions.assistant.build import BuildOptions, build_assistant
+    from tuneforge.solutions.assistant.knowledge import passages_from_rows
 
     encoder = args.encoder or args.base_model
     data = shared_datasets() / "banking77"
@@ -197,7 +197,7 @@ def main() -> None:
     in_rate = float(main_metrics["in_scope_handover_rate"] or 0.05)
     ood = [{"score": "classifier probability (used)", **handover_at_rate(msp[is_in], msp[~is_in], in_rate)}]
     retrieval = []
-    from tuneforge.solutions.customer_service.assistant import encoder_resolver
+    from tuneforge.solutions.assistant.assistant import encoder_resolver
 
     base = assistant.embedder if encoder == args.base_model else Embedder(encoder_resolver()(args.base_model),
                                                                           max_length=128)

@@ -55,8 +55,8 @@ def main() -> None:
     from sklearn.metrics import accuracy_score, f1_score
 
     from tuneforge.inference import load_predictor
-    from tuneforge.solutions.finance_monitor.detect import RuleParams
-    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, pool_scores, score_alerts
+    from tuneforge.solutions.monitor.detect import RuleParams
+    from tuneforge.solutions.monitor.replay import build_stream, detect, pool_scores, score_alerts
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.recipe import train
 
@@ -125,7 +125,7 @@ def _bilingual(args: argparse.Namespace, en_predictor: object, en_texts: list[st
     """Fine-tune e5-multilingual on ChnSentiCorp and classify a mixed stream (400 English tweets, 400 Chinese
     reviews) through the monitor's language routing: routing accuracy, and accuracy per language."""
     from tuneforge.inference import load_predictor
-    from tuneforge.solutions.finance_monitor.classify import SentimentClassifier, polarity
+    from tuneforge.solutions.monitor.classify import SentimentClassifier, polarity
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.recipe import train
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tuneforge.solutions.customer_service.cli import app as assistant_app
-from tuneforge.solutions.finance_monitor.cli import app as monitor_app
+from tuneforge.solutions.assistant.cli import app as assistant_app
+from tuneforge.solutions.monitor.cli import app as monitor_app
 from tuneforge.solutions.recommender.cli import app as recommender_app
 
 solution_app = typer.Typer(no_args_is_help=True, help=(

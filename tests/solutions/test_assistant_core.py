@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import shared_datasets, write_jsonl
 from tuneforge.errors import ConfigError, DataError, ModelFormatError
-from tuneforge.solutions.customer_service.assistant import (
+from tuneforge.solutions.assistant.assistant import (
     Assistant,
     AssistantConfig,
     Session,
@@ -20,14 +20,14 @@ from tuneforge.solutions.customer_service.assistant import (
     calibrate_threshold,
     evaluate_assistant,
 )
-from tuneforge.solutions.customer_service.feedback import (
+from tuneforge.solutions.assistant.feedback import (
     Feedback,
     append_feedback,
     export_training_rows,
     read_feedback,
 )
-from tuneforge.solutions.customer_service.index import VectorIndex
-from tuneforge.solutions.customer_service.knowledge import load_knowledge, split_html, split_markdown
+from tuneforge.solutions.assistant.index import VectorIndex
+from tuneforge.solutions.assistant.knowledge import load_knowledge, split_html, split_markdown
 
 KB = [
     {"question": "how do i cancel my subscription", "answer": "Open Settings, choose Plan and press Cancel.",
@@ -212,7 +212,7 @@ def test_without_an_intent_model_the_intent_comes_from_retrieval(bundle, tiny_be
 
 # --- the build path and the CLI, with a real (tiny) intent model --------------------------------------------------
 def test_cli_build_ask_feedback_export_evaluate(tmp_path, tiny_bert):
-    from tuneforge.solutions.customer_service.cli import app
+    from tuneforge.solutions.assistant.cli import app
 
     write_jsonl(tmp_path / "faq.jsonl", KB)
     tickets = [{"text": t, "label": lab} for lab, ts in {
@@ -259,7 +259,7 @@ def test_cli_build_ask_feedback_export_evaluate(tmp_path, tiny_bert):
     assert isinstance(r.exception, ConfigError) and "--overwrite" in str(r.exception)
 
     # without --threshold both handover thresholds are calibrated on held-out tickets
-    from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
+    from tuneforge.solutions.assistant.build import BuildOptions, build_assistant
 
     summary = build_assistant(BuildOptions(output=tmp_path / "calibrated", knowledge=[tmp_path / "faq.jsonl"],
                                            tickets=tmp_path / "tickets.jsonl", base_model=str(tiny_bert), epochs=1,
@@ -277,8 +277,8 @@ def test_minilm_assistant_on_banking77_sample(tmp_path):
     """A real backbone on a BANKING77 sample: the retrieval-only assistant (base minilm, no training) finds a
     passage of the right intent for most test messages, and messages of unseen intents are handed over more
     often than seen ones."""
-    from tuneforge.solutions.customer_service.build import ticket_passages
-    from tuneforge.solutions.customer_service.knowledge import passages_from_rows
+    from tuneforge.solutions.assistant.build import ticket_passages
+    from tuneforge.solutions.assistant.knowledge import passages_from_rows
 
     data = shared_datasets() / "banking77"
     rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]
@@ -317,7 +317,7 @@ def test_a_qa_run_points_at_the_answer_span(tmp_path, tiny_bert, qa_rows):
 
 
 def test_chat_reads_turns_until_an_empty_line(bundle, tiny_bert, monkeypatch):
-    from tuneforge.solutions.customer_service import cli
+    from tuneforge.solutions.assistant import cli
 
     monkeypatch.setattr(cli, "_load", lambda _b: Assistant.load(bundle, resolve_encoder=lambda name: tiny_bert,
                                                                  intent_model=FakePredictor()))

@@ -247,7 +247,7 @@ def test_poll_a_source_now(api, sentiment_run, monkeypatch):
     import httpx
 
     from tuneforge.api.routers import monitor as monitor_router
-    from tuneforge.solutions.finance_monitor.ingest import Poller
+    from tuneforge.solutions.monitor.ingest import Poller
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/robots.txt":

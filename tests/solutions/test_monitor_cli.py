@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_jsonl
-from tuneforge.solutions.finance_monitor.cli import app
+from tuneforge.solutions.monitor.cli import app
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 WORDS = ["board", "dividend", "meeting", "supplier", "factory", "quarter", "report", "investors", "market", "chief",
@@ -128,8 +128,8 @@ def test_classify_with_a_run_folder(tmp_path, tiny_bert):
 
 def test_a_story_stored_concurrently_is_counted_as_a_duplicate(tenant, monkeypatch):
     from tuneforge.settings import Settings
-    from tuneforge.solutions.finance_monitor import service
-    from tuneforge.solutions.finance_monitor.ingest import RawItem
+    from tuneforge.solutions.monitor import service
+    from tuneforge.solutions.monitor.ingest import RawItem
     from tuneforge.store.db import make_engine, make_session_factory
     from tuneforge.store.tenants import get_tenant
 
@@ -160,7 +160,7 @@ def test_a_story_stored_concurrently_is_counted_as_a_duplicate(tenant, monkeypat
 
 
 def test_ingest_with_a_ner_model_adds_org_mentions(tenant, tmp_path, tiny_bert):
-    from tuneforge.solutions.finance_monitor.entities import EntityMatcher
+    from tuneforge.solutions.monitor.entities import EntityMatcher
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.recipe import train
 
@@ -168,7 +168,7 @@ def test_ingest_with_a_ner_model_adds_org_mentions(tenant, tmp_path, tiny_bert):
             {"tokens": ["globex", "profit", "rises"], "tags": ["B-ORG", "O", "O"]}] * 6
     train(TrainConfig(task="ner", data=write_jsonl(tmp_path / "ner.jsonl", rows), output=tmp_path / "ner",
                       base_model=str(tiny_bert), epochs=1, batch_size=4, max_length=32))
-    from tuneforge.solutions.finance_monitor.cli import _ner
+    from tuneforge.solutions.monitor.cli import _ner
 
     ner = _ner(tmp_path / "ner")
     found = EntityMatcher(ner=ner)(["acme corp shares fall"])[0]

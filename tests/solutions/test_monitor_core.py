@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.solutions.finance_monitor.classify import SentimentClassifier, detect_language, polarity, topic_of
-from tuneforge.solutions.finance_monitor.detect import Observation, RuleParams, detect_stream, evaluate
-from tuneforge.solutions.finance_monitor.entities import EntityMatcher, WatchEntry
-from tuneforge.solutions.finance_monitor.ingest import (
+from tuneforge.solutions.monitor.classify import SentimentClassifier, detect_language, polarity, topic_of
+from tuneforge.solutions.monitor.detect import Observation, RuleParams, detect_stream, evaluate
+from tuneforge.solutions.monitor.entities import EntityMatcher, WatchEntry
+from tuneforge.solutions.monitor.ingest import (
     Deduplicator,
     Poller,
     RawItem,
@@ -26,8 +26,8 @@ from tuneforge.solutions.finance_monitor.ingest import (
     parse_feed,
     read_items,
 )
-from tuneforge.solutions.finance_monitor.notify import SmtpSettings, send_email, send_webhook, sign
-from tuneforge.solutions.finance_monitor.replay import (
+from tuneforge.solutions.monitor.notify import SmtpSettings, send_email, send_webhook, sign
+from tuneforge.solutions.monitor.replay import (
     Burst,
     Stream,
     StreamItem,
@@ -372,7 +372,7 @@ def test_email_goes_through_smtp(smtp_server):
 
 # ------------------------------------------------------------------------------------------ charts & replay
 def test_png_chart_and_console_bars():
-    from tuneforge.solutions.finance_monitor.charts import series_png, series_text
+    from tuneforge.solutions.monitor.charts import series_png, series_text
 
     series = [{"start": (T0 + timedelta(hours=h)).isoformat(), "count": c, "negative_share": ns,
                "mean_score": ms} for h, c, ns, ms in [(0, 3, 0.0, 0.5), (1, 0, None, None), (2, 4, 0.75, -0.6)]]
@@ -402,7 +402,7 @@ def test_replay_stream_is_seeded_and_scored():
 
 
 def test_score_alerts_counts_hits_misses_and_delay():
-    from tuneforge.solutions.finance_monitor.detect import Detection
+    from tuneforge.solutions.monitor.detect import Detection
 
     b0 = Burst("AAPL", T0, T0 + timedelta(minutes=60))
     b1 = Burst("TSLA", T0, T0 + timedelta(minutes=60))

@@ -18,8 +18,8 @@ def _rows(name: str) -> list[dict]:
 
 
 def test_replay_of_the_validation_stream_finds_every_burst_with_gold_labels():
-    from tuneforge.solutions.finance_monitor.detect import RuleParams
-    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, score_alerts
+    from tuneforge.solutions.monitor.detect import RuleParams
+    from tuneforge.solutions.monitor.replay import build_stream, detect, score_alerts
 
     gold = [r["label"] for r in _rows("validation.jsonl")]
     rule = RuleParams(metric="negative_volume", window_minutes=240, threshold=4, min_items=4)
@@ -29,7 +29,7 @@ def test_replay_of_the_validation_stream_finds_every_burst_with_gold_labels():
 
 
 def test_minilm_learns_finance_sentiment_and_drives_the_monitor(tmp_path):
-    from tuneforge.solutions.finance_monitor.classify import SentimentClassifier
+    from tuneforge.solutions.monitor.classify import SentimentClassifier
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.recipe import train
 

@@ -1,8 +1,8 @@
 """Ready-made solutions built from TuneForge's own parts (fine-tuned models, inference, store, API).
 
-- :mod:`tuneforge.solutions.customer_service` — answers customer messages from a knowledge base and past tickets,
+- :mod:`tuneforge.solutions.assistant` — answers customer messages from a knowledge base and past tickets,
   hands over to a human when unsure;
-- :mod:`tuneforge.solutions.finance_monitor` — sentiment of financial news and social text per company and topic,
+- :mod:`tuneforge.solutions.monitor` — sentiment of financial news and social text per company and topic,
   with alerts when sentiment turns;
 - :mod:`tuneforge.solutions.recommender` — recommends items from their text and a user's history.
 

@@ -1,4 +1,4 @@
-"""/v1/solutions/assistant: API routes of :mod:`tuneforge.solutions.customer_service`.
+"""/v1/solutions/assistant: API routes of :mod:`tuneforge.solutions.assistant`.
 
 Assistants are configured with a ``train`` key (create, delete, export feedback) and used with a ``predict`` key
 (sessions, messages, feedback). Every object is the tenant's own; another tenant's ids answer 404.
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneforge.api.deps import CurrentPrincipal, PredictPrincipal, SessionDep, SettingsDep, StateDep, TrainPrincipal
 from tuneforge.api.schemas import ListPublic
 from tuneforge.jobs.service import available_base_models
-from tuneforge.solutions.customer_service import service
+from tuneforge.solutions.assistant import service
 from tuneforge.store.solution_tables.assistant import Assistant as AssistantRow
 from tuneforge.store.solution_tables.assistant import AssistantFeedback, AssistantSession
 

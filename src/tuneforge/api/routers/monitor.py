@@ -1,4 +1,4 @@
-"""/v1/solutions/monitor: API routes of :mod:`tuneforge.solutions.finance_monitor`.
+"""/v1/solutions/monitor: API routes of :mod:`tuneforge.solutions.monitor`.
 
 Pushing items and reading series, charts and alerts take the ``predict`` scope; configuring the watch-list,
 alert rules and polled sources takes ``train``. Alerts fired by a push are delivered (webhook, e-mail) after the
@@ -19,11 +19,11 @@ from tuneforge.api.deps import Models, PredictPrincipal, SessionDep, SettingsDep
 from tuneforge.api.schemas import ListPublic
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, TuneforgeError
-from tuneforge.solutions.finance_monitor.classify import Classified, SentimentClassifier
-from tuneforge.solutions.finance_monitor.detect import METRICS, RuleParams
-from tuneforge.solutions.finance_monitor.ingest import Poller, RawItem, parse_time
-from tuneforge.solutions.finance_monitor.notify import Delivery, send_webhook
-from tuneforge.solutions.finance_monitor.service import (
+from tuneforge.solutions.monitor.classify import Classified, SentimentClassifier
+from tuneforge.solutions.monitor.detect import METRICS, RuleParams
+from tuneforge.solutions.monitor.ingest import Poller, RawItem, parse_time
+from tuneforge.solutions.monitor.notify import Delivery, send_webhook
+from tuneforge.solutions.monitor.service import (
     AlertRepo,
     ItemRepo,
     RuleRepo,
@@ -249,7 +249,7 @@ def get_series(principal: PredictPrincipal, session: SessionDep, entity: str | N
 def get_chart(principal: PredictPrincipal, session: SessionDep, entity: str | None = None,
               topic: str | None = None, bucket: Literal["15min", "hour", "day"] = "hour",
               start: datetime | None = None, end: datetime | None = None) -> Response:
-    from tuneforge.solutions.finance_monitor.charts import series_png
+    from tuneforge.solutions.monitor.charts import series_png
 
     s, e = _range(start, end)
     data = series(session, principal.tenant_id, entity=entity, topic=topic, bucket=bucket, start=s, end=e)

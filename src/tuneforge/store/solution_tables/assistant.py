@@ -1,4 +1,4 @@
-"""Tables of the assistant solution (see :mod:`tuneforge.solutions.customer_service`).
+"""Tables of the assistant solution (see :mod:`tuneforge.solutions.assistant`).
 Every row carries ``tenant_id``.
 
 - ``assistants``: a tenant's deployed assistant — its bundle in artifact storage (knowledge-base passages and

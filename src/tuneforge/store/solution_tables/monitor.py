@@ -1,4 +1,4 @@
-"""Tables of the monitor solution (see :mod:`tuneforge.solutions.finance_monitor`). Every row carries ``tenant_id``.
+"""Tables of the monitor solution (see :mod:`tuneforge.solutions.monitor`). Every row carries ``tenant_id``.
 
 ``monitor_items`` holds each classified item once (unique text hash per tenant); ``monitor_mentions`` is the
 time series: one row per item and entity it mentions (with the item's time, polarity, score and topic), so a

@@ -19,15 +19,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from tuneforge.errors import ConflictError, DataError, DataProblem, InvalidRequestError, NotFoundError
-from tuneforge.solutions.customer_service.assistant import (
+from tuneforge.solutions.assistant.assistant import (
     Assistant,
     AssistantConfig,
     Session,
     build_bundle,
     encoder_resolver,
 )
-from tuneforge.solutions.customer_service.feedback import Feedback, export_training_rows
-from tuneforge.solutions.customer_service.knowledge import (
+from tuneforge.solutions.assistant.feedback import Feedback, export_training_rows
+from tuneforge.solutions.assistant.knowledge import (
     Passage,
     load_knowledge,
     passages_from_article,

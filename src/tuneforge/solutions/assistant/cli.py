@@ -1,4 +1,4 @@
-"""``tuneforge solution assistant ...``: thin commands over :mod:`tuneforge.solutions.customer_service`."""
+"""``tuneforge solution assistant ...``: thin commands over :mod:`tuneforge.solutions.assistant`."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def build(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
 ) -> None:
     """Import the knowledge base, fine-tune the intent classifier on past tickets, and build the index."""
-    from tuneforge.solutions.customer_service.build import BuildOptions, build_assistant
+    from tuneforge.solutions.assistant.build import BuildOptions, build_assistant
 
     values = _config_file(config)
     # the fine-tuned encoder retrieves better and tells unfamiliar messages apart better (docs/solutions/assistant.md)
@@ -80,7 +80,7 @@ def build(
 
 
 def _load(bundle: Path) -> Any:
-    from tuneforge.solutions.customer_service.assistant import Assistant
+    from tuneforge.solutions.assistant.assistant import Assistant
 
     with err.status("Loading the assistant..."):
         return Assistant.load(bundle)
@@ -107,7 +107,7 @@ def ask(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder.
                                                           "conversation.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False) -> None:
     """Answer one message (or a short conversation, one message per argument)."""
-    from tuneforge.solutions.customer_service.assistant import Session
+    from tuneforge.solutions.assistant.assistant import Session
 
     assistant = _load(bundle)
     session = Session()
@@ -120,7 +120,7 @@ def ask(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder.
 @app.command()
 def chat(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder.")]) -> None:
     """An interactive conversation (an empty line or Ctrl-D ends it)."""
-    from tuneforge.solutions.customer_service.assistant import Session
+    from tuneforge.solutions.assistant.assistant import Session
 
     assistant = _load(bundle)
     session = Session()
@@ -145,8 +145,8 @@ def feedback(bundle: Annotated[Path, typer.Argument(help="An assistant bundle fo
              correct_intent: Annotated[str | None, typer.Option(help="The right intent.")] = None,
              correct_answer: Annotated[str | None, typer.Option(help="The right answer.")] = None) -> None:
     """Record feedback on an answer in the bundle's feedback.jsonl."""
-    from tuneforge.solutions.customer_service.assistant import read_bundle_info
-    from tuneforge.solutions.customer_service.feedback import Feedback, append_feedback
+    from tuneforge.solutions.assistant.assistant import read_bundle_info
+    from tuneforge.solutions.assistant.feedback import Feedback, append_feedback
 
     info = read_bundle_info(bundle)
     labels = info.get("labels") or []
@@ -166,7 +166,7 @@ def export_feedback(bundle: Annotated[Path, typer.Argument(help="An assistant bu
                         help="Corrected answers as knowledge-base rows (JSONL: question, answer, intent).")] = None,
                     ) -> None:
     """Turn the feedback into training rows for the next model (and new knowledge-base entries)."""
-    from tuneforge.solutions.customer_service.feedback import export_training_rows, read_feedback
+    from tuneforge.solutions.assistant.feedback import export_training_rows, read_feedback
     from tuneforge.utils.fs import write_jsonl
 
     rows = export_training_rows(read_feedback(bundle))
@@ -184,7 +184,7 @@ def evaluate(bundle: Annotated[Path, typer.Argument(help="An assistant bundle fo
              as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
     """Intent accuracy, retrieval hit-rate@1/@k and handover precision/recall on labelled messages."""
     from tuneforge.data import load_dataset
-    from tuneforge.solutions.customer_service.assistant import evaluate_assistant
+    from tuneforge.solutions.assistant.assistant import evaluate_assistant
 
     ds = load_dataset(data, "classification", require_labels=True)
     if not ds.examples:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.solutions.finance_monitor.detect import Detection, Observation, RuleParams, detect_stream
+from tuneforge.solutions.monitor.detect import Detection, Observation, RuleParams, detect_stream
 
 __all__ = ["Burst", "Stream", "StreamItem", "build_stream", "detect", "pool_scores", "score_alerts"]
 

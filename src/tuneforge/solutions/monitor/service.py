@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import ConfigError, InvalidRequestError
-from tuneforge.solutions.finance_monitor.classify import Classified, polarity
-from tuneforge.solutions.finance_monitor.detect import Observation, RuleParams, detect_stream
-from tuneforge.solutions.finance_monitor.entities import EntityMatcher, WatchEntry
-from tuneforge.solutions.finance_monitor.ingest import Deduplicator, RawItem, SourceState, normalized_hash
-from tuneforge.solutions.finance_monitor.notify import (
+from tuneforge.solutions.monitor.classify import Classified, polarity
+from tuneforge.solutions.monitor.detect import Observation, RuleParams, detect_stream
+from tuneforge.solutions.monitor.entities import EntityMatcher, WatchEntry
+from tuneforge.solutions.monitor.ingest import Deduplicator, RawItem, SourceState, normalized_hash
+from tuneforge.solutions.monitor.notify import (
     Delivery,
     SmtpSettings,
     alert_text,
@@ -183,7 +183,7 @@ def ingest_items(session: Session, tenant_id: str, items: Sequence[RawItem], *, 
 def _ingest_once(session: Session, tenant_id: str, items: Sequence[RawItem], *, classify: Classify | None,
                  given: Sequence[dict[str, Any] | None] | None, matcher: EntityMatcher | None,
                  dedupe_threshold: float, memory: int) -> IngestReport:
-    from tuneforge.solutions.finance_monitor.classify import detect_language, topic_of
+    from tuneforge.solutions.monitor.classify import detect_language, topic_of
 
     report = IngestReport(received=len(items))
     given = list(given) if given is not None else [None] * len(items)

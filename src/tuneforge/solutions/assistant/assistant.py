@@ -26,8 +26,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError, RunError
-from tuneforge.solutions.customer_service.index import VectorIndex
-from tuneforge.solutions.customer_service.knowledge import Passage, read_passages, write_passages
+from tuneforge.solutions.assistant.index import VectorIndex
+from tuneforge.solutions.assistant.knowledge import Passage, read_passages, write_passages
 from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
 __all__ = ["BUNDLE_FILE", "Assistant", "AssistantConfig", "Reply", "Session", "build_bundle",

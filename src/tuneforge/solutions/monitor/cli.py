@@ -1,4 +1,4 @@
-"""``tuneforge solution monitor ...``: thin commands over :mod:`tuneforge.solutions.finance_monitor`.
+"""``tuneforge solution monitor ...``: thin commands over :mod:`tuneforge.solutions.monitor`.
 
 Commands that keep state (ingest, watchlist, rules, sources, watch, chart, alerts) work on the service's
 database (``TUNEFORGE_DATABASE_URL`` / ``TUNEFORGE_DATA_DIR``, as ``tuneforge serve`` and ``tuneforge admin``)
@@ -69,7 +69,7 @@ def _session(tenant: str) -> Iterator[tuple[Any, str]]:
 
 
 def _classifier(model: Path | None, model_zh: Path | None, topic: Path | None = None) -> Any:
-    from tuneforge.solutions.finance_monitor.classify import SentimentClassifier
+    from tuneforge.solutions.monitor.classify import SentimentClassifier
 
     if model is None and model_zh is None:
         return None
@@ -90,7 +90,7 @@ def _ner(path: Path | None) -> Any:
 
 
 def _report_ingest(report: Any, session: Any, tenant_id: str, *, notify: bool) -> None:
-    from tuneforge.solutions.finance_monitor.service import AlertRepo, deliver, smtp_from_env
+    from tuneforge.solutions.monitor.service import AlertRepo, deliver, smtp_from_env
 
     dup = ", ".join(f"{k} {v}" for k, v in sorted(report.duplicates.items())) or "none"
     out.print(f"received {report.received}, stored {report.stored}, duplicates: {dup}; "
@@ -119,8 +119,8 @@ def ingest(
     notify: Annotated[bool, typer.Option(help="Deliver fired alerts (webhook, e-mail).")] = True,
 ) -> None:
     """Classify and store items from a file, a feed or a page, and run the alert rules on them."""
-    from tuneforge.solutions.finance_monitor.ingest import Poller, SourceState, read_items
-    from tuneforge.solutions.finance_monitor.service import ingest_items, matcher_for
+    from tuneforge.solutions.monitor.ingest import Poller, SourceState, read_items
+    from tuneforge.solutions.monitor.service import ingest_items, matcher_for
 
     if sum(x is not None for x in (file, feed, page)) != 1:
         raise ConfigError("give exactly one of FILE, --feed URL or --page URL")
@@ -192,8 +192,8 @@ def classify(
                                                          "repeatable (cashtags are always found).")] = None,
 ) -> None:
     """Classify texts: sentiment, language, topic and entities (nothing is stored)."""
-    from tuneforge.solutions.finance_monitor.entities import EntityMatcher, WatchEntry
-    from tuneforge.solutions.finance_monitor.ingest import read_items
+    from tuneforge.solutions.monitor.entities import EntityMatcher, WatchEntry
+    from tuneforge.solutions.monitor.ingest import read_items
 
     if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".jsonl", ".csv", ".tsv", ".ndjson"):
         texts = [i.full_text for i in read_items(inputs[0])]
@@ -224,7 +224,7 @@ def watchlist_add(tenant: TenantOpt,
                   alias: Annotated[list[str] | None, typer.Option("--alias", "-a", help="Repeatable.")] = None
                   ) -> None:
     """Add an entity (or replace its aliases)."""
-    from tuneforge.solutions.finance_monitor.service import WatchRepo
+    from tuneforge.solutions.monitor.service import WatchRepo
     from tuneforge.store.ids import new_id
     from tuneforge.store.solution_tables.monitor import MonitorWatch
 
@@ -241,7 +241,7 @@ def watchlist_add(tenant: TenantOpt,
 
 @watchlist_app.command("list")
 def watchlist_list(tenant: TenantOpt) -> None:
-    from tuneforge.solutions.finance_monitor.service import WatchRepo
+    from tuneforge.solutions.monitor.service import WatchRepo
 
     with _session(tenant) as (s, tenant_id):
         t = Table("name", "aliases", "id")
@@ -269,8 +269,8 @@ def rules_add(
     name: Annotated[str, typer.Option(help="A name shown in alerts.")] = "",
 ) -> None:
     """Create an alert rule."""
-    from tuneforge.solutions.finance_monitor.detect import RuleParams
-    from tuneforge.solutions.finance_monitor.service import RuleRepo
+    from tuneforge.solutions.monitor.detect import RuleParams
+    from tuneforge.solutions.monitor.service import RuleRepo
     from tuneforge.store.ids import new_id
     from tuneforge.store.solution_tables.monitor import MonitorRule
 
@@ -290,7 +290,7 @@ def rules_add(
 
 @rules_app.command("list")
 def rules_list(tenant: TenantOpt) -> None:
-    from tuneforge.solutions.finance_monitor.service import RuleRepo
+    from tuneforge.solutions.monitor.service import RuleRepo
 
     with _session(tenant) as (s, tenant_id):
         t = Table("id", "name", "entity", "metric", "window", "baseline", "z", "min items", "channels")
@@ -303,7 +303,7 @@ def rules_list(tenant: TenantOpt) -> None:
 
 @rules_app.command("delete")
 def rules_delete(tenant: TenantOpt, rule_id: Annotated[str, typer.Argument()]) -> None:
-    from tuneforge.solutions.finance_monitor.service import RuleRepo
+    from tuneforge.solutions.monitor.service import RuleRepo
 
     with _session(tenant) as (s, tenant_id):
         repo = RuleRepo(s, tenant_id)
@@ -319,7 +319,7 @@ def sources_add(tenant: TenantOpt, url: Annotated[str, typer.Argument()],
                 interval: Annotated[int, typer.Option(help="Seconds between polls (at least 60).")] = 900,
                 name: Annotated[str, typer.Option()] = "") -> None:
     """Add a feed or page for `watch` to poll."""
-    from tuneforge.solutions.finance_monitor.service import SourceRepo
+    from tuneforge.solutions.monitor.service import SourceRepo
     from tuneforge.store.ids import new_id
     from tuneforge.store.solution_tables.monitor import MonitorSource
 
@@ -341,7 +341,7 @@ def sources_add(tenant: TenantOpt, url: Annotated[str, typer.Argument()],
 
 @sources_app.command("list")
 def sources_list(tenant: TenantOpt) -> None:
-    from tuneforge.solutions.finance_monitor.service import SourceRepo
+    from tuneforge.solutions.monitor.service import SourceRepo
 
     with _session(tenant) as (s, tenant_id):
         t = Table("id", "kind", "url", "every", "last polled", "status")
@@ -357,8 +357,8 @@ def watch(tenant: TenantOpt, model: ModelOpt = None, model_zh: ModelZhOpt = None
           tick: Annotated[float, typer.Option(help="Seconds between checks for due sources.")] = 30.0,
           once: Annotated[bool, typer.Option(help="Poll the due sources once and exit.")] = False) -> None:
     """Poll the tenant's sources on their intervals, classify new items and alert (Ctrl-C stops)."""
-    from tuneforge.solutions.finance_monitor.ingest import Poller
-    from tuneforge.solutions.finance_monitor.service import SourceRepo, ingest_items, matcher_for, source_state
+    from tuneforge.solutions.monitor.ingest import Poller
+    from tuneforge.solutions.monitor.service import SourceRepo, ingest_items, matcher_for, source_state
 
     classifier, ner_fn = _classifier(model, model_zh, topic_model), _ner(ner)
     if classifier is None:
@@ -398,8 +398,8 @@ def chart(tenant: TenantOpt,
     """Sentiment over time of an entity: a table in the console, or a PNG with --output."""
     from sqlalchemy import func, select
 
-    from tuneforge.solutions.finance_monitor.charts import series_png, series_text
-    from tuneforge.solutions.finance_monitor.service import AlertRepo, series
+    from tuneforge.solutions.monitor.charts import series_png, series_text
+    from tuneforge.solutions.monitor.service import AlertRepo, series
     from tuneforge.store.solution_tables.monitor import MonitorItem
     from tuneforge.utils.fs import atomic_write_bytes
 
@@ -428,7 +428,7 @@ def chart(tenant: TenantOpt,
 @app.command()
 def alerts(tenant: TenantOpt, limit: Annotated[int, typer.Option()] = 20) -> None:
     """Recent alerts with the items that triggered them."""
-    from tuneforge.solutions.finance_monitor.service import AlertRepo, alert_payload
+    from tuneforge.solutions.monitor.service import AlertRepo, alert_payload
 
     with _session(tenant) as (s, tenant_id):
         for a in AlertRepo(s, tenant_id).list(limit=limit).data:
@@ -456,8 +456,8 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Replay labelled items as a stream with injected negative bursts; score the alerts (no database)."""
-    from tuneforge.solutions.finance_monitor.detect import RuleParams
-    from tuneforge.solutions.finance_monitor.replay import build_stream, detect, score_alerts
+    from tuneforge.solutions.monitor.detect import RuleParams
+    from tuneforge.solutions.monitor.replay import build_stream, detect, score_alerts
 
     rows = _labelled_rows(data)
     gold = [str(r["label"]) for r in rows]

@@ -16,7 +16,7 @@ from rich.console import Console
 from tuneforge.data import load_dataset
 from tuneforge.data.splitting import split_dataset, write_dataset
 from tuneforge.errors import ConfigError
-from tuneforge.solutions.customer_service.assistant import (
+from tuneforge.solutions.assistant.assistant import (
     Assistant,
     AssistantConfig,
     EncoderResolver,
@@ -24,7 +24,7 @@ from tuneforge.solutions.customer_service.assistant import (
     calibrate_threshold,
     encoder_resolver,
 )
-from tuneforge.solutions.customer_service.knowledge import Passage, load_knowledge
+from tuneforge.solutions.assistant.knowledge import Passage, load_knowledge
 from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
 __all__ = ["BuildOptions", "build_assistant", "ticket_passages"]
