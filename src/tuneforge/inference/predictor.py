@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
-from tuneforge.inference.runner import forward_features
+from tuneforge.tasks.encoder import forward_features
 from tuneforge.settings import Settings
 from tuneforge.tasks import Task, get_task
 from tuneforge.tasks.common import softmax, split_words

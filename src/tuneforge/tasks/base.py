@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataProblem
 
 __all__ = ["Encoded", "Task", "get_task", "register_task", "task_names"]
 
@@ -45,6 +45,34 @@ class Task(Protocol):
     default_max_length: int
     #: whether model outputs have a per-token axis (NER, QA) or one row per sequence (classification)
     per_token: bool
+    #: fields of a normalized example
+    columns: tuple[str, ...]
+    #: whether the head predicts from a label list (classification classes, NER entity types); QA predicts spans
+    labelled: bool
+    #: what one label is called in reports ("class", "entity type")
+    label_noun: str
+    #: whether examples may carry several labels
+    multi_label_capable: bool
+    #: how an input longer than max_length is handled, for the user ("truncated.")
+    long_input_note: str
+    #: whether the whole sequence gets one prediction
+    sequence_level: bool
+    #: whether the task's models generate text (a generative task) rather than return logits
+    generative: bool
+
+    def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
+        """The ``index``-th raw input (string or dict, from the CLI or the API) as an example, or the problem."""
+
+    def count_tokens(self, examples: Sequence[dict[str, Any]], tokenizer: Any, max_length: int | None = None) -> int:
+        """Tokens of the model inputs the examples make: what the usage ledger meters."""
+
+    def auto_hyperparameters(self, *, n_train: int, encoder_size: int) -> dict[str, Any]:
+        """Learning rate and batch size when left as auto."""
+
+    def predict(self, model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], labels: list[str], *,
+                max_length: int, stride: int = 128, multi_label: bool = False, batch_size: int = 64,
+                bf16: bool = False, on_batch: Any = None) -> list[dict[str, Any]]:
+        """How the task runs a model: predictions for examples (encoder tasks: encode -> forward -> decode)."""
 
     def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
         """The output labels of the head, in id order, from the training examples."""

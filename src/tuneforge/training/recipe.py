@@ -557,7 +557,7 @@ def _run(p: _Prepared, out: Path, console: Console, *, resume: bool,
         best_step = _best_step(trainer)
         preds = stash.by_step.get(best_step) if best_step is not None else None
         if preds is None:
-            from tuneforge.inference.runner import forward_features
+            from tuneforge.tasks.encoder import forward_features
 
             outputs = forward_features(trainer.model, p.eval_enc.features, p.task.collator(p.tokenizer),
                                        batch_size=c.eval_batch_size, bf16=bf16)
@@ -653,7 +653,7 @@ def _with_teacher(p: _Prepared, console: Console) -> list[dict[str, Any]]:
 
 def _run_own_loop(p: _Prepared, out: Path, console: Console, *, bf16: bool, t_start: float) -> TrainResult:
     """Methods that train (or build) their model themselves (SetFit, zero-shot); evaluation and saving are shared."""
-    from tuneforge.inference.runner import forward_features
+    from tuneforge.tasks.encoder import forward_features
 
     c = p.config
     assert p.method is not None

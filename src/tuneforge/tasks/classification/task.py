@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import load_with_head, softmax
+from tuneforge.tasks.encoder import EncoderTask
 
 __all__ = ["ClassificationTask"]
 
@@ -19,11 +21,28 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-class ClassificationTask:
+class ClassificationTask(EncoderTask):
     name = "classification"
+    columns = ("text", "text_pair", "label")
+    label_noun = "class"
+    multi_label_capable = True
+    sequence_level = True
     per_token = False
     main_metric = "accuracy"
     default_max_length = 256
+
+    def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
+        """A raw input (a string, or ``{"text", "text_pair"}``) as an example, or the problem with it."""
+        text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return DataProblem(f"input {index + 1}", None, "text", "empty or missing text", "pass a non-empty string")
+        pair = item.get("text_pair") if isinstance(item, dict) else None
+        return {"text": text, "text_pair": pair, "label": None}
+
+    def _tokenize_for_count(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> Any:
+        if any(e.get("text_pair") for e in examples):
+            return tokenizer([e["text"] for e in examples], [e.get("text_pair") or "" for e in examples])
+        return tokenizer([e["text"] for e in examples])
 
     def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
         seen: set[str] = set()

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
-from tuneforge.tasks.common import is_cjk, join_tokens, load_with_head, softmax
+from tuneforge.tasks.common import is_cjk, join_tokens, load_with_head, softmax, split_words
+from tuneforge.tasks.encoder import EncoderTask
 
 __all__ = ["NerTask", "bio_to_spans", "bio_viterbi", "kept_positions", "label_positions"]
 
@@ -121,11 +123,26 @@ def kept_positions(word_ids: Sequence[int | None], tokens: Sequence[str], words:
     return keep
 
 
-class NerTask:
+class NerTask(EncoderTask):
     name = "ner"
+    columns = ("tokens", "tags")
+    label_noun = "entity type"
     per_token = True
     main_metric = "f1"
     default_max_length = 256
+
+
+    def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
+        """A raw text (or ``{"text"}``) split into words with their character spans, or the problem with it."""
+        text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return DataProblem(f"input {index + 1}", None, "text", "empty or missing text", "pass a non-empty string")
+        words = split_words(text)
+        return {"tokens": [w for w, _, _ in words], "tags": None, "spans": [(s, e) for _, s, e in words],
+                "source_text": text}
+
+    def _tokenize_for_count(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> Any:
+        return tokenizer([e["tokens"] for e in examples], is_split_into_words=True)
 
     def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
         types = sorted({t[2:] for ex in examples for t in (ex.get("tags") or []) if t != "O"})

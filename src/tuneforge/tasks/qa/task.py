@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import softmax
+from tuneforge.tasks.encoder import EncoderTask
 from tuneforge.tasks.qa.metrics import squad_em_f1
 
 __all__ = ["QaTask"]
@@ -19,11 +21,27 @@ MAX_ANSWER_TOKENS = 30
 MAX_QUESTION_TOKENS = 64
 
 
-class QaTask:
+class QaTask(EncoderTask):
     name = "qa"
+    columns = ("question", "context", "answers", "id")
+    labelled = False
+    label_noun = "answer span"
+    long_input_note = "split into overlapping windows."
     per_token = True
     main_metric = "f1"
     default_max_length = 384
+
+
+    def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
+        """``{"question", "context"[, "id"]}`` as an example, or the problem with it."""
+        if not isinstance(item, dict) or not item.get("question") or not item.get("context"):
+            return DataProblem(f"input {index + 1}", None, "question/context",
+                               "a QA input needs a question and a context", 'pass {"question": ..., "context": ...}')
+        return {"id": str(item.get("id", index)), "question": str(item["question"]), "context": str(item["context"]),
+                "answers": {"text": [], "answer_start": []}}
+
+    def _tokenize_for_count(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> Any:
+        return tokenizer([e["question"] for e in examples], [e["context"] for e in examples])
 
     def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
         return ["start", "end"]
