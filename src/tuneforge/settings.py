@@ -6,7 +6,6 @@ Built by the CLI and by ``create_app`` when needed, never at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +37,10 @@ class Settings(BaseSettings):
     default_plan: str = Field("trial", description="Plan of a tenant created without --plan.")
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest file accepted by POST /v1/files.")
     max_predict_inputs: int = Field(256, ge=1, description="Most inputs in one /v1/predict or /v1/embeddings call.")
+    max_input_chars: int = Field(100_000, ge=1, description="Most characters in one input of /v1/predict or "
+                                                            "/v1/embeddings (a QA input: question and context).")
+    max_request_bytes: int = Field(4 * MiB, ge=1024, description="Largest request body, except uploads to "
+                                                                 "POST /v1/files (max_upload_bytes).")
     api_docs: bool = Field(True, description="Serve the OpenAPI docs at /docs.")
     console: bool = Field(True, description="Serve the web console at /console.")
 
@@ -45,9 +48,10 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(1, ge=0, description="Jobs `tuneforge serve` trains at once in its own worker "
                                                        "(0: none, run `tuneforge worker` instead).")
     worker_concurrency: int = Field(1, ge=1, description="Jobs one `tuneforge worker` trains at once.")
-    executor: Literal["process", "thread"] = Field(
-        "process", description="Where a worker runs a training: a child process per job (a crash or kill takes "
-                               "only that job's attempt) or a thread (tests, debugging).")
+    executor: str = Field(
+        "process", description="Where a worker runs a training, by executor name (tuneforge.jobs.executors): "
+                               "process, a child process per job (a crash or kill takes only that job's attempt), "
+                               "or thread (tests, debugging).")
     lease_seconds: float = Field(30.0, gt=0, description="A claimed job is presumed abandoned when its worker has "
                                                         "not renewed the lease for this long.")
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker renews its leases and picks up "

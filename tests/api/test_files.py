@@ -73,3 +73,86 @@ def test_idempotency_key_replays_the_first_upload(acme):
     other = _upload(acme, data=DATA + b'{"text": "x", "label": "positive"}\n', headers=h)
     assert other.status_code == 422 and other.json()["error"]["type"] == "idempotency_error"
     assert len(acme.get("/v1/files").json()["data"]) == 1
+
+
+def test_non_ascii_and_quoted_names_download_with_rfc_5987_headers(acme):
+    from urllib.parse import unquote
+
+    for name in ("训练数据.jsonl", 'my "best" data.jsonl', "naïve;café\\x.jsonl"):
+        f = _upload(acme, name=name).json()
+        r = acme.get(f"/v1/files/{f['id']}/content")
+        assert r.status_code == 200 and r.content == DATA, (name, r.text)
+        header = r.headers["content-disposition"]
+        header.encode("ascii")  # a latin-1 header cannot carry 训 (the 500 of before)
+        assert header.startswith("attachment; filename=")
+        star = header.split("filename*=UTF-8''", 1)[1]
+        assert unquote(star) == f["filename"] and '"' not in star and ";" not in star  # the exact name
+        fallback = header.split('filename="', 1)[1].split('"', 1)[0]
+        assert fallback.isascii() and fallback.endswith(".jsonl")
+
+
+def test_an_upload_over_the_limit_is_refused_before_its_body_is_read(settings):
+    # a declared content-length over the limit: 413 at once, with the OpenAI error envelope and a request id
+    with running_api(settings.model_copy(update={"max_upload_bytes": 1000})) as small:
+        c = small.as_(small.tenant()[1])
+        r = _upload(c, data=b"x" * 200_000)
+        assert r.status_code == 413, r.text
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert r.json()["error"]["code"] == "file_too_large" and r.json()["error"]["param"] == "file"
+        assert "1,000 bytes" in r.json()["error"]["message"] and r.headers["x-request-id"].startswith("req_")
+
+
+def test_a_streamed_upload_stops_at_the_limit_without_filling_the_temp_folder(settings, monkeypatch):
+    """A chunked upload (no content-length) of 16 MiB against a 256 KiB limit: the 413 comes back while the client
+    is still sending, and the multipart parser's temp files never got more than the limit."""
+    import select
+    import socket
+
+    import starlette.formparsers as formparsers
+
+    from tests.service_support import serve
+    from tuneforge.api import create_app
+
+    written = {"bytes": 0}
+
+    class Recording(formparsers.SpooledTemporaryFile):  # type: ignore[misc,name-defined]
+        def write(self, s):  # type: ignore[no-untyped-def]
+            written["bytes"] += len(s)
+            return super().write(s)
+
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", Recording)
+    limit = 256 * 1024
+    app = create_app(settings.model_copy(update={"max_upload_bytes": limit}))
+    with serve(app) as url:
+        from tests.service_support import new_tenant
+
+        _, key = new_tenant(app.state.tuneforge.sessions)
+        host, port = url.removeprefix("http://").split(":")
+        boundary = "tfboundary"
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        chunk = (b'{"text": "' + b"a" * 65000 + b'", "label": "x"}\n')
+        total, sent, response = 16 * 1024 * 1024, 0, b""
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall((f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                          f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n").encode())
+            for part in [head] + [chunk] * (total // len(chunk)):
+                try:
+                    sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                except OSError:
+                    break  # the server closed the connection after answering
+                sent += len(part)
+                if select.select([sock], [], [], 0)[0]:
+                    break
+            sock.settimeout(30)
+            while b"\r\n\r\n" not in response or b"file_too_large" not in response:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                response += data
+    assert response.startswith(b"HTTP/1.1 413"), response[:300]
+    assert b'"file_too_large"' in response
+    assert sent < total // 2, f"the client could send {sent:,} bytes before the 413"
+    assert written["bytes"] <= limit + 64 * 1024, f"{written['bytes']:,} bytes went to the temp folder"

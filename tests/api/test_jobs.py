@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import timedelta
+
 import pytest
 
 from tests.service_support import jsonl, rows
+from tuneforge.jobs.queue import add_event
 from tuneforge.store.db import utcnow
+from tuneforge.store.models import Checkpoint, Job
 from tuneforge.store.tenants import authenticate
 from tuneforge.store.usage import record_usage
 
@@ -38,7 +45,6 @@ def test_create_and_retrieve_a_job(acme):
 
 
 @pytest.mark.parametrize(("change", "expect"), [
-    ({"metadata": {}}, "metadata.task: required"),
     ({"metadata": {"task": "translation"}}, "'translation' is not a task"),
     ({"warmup_ratio": 5, "not_an_option": 1}, "not_an_option"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
@@ -168,3 +174,116 @@ def test_scopes_are_enforced(api):
     r = c.get("/v1/fine_tuning/jobs")
     assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
     assert c.get("/v1/models").status_code == 200
+
+
+def _upload(c, name: str, content: bytes) -> str:
+    r = c.post("/v1/files", files={"file": (name, content)}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+NER = [{"tokens": ["john", "lives", "in", "paris"], "tags": ["B-PER", "O", "O", "B-LOC"]}] * 3
+SQUAD = {"version": "v2", "data": [{"title": "t", "paragraphs": [{"context": "paris is the capital of france", "qas": [
+    {"id": f"q{i}", "question": "what is the capital of france?",
+     "answers": [{"text": "paris", "answer_start": 0}]} for i in range(3)]}]}]}
+
+
+def test_without_metadata_task_the_task_is_inferred_from_the_training_file(api):
+    c = api.as_(api.tenant(max_concurrent_jobs=10)[1])
+    for name, content, task in (("train.jsonl", jsonl(rows()), "classification"), ("ner.jsonl", jsonl(NER), "ner"),
+                                ("squad.json", json.dumps(SQUAD).encode(), "qa")):
+        fid = _upload(c, name, content)
+        for route in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/estimates"):
+            r = c.post(route, json={"model": "tiny-bert", "training_file": fid})
+            assert r.status_code == 200, r.text
+            assert r.json()["task"] == task, (name, route)
+
+
+def test_a_file_whose_task_cannot_be_told_is_refused_naming_the_line(api):
+    c = api.as_(api.tenant()[1])
+    odd = _upload(c, "odd.jsonl", jsonl([{"foo": 1, "bar": "x"}] * 3))
+    r = c.post("/v1/fine_tuning/jobs", json={"model": "tiny-bert", "training_file": odd})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_training_file" and err["param"] == "training_file"
+    assert "odd.jsonl" in err["message"] and "line 1" in err["message"] and "metadata.task" in err["message"]
+    bad = _upload(c, "bad.jsonl", jsonl(rows())[:-1] + b"\n{not json\n")
+    r = c.post("/v1/fine_tuning/jobs", json={"model": "tiny-bert", "training_file": bad})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_training_file"
+    assert "line 13" in r.json()["error"]["message"], r.json()["error"]["message"]
+    assert "/" not in r.json()["error"]["message"].split("metadata.task")[0]  # no server path
+    assert c.get("/v1/fine_tuning/jobs").json()["data"] == []
+
+
+def _running(api, jid: str) -> None:
+    with api.sessions() as s:
+        job = s.get(Job, jid)
+        job.status, job.attempt, job.started_at, job.validated_at = "running", 2, utcnow(), utcnow()
+        job.lease_owner, job.lease_expires_at = "w", utcnow() + timedelta(minutes=5)
+        s.commit()
+
+
+def test_cancel_answers_cancelled_at_once_even_while_training(api):
+    c = api.as_(api.tenant(max_concurrent_jobs=10)[1])
+    jid = c.post("/v1/fine_tuning/jobs", json=_body(_file(c))).json()["id"]
+    _running(api, jid)
+    r = c.post(f"/v1/fine_tuning/jobs/{jid}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert c.get(f"/v1/fine_tuning/jobs/{jid}").json()["status"] == "cancelled"
+    for action in ("cancel", "pause", "resume"):
+        r = c.post(f"/v1/fine_tuning/jobs/{jid}/{action}")
+        assert r.status_code == 400 and "it is cancelled" in r.json()["error"]["message"], (action, r.text)
+    with api.sessions() as s:
+        assert s.get(Job, jid).control == "cancel"  # the worker still stops the training at its next step
+
+
+def test_estimated_finish_comes_from_the_measured_throughput(api):
+    c = api.as_(api.tenant()[1])
+    jid = c.post("/v1/fine_tuning/jobs", json=_body(_file(c))).json()["id"]
+    assert c.get(f"/v1/fine_tuning/jobs/{jid}").json()["estimated_finish"] is None
+    _running(api, jid)
+    t0 = utcnow() - timedelta(seconds=100)
+    with api.sessions() as s:
+        for step, at in ((10, t0), (60, t0 + timedelta(seconds=50))):  # 1 step per second
+            e = add_event(s, jid, f"Step {step}", attempt=2, type="metrics",
+                          data={"step": step, "total_steps": 160, "loss": 0.5})
+            e.created_at = at
+        s.commit()
+    got = c.get(f"/v1/fine_tuning/jobs/{jid}").json()["estimated_finish"]
+    expect = (t0 + timedelta(seconds=50 + 100)).timestamp()  # 100 steps left at 1 step/s
+    assert got is not None and abs(got - expect) <= 2, (got, expect)
+    assert c.get("/v1/fine_tuning/jobs").json()["data"][0]["estimated_finish"] == got
+
+
+def test_a_succeeded_job_has_a_metrics_csv_result_file(api):
+    c = api.as_(api.tenant()[1])
+    jid = c.post("/v1/fine_tuning/jobs", json=_body(_file(c))).json()["id"]
+    with api.sessions() as s:
+        for step, data in ((2, {"loss": 0.7, "epoch": 1.0}), (2, {"eval_accuracy": 0.5, "eval_runtime": 0.1}),
+                           (4, {"loss": 0.4, "epoch": 2.0})):
+            add_event(s, jid, f"Step {step}", attempt=2, type="metrics", data={"step": step, **data})
+        add_event(s, jid, "Step 1", attempt=1, type="metrics", data={"step": 1, "loss": 9.9})  # an earlier attempt
+        job = s.get(Job, jid)
+        job.status, job.attempt, job.finished_at, job.fine_tuned_model = "succeeded", 2, utcnow(), "ft:x:y:z"
+        s.commit()
+    j = c.get(f"/v1/fine_tuning/jobs/{jid}").json()
+    assert len(j["result_files"]) == 1
+    fid = j["result_files"][0]
+    assert c.get(f"/v1/fine_tuning/jobs/{jid}").json()["result_files"] == [fid]  # written once
+    meta = c.get(f"/v1/files/{fid}").json()
+    assert meta["purpose"] == "fine-tune-results" and meta["filename"] == "step_metrics.csv"
+    table = list(csv.DictReader(io.StringIO(c.get(f"/v1/files/{fid}/content").text)))
+    assert [r["step"] for r in table] == ["2", "4"]
+    assert table[0]["train_loss"] == "0.7" and table[0]["eval_accuracy"] == "0.5" and "eval_runtime" not in table[0]
+    assert table[1]["train_loss"] == "0.4" and table[1]["eval_accuracy"] == ""
+
+
+def test_checkpoint_ids_name_the_fine_tuned_model(api):
+    name, key = api.tenant()
+    c = api.as_(key)
+    jid = c.post("/v1/fine_tuning/jobs", json=_body(_file(c), suffix="v2")).json()["id"]
+    with api.sessions() as s:
+        s.add(Checkpoint(id="ftckpt-abc", job_id=jid, step=6, attempt=2, metrics={"step": 6}, created_at=utcnow()))
+        s.commit()
+    ck = c.get(f"/v1/fine_tuning/jobs/{jid}/checkpoints").json()["data"][0]
+    assert ck["fine_tuned_model_checkpoint"] == f"ft:tiny-bert:{name}:v2:{jid.split('-', 1)[1][:8]}:ckpt-step-6"

@@ -37,13 +37,12 @@ def test_a_whole_job_through_the_openai_client(served):
     train = a.files.create(file=("train.jsonl", jsonl(rows() * 2)), purpose="fine-tune")
     dev = a.files.create(file=("dev.jsonl", jsonl(rows())), purpose="fine-tune")
     assert train.id.startswith("file-") and train.bytes > 0
-    job = a.fine_tuning.jobs.create(
+    job = a.fine_tuning.jobs.create(  # no metadata.task: inferred from the file (text + label)
         model="tiny-bert", training_file=train.id, validation_file=dev.id, suffix="e2e",
-        metadata={"task": "classification"},
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.0}}},
         extra_body={"logging_steps": 2, "precision": "fp32", "max_length": 32})
-    assert job.status == "validating_files"
+    assert job.status == "validating_files" and job.model_extra["task"] == "classification"
     deadline = time.monotonic() + 240
     while job.status not in ("succeeded", "failed", "cancelled"):
         assert time.monotonic() < deadline, f"job still {job.status}"
@@ -70,6 +69,15 @@ def test_a_whole_job_through_the_openai_client(served):
     assert [e.message for e in events][0].startswith("The job has successfully completed")  # newest first
     ckpts = a.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in ckpts] == [12, 6] and ckpts[0].fine_tuning_job_id == job.id  # every epoch's
+    assert ckpts[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-12"
+    [results] = job.result_files
+    assert a.files.retrieve(results).purpose == "fine-tune-results"
+    table = a.files.content(results).text.splitlines()
+    assert table[0].startswith("step,epoch,train_loss") and "eval_accuracy" in table[0]
+    steps = [int(line.split(",")[0]) for line in table[1:]]
+    assert steps == sorted(set(steps)) and set(range(2, 13, 2)) <= set(steps) and steps[-1] == 12  # every 2 steps
+    with pytest.raises(openai.NotFoundError):
+        b.files.content(results)
     assert ckpts[0].metrics.train_loss is not None and "eval_accuracy" in ckpts[0].metrics.model_extra
     assert job.fine_tuned_model in [m.id for m in a.models.list().data]
     assert a.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
@@ -105,3 +113,32 @@ def test_a_whole_job_through_the_openai_client(served):
     by_model = {(r["kind"], r["model"]): r["quantity"] for r in usage["data"]}
     assert by_model[("requests", job.fine_tuned_model)] == 4 + 16  # the predict calls, counted per model
     assert by_model[("trained_tokens", job.fine_tuned_model)] == job.trained_tokens
+
+
+def test_a_running_job_shows_its_finish_and_cancels_at_once(served):
+    url, app = served
+    _, key = new_tenant(app.state.tuneforge.sessions)
+    a = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    train = a.files.create(file=("train.jsonl", jsonl(rows())), purpose="fine-tune")
+    job = a.fine_tuning.jobs.create(
+        model="tiny-bert", training_file=train.id, metadata={"task": "classification"},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 500, "batch_size": 4}}},
+        extra_body={"logging_steps": 1, "precision": "fp32", "max_length": 16})
+    deadline = time.monotonic() + 180
+    while True:  # until the training has logged a few steps
+        assert time.monotonic() < deadline, "the training logged no steps"
+        steps = [e for e in a.fine_tuning.jobs.list_events(job.id, limit=50).data if e.type == "metrics"]
+        if len(steps) >= 3:
+            break
+        time.sleep(0.3)
+    assert "/1500" in steps[0].message  # progress: step n of the total
+    running = a.fine_tuning.jobs.retrieve(job.id)
+    assert running.status == "running"
+    assert running.estimated_finish is not None and running.estimated_finish >= int(time.time()) - 1
+    cancelled = a.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and a.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    while "Fine-tuning job cancelled." not in [e.message for e in a.fine_tuning.jobs.list_events(job.id).data]:
+        assert time.monotonic() < deadline, "the training did not stop"
+        time.sleep(0.3)
+    done = a.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "cancelled" and done.finished_at is not None and done.fine_tuned_model is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -106,3 +107,44 @@ def test_embeddings_are_unit_vectors_in_float_and_base64(acme):
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
     r = acme.post("/v1/embeddings", json={"model": "nope", "input": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+def _envelope(r, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == code, err
+    assert r.headers["x-request-id"].startswith("req_") and r.headers["x-should-retry"] == "false"
+    return err
+
+
+def test_request_bodies_are_capped_with_a_413(api, settings):
+    from tests.api.conftest import running_api
+
+    # 4 inputs of 5 MB (the request that stalled the server): refused from its content-length, nothing parsed
+    with running_api(settings.model_copy(update={"max_request_bytes": 64 * 1024})) as small:
+        c = small.as_(small.tenant()[1])
+        r = c.post("/v1/predict", json={"model": "ft:x", "inputs": ["word " * 2**20] * 4})
+        err = _envelope(r, 413, "request_too_large")
+        assert "65,536 bytes" in err["message"] and "fewer or shorter inputs" in err["message"]
+        # a streamed body (no content-length) is cut off at the limit too
+        body = json.dumps({"model": "tiny-bert", "input": ["x" * 10_000] * 20}).encode()
+        chunks = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        r = c.post("/v1/embeddings", content=chunks, headers={"content-type": "application/json"})
+        _envelope(r, 413, "request_too_large")
+        # under the limit, the same routes answer as before
+        assert c.post("/v1/embeddings", json={"model": "tiny-bert", "input": "a good movie"}).status_code == 200
+
+
+def test_inputs_longer_than_the_character_limit_are_refused_with_a_400(api, settings):
+    from tests.api.conftest import running_api
+
+    with running_api(settings.model_copy(update={"max_input_chars": 1000})) as small:
+        c = small.as_(small.tenant()[1])
+        r = c.post("/v1/predict", json={"model": "ft:none", "inputs": ["ok", "x" * 1001]})
+        err = _envelope(r, 400, "input_too_long")
+        assert err["param"] == "inputs" and "inputs[1]" in err["message"] and "1,000" in err["message"]
+        r = c.post("/v1/predict", json={"model": "ft:none", "inputs": [{"question": "q" * 10, "context": "c" * 995}]})
+        _envelope(r, 400, "input_too_long")  # the characters of an object's texts add up
+        r = c.post("/v1/embeddings", json={"model": "tiny-bert", "input": "y" * 5000})
+        assert _envelope(r, 400, "input_too_long")["param"] == "input"
+        assert c.post("/v1/embeddings", json={"model": "tiny-bert", "input": "y" * 1000}).status_code == 200

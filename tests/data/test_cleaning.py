@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tuneforge.data import CleanOptions, Dataset, clean_dataset, clean_text, load_dataset, near_duplicates
+from tuneforge.data import CleanOptions, Dataset, clean_text, near_duplicates
 from tuneforge.errors import ConfigError
+from tuneforge.tasks import clean_dataset, load_dataset
 
 LONG_EN = ("The film opens with a long, quiet shot of the harbour at dawn, and from there it never loses its nerve: "
            "the actors are restrained, the score is spare, and the ending lands without a single cheap trick.")

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tuneforge.data import ColumnMap, load_dataset
+from tuneforge.data import ColumnMap
 from tuneforge.data.formats import fingerprint
 from tuneforge.errors import ConfigError, DataError
+from tuneforge.tasks import load_dataset
 
 
 def jsonl(tmp_path: Path, rows: list[Any], name: str = "data.jsonl") -> Path:

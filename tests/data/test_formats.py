@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tuneforge.data import FORMATS, detect_format, fingerprint, fingerprint_examples, load_dataset, read_rows
+from tuneforge.data import FORMATS, detect_format, fingerprint, fingerprint_examples, read_rows
 from tuneforge.errors import ConfigError, DataError
+from tuneforge.tasks import load_dataset
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -318,3 +319,144 @@ def test_fingerprint_of_examples_is_canonical() -> None:
     assert fingerprint_examples(a).startswith("sha256:")
     assert fingerprint_examples(a) != fingerprint_examples(a[::-1])
     assert fingerprint_examples(a) != fingerprint_examples([{"text": "héllo", "label": "y"}, a[1]])
+
+
+# --- hostile and careless input (issue 17) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["deep.jsonl", "deep.json"])
+def test_deeply_nested_json_is_a_data_error_naming_the_line(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, name, '{"text": "ok", "label": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DataError) as exc:  # not RecursionError
+        read_rows(path)
+    (problem,) = problems_of(exc)
+    assert problem.line == 2 and "more than 64 levels deep" in problem.message
+    assert "one JSON object" in (problem.hint or "")
+
+
+def test_nesting_under_the_recursion_limit_but_over_the_bound_is_refused_too(tmp_path: Path) -> None:
+    deep = '{"text": ' + "[" * 500 + '"x"' + "]" * 500 + ', "label": "a"}'
+    with pytest.raises(DataError, match="line 1 nests"):
+        read_rows(write(tmp_path, "a.jsonl", deep + "\n"))
+    doc = '{"data": [\n{"paragraphs": ' + "[" * 300 + "]" * 300 + "}]}"
+    with pytest.raises(DataError) as exc:
+        read_rows(write(tmp_path, "squad.json", doc))
+    assert problems_of(exc)[0].line == 2
+    # SQuAD's own nesting (7 levels) is fine
+    ok = {"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [
+        {"id": "1", "question": "q", "answers": [{"text": "c", "answer_start": 0}]}]}]}]}
+    assert read_rows(write(tmp_path, "ok.json", json.dumps(ok)))[0] == "squad"
+
+
+def test_a_repeated_json_key_is_a_warning_naming_the_key_and_line(tmp_path: Path) -> None:
+    warnings: list = []
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n')
+    _, rows = read_rows(path, warnings=warnings)
+    assert rows[1].data == {"text": "b", "label": "y"}  # the last value, as JSON parsers do
+    (w,) = warnings
+    assert w.line == 2 and w.field == "label" and "more than once" in w.message
+    warnings.clear()
+    read_rows(write(tmp_path, "d.json", '[{"text": "a", "text": "b", "label": "x"}]'), warnings=warnings)
+    assert [w.field for w in warnings] == ["text"]
+    ds = load_dataset(path, "classification")
+    assert any("more than once" in w.message for w in ds.warnings)
+
+
+def test_special_files_are_refused_without_hanging(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="named pipe"):  # returns at once: nothing writes to the pipe
+        read_rows(fifo)
+    with pytest.raises(DataError, match="named pipe"):
+        fingerprint(fifo)
+    link = tmp_path / "zero.jsonl"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="character device, not a regular file") as exc:
+        read_rows(link)
+    assert "regular file" in (problems_of(exc)[0].hint or "")
+    with pytest.raises(DataError, match="is a folder"):
+        read_rows(tmp_path)
+
+
+def test_files_over_the_size_cap_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.jsonl", '{"text": "a", "label": "b"}\n' * 100)
+    with pytest.raises(DataError, match="more than the limit of 1,000 bytes"):
+        read_rows(path, max_bytes=1000)
+    assert len(read_rows(path, max_bytes=10_000)[1]) == 100
+
+
+def test_semicolon_csv_from_excel_is_sniffed(tmp_path: Path) -> None:
+    path = write(tmp_path, "excel.csv", 'text;label\n"hello, world";pos\nbad, very bad;neg\n3,5 stars;pos\n')
+    _, rows = read_rows(path)
+    assert [r.data for r in rows] == [{"text": "hello, world", "label": "pos"},
+                                      {"text": "bad, very bad", "label": "neg"}, {"text": "3,5 stars", "label": "pos"}]
+    # a comma CSV whose texts hold semicolons stays a comma CSV
+    _, rows = read_rows(write(tmp_path, "c.csv", "text,label\na; b,pos\nc; d,neg\n"))
+    assert rows[0].data == {"text": "a; b", "label": "pos"}
+    # pipes, and a TSV that is really semicolon-separated
+    assert read_rows(write(tmp_path, "p.csv", "text|label\na|b\n"))[1][0].data == {"text": "a", "label": "b"}
+    assert read_rows(write(tmp_path, "s.tsv", "text;label\na;b\n"))[1][0].data == {"text": "a", "label": "b"}
+
+
+def test_an_explicit_delimiter_wins_and_a_bad_one_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.csv", "text;label\na,b;c\n")
+    with pytest.raises(DataError, match="comma-separated"):  # forced to commas: 1 field in the header, 2 below
+        read_rows(path, delimiter=",")
+    assert read_rows(path, delimiter=";")[1][0].data == {"text": "a,b", "label": "c"}
+    assert read_rows(write(tmp_path, "t.csv", "text\tlabel\na\tb\n"), delimiter="tab")[1][0].data == {
+        "text": "a", "label": "b"}
+    for bad in ("", ";;", '"', "a"):
+        with pytest.raises(ConfigError, match="delimiter"):
+            read_rows(path, delimiter=bad)
+
+
+def test_field_count_errors_name_the_separator_read(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        read_rows(write(tmp_path, "x.csv", "text;label\na;b;c\nd;e\n"))
+    assert "semicolon-separated" in problems_of(exc)[0].message
+
+
+@pytest.mark.parametrize(("encoding", "text", "named"), [
+    ("big5", "這家酒店很好，服務也很周到。我們下次還會再來。", "BIG5"),
+    ("shift_jis", "このホテルはとても良かったです。また来ます。", "-f CP932"),
+    ("gbk", "这家酒店很好，服务也很周到。我们下次还会再来。", "-f GBK"),
+])
+def test_legacy_encodings_are_named_with_the_command_that_converts_them(tmp_path: Path, encoding: str, text: str,
+                                                                        named: str) -> None:
+    content = ("text,label\n" + "".join(f"{text}{i},pos\n" for i in range(5))).encode(encoding)
+    with pytest.raises(DataError) as exc:
+        read_rows(write(tmp_path, "legacy.csv", content))
+    (problem,) = problems_of(exc)
+    assert problem.line == 2 and named in (problem.hint or "") and "-t UTF-8" in (problem.hint or "")
+    # and with the encoding given, the file is read
+    assert read_rows(write(tmp_path, "legacy.csv", content), encoding=encoding)[1][0].data["text"] == f"{text}0"
+
+
+def test_utf16_with_or_without_a_bom_is_read(tmp_path: Path) -> None:
+    text = "text\tlabel\ncafé crème\tpos\n训练\tneg\n"
+    for name, content in (("le.tsv", text.encode("utf-16")), ("nobom.tsv", text.encode("utf-16-le")),
+                          ("be.tsv", text.encode("utf-16-be")), ("sig.tsv", text.encode("utf-8-sig"))):
+        _, rows = read_rows(write(tmp_path, name, content))
+        assert [r.data["text"] for r in rows] == ["café crème", "训练"], name
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "a PNG image"),
+    (b"PK\x03\x04" + b"\x00" * 100, "ZIP archive"),
+    (b"%PDF-1.7\n...", "a PDF document"),
+    (b"\x00" * 1000, "a binary file"),
+    (b'{"text": "a\x00b", "label": "x"}\n', "NUL byte at byte offset 11"),
+])
+def test_binary_files_are_not_text(tmp_path: Path, content: bytes, what: str) -> None:
+    with pytest.raises(DataError) as exc:
+        read_rows(write(tmp_path, "data.jsonl", content))
+    (problem,) = problems_of(exc)
+    assert problem.message.startswith("this is not text") and what in problem.message and problem.hint
+
+
+def test_a_missing_file_says_so_without_suggesting_column_mapping(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        load_dataset(tmp_path / "nope.csv", "classification")
+    assert "file not found" in str(exc.value) and "column" not in str(exc.value).lower()

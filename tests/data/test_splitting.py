@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tuneforge.data import Dataset, load_dataset, split_dataset, write_dataset
+from tuneforge.data import Dataset
 from tuneforge.errors import ConfigError
+from tuneforge.tasks import load_dataset, split_dataset, write_dataset
 
 
 def dataset(tmp_path: Path, rows: list[dict[str, Any]], task: str = "classification", **kwargs: Any) -> Dataset:

@@ -1,5 +1,5 @@
 """The serving pieces: the micro-batcher groups concurrent requests into one call and splits the results back;
-the model cache stays within its memory budget, least recently used first."""
+the model cache stays within its memory budget, least recently used first; backends are chosen by name."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from tuneforge.errors import DataError
-from tuneforge.inference.serving import InferenceService, MicroBatcher, ModelCache
+from tuneforge.errors import ConfigError, DataError
+from tuneforge.inference.backends import backend_names, get_backend, register_backend
+from tuneforge.inference.backends.torch import TorchBackend
+from tuneforge.inference.batching import MicroBatcher
+from tuneforge.inference.serving import InferenceService, ModelCache
 
 
 def test_concurrent_requests_share_calls_and_get_their_own_results():
@@ -119,3 +122,45 @@ def test_one_load_for_many_concurrent_first_requests():
     with pytest.raises(DataError):  # a bad request fails alone, before it joins a batch
         svc.predict("m", None, [3])  # type: ignore[arg-type, list-item]
     svc.close()
+
+
+def test_an_unloaded_model_stops_its_batcher():
+    cache = ModelCache(100, make_batcher=lambda k, m: MicroBatcher(m.run))
+    a = cache.get("a", lambda: _Fake(60))
+    assert a.batcher.submit(["x"]) == [{"label": "X"}]
+    cache.get("b", lambda: _Fake(60))  # over budget: a is unloaded and its batcher closed
+    with pytest.raises(RuntimeError, match="unloaded"):
+        a.batcher.submit(["x"])
+    b = cache.get("b", lambda: _Fake(60))
+    cache.evict("b")
+    assert cache.keys() == [] and cache.used_bytes == 0
+    with pytest.raises(RuntimeError, match="unloaded"):
+        b.batcher.submit(["x"])
+
+
+def test_backends_are_chosen_by_name():
+    assert "torch" in backend_names() and isinstance(get_backend("torch"), TorchBackend)
+    with pytest.raises(ConfigError, match=r"unknown inference backend 'onnx-int4'.*choose one of: .*torch"):
+        get_backend("onnx-int4")
+    with pytest.raises(ConfigError, match="onnx-int4"):
+        InferenceService(capacity_bytes=1000, backend="onnx-int4")
+
+    loaded: list[tuple[str, Any]] = []
+
+    class Fake:
+        def load_predictor(self, path: Any) -> _Fake:
+            loaded.append(("predict", path))
+            return _Fake(10)
+
+        def load_embedder(self, path: Any) -> _Fake:
+            loaded.append(("embed", path))
+            return _Fake(10)
+
+    register_backend("test-fake", Fake)
+    svc = InferenceService(capacity_bytes=1000, backend="test-fake")
+    assert svc.predict("m", "run-folder", ["hi"]) == ([{"label": "HI"}], 2)  # type: ignore[arg-type]
+    assert svc.embed("m", "encoder-folder", ["hi"])[1] == 2  # type: ignore[arg-type]
+    svc.unload("m")
+    assert svc.cache.keys() == []
+    svc.close()
+    assert loaded == [("predict", "run-folder"), ("embed", "encoder-folder")]

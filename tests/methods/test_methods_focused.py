@@ -139,9 +139,9 @@ def test_distillation_loss_follows_the_teacher():
 
 
 def test_distillation_and_ensemble_end_to_end(tmp_path, tiny_bert, cls_rows):
-    from tuneforge.data import load_dataset
     from tuneforge.inference import load_predictor
     from tuneforge.inference.ensemble import build_ensemble
+    from tuneforge.tasks import load_dataset
 
     a = train(_cfg(tmp_path, tiny_bert, cls_rows, "a", seed=1), console=QUIET)
     b = train(_cfg(tmp_path, tiny_bert, cls_rows, "b", seed=2, method="lora"), console=QUIET)
@@ -229,7 +229,7 @@ def test_embedding_synonyms_are_neighbours_in_the_backbone_space():
 
 def test_augmented_rows_are_refused_as_dev_data(tmp_path, cls_rows):
     from tuneforge.errors import DataError
-    from tuneforge.training.recipe import load_training_data
+    from tuneforge.training import load_training_data
 
     train_file = write_jsonl(tmp_path / "t.jsonl", cls_rows)
     dev = write_jsonl(tmp_path / "d.jsonl", cls_rows[:3] + [{**cls_rows[0], "augmented": True}])

@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from tests.api.conftest import api, db_url, settings  # noqa: F401  (the API fixtures, on both databases)
 from tests.solutions.test_recommender import CONFIG, catalogue, events
 from tuneforge.solutions.recommender.data import parse_interactions, parse_items
 from tuneforge.solutions.recommender.model import RecommenderConfig, train_recommender
+from tuneforge.store.models import Tenant
 
 BASE = "/v1/solutions/recommender"
 
@@ -24,9 +26,16 @@ def bundle(tmp_path_factory, tiny_bert) -> Path:
     return model.save(tmp_path_factory.mktemp("rec-bundle") / "bundle")
 
 
+def _imports(api, settings, tenant_name: str) -> Path:  # noqa: F811
+    """The tenant's own import folder: <data_dir>/imports/<tenant id>."""
+    with api.sessions() as s:
+        tenant_id = s.scalar(select(Tenant.id).where(Tenant.name == tenant_name))
+    return settings.data_dir / "imports" / tenant_id
+
+
 def _register(api, settings, bundle, name="films"):  # noqa: F811
-    shutil.copytree(bundle, settings.data_dir / "imports" / name, dirs_exist_ok=True)
     name_, key = api.tenant()
+    shutil.copytree(bundle, _imports(api, settings, name_) / name, dirs_exist_ok=True)
     c = api.as_(key)
     r = c.post(BASE, json={"name": "Films", "bundle": name})
     assert r.status_code == 200, r.text
@@ -80,18 +89,30 @@ def test_another_tenants_recommender_is_not_found(api, settings, bundle):  # noq
 
 
 def test_bundles_come_only_from_the_import_folder_and_need_the_train_scope(api, settings, bundle):  # noqa: F811
-    (settings.data_dir / "imports").mkdir(parents=True, exist_ok=True)
+    name, key = api.tenant()
+    imports = _imports(api, settings, name)
+    imports.mkdir(parents=True, exist_ok=True)
     shutil.copytree(bundle, settings.data_dir / "outside")
-    _, key = api.tenant()
     c = api.as_(key)
     r = c.post(BASE, json={"name": "x", "bundle": "../outside"})
     assert r.status_code == 400 and "import folder" in r.text
-    assert c.post(BASE, json={"name": "x", "bundle": "missing"}).status_code == 404
-    (settings.data_dir / "imports" / "broken").mkdir()
+    r = c.post(BASE, json={"name": "x", "bundle": "missing"})
+    assert r.status_code == 404 and str(settings.data_dir.resolve()) not in r.text  # no server path
+    (imports / "broken").mkdir()
     r = c.post(BASE, json={"name": "x", "bundle": "broken"})
     assert r.status_code == 400 and "not a recommender bundle" in r.text
+    assert str(settings.data_dir.resolve()) not in r.text and str(settings.data_dir) not in r.text
 
-    shutil.copytree(bundle, settings.data_dir / "imports" / "ok")
-    _, predict_key = api.tenant(scopes=["predict"])
+    # another tenant's import folder, and the shared folder above them, are out of reach
+    other, other_key = api.tenant()
+    shutil.copytree(bundle, _imports(api, settings, other) / "theirs")
+    shutil.copytree(bundle, settings.data_dir / "imports" / "shared")
+    for bundle_name in ("theirs", "shared", f"../{_imports(api, settings, other).name}/theirs", "../shared"):
+        r = c.post(BASE, json={"name": "x", "bundle": bundle_name})
+        assert r.status_code in (400, 404), (bundle_name, r.text)
+    assert api.as_(other_key).post(BASE, json={"name": "x", "bundle": "theirs"}).status_code == 200
+
+    name2, predict_key = api.tenant(scopes=["predict"])
+    shutil.copytree(bundle, _imports(api, settings, name2) / "ok")
     r = api.as_(predict_key).post(BASE, json={"name": "x", "bundle": "ok"})
     assert r.status_code == 403

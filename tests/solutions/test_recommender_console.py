@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tests.browser import PHONE, new_page, why_no_browser
 from tests.solutions.test_recommender import CONFIG, catalogue, events
 from tuneforge.solutions.recommender.data import parse_interactions, parse_items
 from tuneforge.solutions.recommender.model import RecommenderConfig, train_recommender
+from tuneforge.store.models import Tenant
 
 A11Y = (Path(__file__).parents[1] / "console" / "a11y.js").read_text(encoding="utf-8")
 BASE = "/v1/solutions/recommender"
@@ -25,13 +27,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(_NO_BROWSER is not None, r
 
 @pytest.fixture(scope="module")
 def tenant(server, tiny_bert) -> str:
-    imports = server.app.state.tuneforge.settings.data_dir / "imports"
+    name, key = server.tenant()
+    with server.app.state.tuneforge.sessions() as s:  # each tenant has its own import folder
+        tenant_id = s.scalar(select(Tenant.id).where(Tenant.name == name))
+    imports = server.app.state.tuneforge.settings.data_dir / "imports" / tenant_id
     model = train_recommender(parse_interactions(((None, r) for r in events()), file="events"),
                               parse_items(((None, r) for r in catalogue()), file="items"),
                               RecommenderConfig(base_model=str(tiny_bert), **{**CONFIG, "steps": 3}))
     model.save(imports / "films")
     shutil.copytree(imports / "films", imports / "films-2")
-    _, key = server.tenant()
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
         r = http.post(BASE, json={"name": "films", "bundle": "films"})
         assert r.status_code == 200, r.text

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tuneforge.cli_service import register
+from tuneforge.cli.service import register
 from tuneforge.errors import NotFoundError
 from tuneforge.store.db import make_engine, make_session_factory
 from tuneforge.store.tenants import authenticate

@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from tuneforge.store.db import current_revision, make_engine, upgrade
-from tuneforge.store.models import Base
+from tuneforge.store.tables import metadata
 
 
 def test_migrations_match_the_models_and_upgrade_is_idempotent(db_url):
@@ -20,7 +20,7 @@ def test_migrations_match_the_models_and_upgrade_is_idempotent(db_url):
         upgrade(engine)  # a second start changes nothing
         assert current_revision(engine) == head
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == [], f"models and migrations differ: {diff}"
         tables = set(inspect(engine).get_table_names())
         assert {"tenants", "api_keys", "files", "fine_tuning_jobs", "fine_tuning_job_events",

@@ -6,12 +6,14 @@ import io
 import threading
 
 import pytest
+from sqlalchemy import func
 
 from tuneforge.errors import NotFoundError, StorageError
 from tuneforge.store.db import utcnow
 from tuneforge.store.models import File, Job
-from tuneforge.store.repositories import FileRepo, JobRepo, UsageRepo
+from tuneforge.store.repositories import FileRepo, JobRepo, TenantRepo, UsageRepo
 from tuneforge.store.storage import LocalStorage
+from tuneforge.store.tables import MonitorItem, MonitorMention
 from tuneforge.store.tenants import create_tenant, ensure_plans
 from tuneforge.store.usage import UsageMeter, day_start, record_usage
 
@@ -69,6 +71,44 @@ def test_repositories_never_return_another_tenants_rows(sessions):
         assert FileRepo(s, b).list().data == [] and FileRepo(s, b).bytes_used() == 0
         assert [f.id for f in FileRepo(s, a).list().data] == ["file-a"]
         assert JobRepo(s, a).count_active() == 1 and JobRepo(s, b).count_active() == 0
+
+
+class _ItemRepo(TenantRepo[MonitorItem]):
+    """A repository defined outside the store, as the solutions define theirs."""
+
+    model = MonitorItem
+    noun = "item"
+    param = "item_id"
+
+
+def _item(id: str) -> MonitorItem:
+    return MonitorItem(id=id, text="t", text_hash=id, lang="en", published_at=utcnow(), label="positive",
+                       polarity="pos", score=0.9, created_at=utcnow())
+
+
+def test_a_tenant_repo_scopes_every_query_and_hides_other_tenants_rows(sessions):
+    with sessions() as s:
+        a, b = _two_tenants(s)
+        _ItemRepo(s, a).add(_item("item-a"))
+        _ItemRepo(s, b).add(_item("item-b"))
+        s.flush()
+        s.add_all([MonitorMention(tenant_id=t, item_id=f"item-{n}", entity="ACME", published_at=utcnow(),
+                                  polarity="pos", score=1.0) for t, n in ((a, "a"), (b, "b"), (b, "b"))])
+        s.commit()
+        mine, theirs = _ItemRepo(s, a), _ItemRepo(s, b)
+        assert mine.get("item-a").tenant_id == a and mine.find("item-b") is None
+        with pytest.raises(NotFoundError, match="No such item: 'item-b'") as e:
+            mine.get("item-b")
+        assert e.value.param == "item_id"
+        other = theirs.get("item-b")
+        with pytest.raises(NotFoundError):
+            mine.delete(other)  # an object loaded for another tenant is not this tenant's to delete
+        assert [i.id for i in mine.list().data] == ["item-a"]
+        # select() filters any columns or aggregate by tenant, also of another tenant-owned table
+        assert s.scalar(mine.select(func.count())) == 1
+        assert s.scalar(theirs.select(func.count(), of=MonitorMention)) == 2
+        assert s.scalar(mine.select(func.count(), of=MonitorMention)) == 1
+        assert mine.add(_item("item-c")).tenant_id == a  # add() stamps the tenant
 
 
 def test_cursor_pagination_walks_every_row_once(sessions):

@@ -36,7 +36,7 @@ def test_unknown_method_is_refused():
 
 def test_auto_hyperparameters_follow_model_and_data_size():
     from tuneforge.tasks import get_task
-    from tuneforge.training.recipe import auto_hyperparameters, encoder_parameters
+    from tuneforge.training.setup import auto_hyperparameters, encoder_parameters
 
     minilm = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536}
     e5 = {**minilm, "num_hidden_layers": 12}
@@ -63,7 +63,7 @@ def test_auto_hyperparameters_follow_model_and_data_size():
 
 
 def test_auto_freeze_only_in_short_full_runs_with_frozen_embeddings():
-    from tuneforge.training.recipe import SHORT_RUN_EXAMPLES, auto_freeze_layers
+    from tuneforge.training.setup import SHORT_RUN_EXAMPLES, auto_freeze_layers
 
     minilm = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536}
     e5 = {**minilm, "num_hidden_layers": 12}
@@ -98,3 +98,27 @@ def test_warm_start_fits_the_head_on_frozen_features(tiny_bert, cls_rows):
     assert loss is not None and loss < 0.65  # below ln 2, where an untrained head on two balanced classes starts
     for k, v in model.bert.encoder.state_dict().items():  # only the head moved
         assert torch.equal(v, encoder_before[k])
+
+
+def test_the_task_is_checked_against_the_registry_not_a_fixed_list():
+    from tuneforge.tasks import register_task, unregister_task
+    from tuneforge.tasks.classification.task import ClassificationTask
+
+    class Topics(ClassificationTask):
+        name = "topics"
+
+    values = {"task": "topics", "data": "d", "output": "o"}
+    with pytest.raises(ConfigError, match="'topics' is not a task"):
+        make_config(values)
+    register_task(Topics())
+    try:
+        assert make_config({**values, "method": "setfit"}).task == "topics"  # a sequence-level task: setfit fits
+        with pytest.raises(ConfigError, match="does not support ner"):
+            make_config({**values, "task": "ner", "method": "setfit"})
+    finally:
+        unregister_task("topics")
+
+
+def test_an_unknown_option_suggests_the_closest_one():
+    with pytest.raises(ConfigError, match=r"lerning_rate: unknown option \(did you mean learning_rate\?\)"):
+        make_config({"task": "classification", "data": "d", "output": "o", "lerning_rate": 0.1})

@@ -42,7 +42,7 @@ def test_stop_then_resume_finishes_the_same_run(tmp_path, tiny_bert, cls_rows):
 
 
 def test_a_checkpoint_cut_off_while_saving_is_skipped(tmp_path):
-    from tuneforge.training.recipe import last_complete_checkpoint
+    from tuneforge.runs import last_complete_checkpoint
 
     ck = tmp_path / "checkpoints"
     assert last_complete_checkpoint(ck) is None

@@ -49,7 +49,7 @@ def test_classification(tmp_path, tiny_bert, cls_rows, case):
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "macro_f1" in metrics
     # save -> load gives the predictions the in-memory model made during training
     predictor = load_predictor(result.output)
-    from tuneforge.data import load_dataset
+    from tuneforge.tasks import load_dataset
 
     ds = load_dataset(dev, "classification")
     preds = predictor.predict_examples(ds.examples)
@@ -69,7 +69,7 @@ def test_ner(tmp_path, tiny_bert, ner_rows):
     metrics = json.loads(next(result.output.glob("eval-*/metrics.json")).read_text())
     assert {"precision", "recall", "f1"} <= set(metrics)
     predictor = load_predictor(result.output)
-    from tuneforge.data import load_dataset
+    from tuneforge.tasks import load_dataset
 
     ds = load_dataset(dev, "ner")
     preds = predictor.predict_examples(ds.examples)
@@ -86,7 +86,7 @@ def test_qa(tmp_path, tiny_bert, qa_rows):
     metrics = json.loads(next(result.output.glob("eval-*/metrics.json")).read_text())
     assert 0 <= metrics["exact_match"] <= 100 and 0 <= metrics["f1"] <= 100
     predictor = load_predictor(result.output)
-    from tuneforge.data import load_dataset
+    from tuneforge.tasks import load_dataset
 
     ds = load_dataset(dev, "qa")
     preds = predictor.predict_examples(ds.examples)

@@ -17,9 +17,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 import tuneforge
+from tuneforge.api.docs import error_responses, install_docs
 from tuneforge.api.errors import install_error_handlers
-from tuneforge.api.metrics import Metrics
-from tuneforge.api.middleware import RequestContextMiddleware
+from tuneforge.api.metrics import JobStats, Metrics
+from tuneforge.api.middleware import BodyLimits, RequestContextMiddleware
 from tuneforge.api.ratelimit import MemoryRateLimiter
 from tuneforge.api.routers import (
     api_keys,
@@ -37,6 +38,7 @@ from tuneforge.api.routers import (
 )
 from tuneforge.api.state import ServiceState
 from tuneforge.inference.serving import InferenceService
+from tuneforge.jobs.executors import make_executor
 from tuneforge.settings import Settings
 from tuneforge.store.db import make_engine, make_session_factory, upgrade
 from tuneforge.store.models import Job
@@ -56,14 +58,26 @@ fine-tuning API (`base_url=http://HOST/v1` in the official clients). Authenticat
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings()
+    # built now, so that an unknown TUNEFORGE_EXECUTOR is a ConfigError here and not a failed startup
+    executor = make_executor(settings.executor) if settings.embedded_workers > 0 else None
     engine = make_engine(settings.db_url)
     sessions = make_session_factory(engine)
 
-    def count_jobs() -> dict[str, int]:
+    def job_stats() -> JobStats:
         with sessions() as s:
-            return {status: n for status, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+            stats = JobStats(by_status=dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all()))
+            stats.failures = {code or "unknown": n for code, n in s.execute(
+                select(Job.error_code, func.count()).where(Job.status == "failed").group_by(Job.error_code))}
+            for validated, started, finished, status in s.execute(
+                    select(Job.validated_at, Job.started_at, Job.finished_at, Job.status)
+                    .where(Job.started_at.is_not(None)).order_by(Job.created_at.desc()).limit(10_000)):
+                if validated is not None:
+                    stats.queue_wait.append(max(0.0, (started - validated).total_seconds()))
+                if status == "succeeded" and finished is not None:
+                    stats.training.append(max(0.0, (finished - started).total_seconds()))
+            return stats
 
-    metrics = Metrics(count_jobs=count_jobs)
+    metrics = Metrics(job_stats)
     state = ServiceState(
         settings=settings, engine=engine, sessions=sessions, storage=LocalStorage(settings.artifacts_dir),
         meter=UsageMeter(sessions, interval=settings.usage_flush_seconds),
@@ -82,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.embedded_workers > 0:
             from tuneforge.jobs.worker import Worker
 
-            worker = Worker(sessions=sessions, settings=settings, storage=state.storage,
+            worker = Worker(sessions=sessions, settings=settings, storage=state.storage, executor=executor,
                             slots=settings.embedded_workers)
             thread = threading.Thread(target=worker.run, args=(stop,), name="tuneforge-worker", daemon=True)
             thread.start()
@@ -97,18 +111,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
 
     app = FastAPI(title="TuneForge", version=tuneforge.__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs" if settings.api_docs else None,
-                  redoc_url="/redoc" if settings.api_docs else None,
-                  openapi_url="/openapi.json" if settings.api_docs else None)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if settings.api_docs else None)
+    if settings.api_docs:
+        install_docs(app, openapi_url="/openapi.json", title="TuneForge")
     app.state.tuneforge = state
     install_error_handlers(app)
     # Each router carries its whole prefix, so a route's path is the template that /metrics reports.
+    # Every /v1 route documents the error statuses it can answer, with the error envelope (OpenAPI spec).
     for r in (files.router, datasets.router, jobs.router, estimates.router, models.router, inference.router,
-              usage.router, api_keys.router, health.router, assistant.router, monitor.router, recommender.router):
-        app.include_router(r)
+              usage.router, api_keys.router, assistant.router, monitor.router, recommender.router):
+        app.include_router(r, responses=error_responses())
+    app.include_router(health.router)
     if settings.console:
         from tuneforge.console import install_console
 
         install_console(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, meter=state.meter)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, meter=state.meter,
+                       limits=BodyLimits(settings.max_request_bytes, settings.max_upload_bytes))
     return app

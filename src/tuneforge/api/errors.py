@@ -127,9 +127,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404:
         message = f"Unknown request URL: {request.method} {request.url.path}."
-    code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
-    return JSONResponse(error_body(message, "invalid_request_error", code=code), status_code=exc.status_code,
-                        headers=dict(exc.headers or {}))
+    code = getattr(exc, "code", None) or {404: "unknown_url", 405: "method_not_allowed",
+                                          413: "request_too_large"}.get(exc.status_code)
+    return JSONResponse(error_body(message, "invalid_request_error", param=getattr(exc, "param", None), code=code),
+                        status_code=exc.status_code, headers=dict(exc.headers or {}))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -53,7 +53,7 @@ def idempotent(session: Session, *, tenant_id: str, key: str | None, endpoint: s
     if not key:
         return create()
     repo = IdempotencyRepo(session, tenant_id)
-    rec = repo.find(key)
+    rec = repo.by_key(key)
     if rec is not None and rec.created_at < utcnow() - TTL:
         session.delete(rec)
         session.flush()
@@ -68,7 +68,7 @@ def idempotent(session: Session, *, tenant_id: str, key: str | None, endpoint: s
         session.commit()
     except IntegrityError:  # a concurrent request with the same key got there first
         session.rollback()
-        rec = repo.find(key)
+        rec = repo.by_key(key)
         if rec is None:
             raise ConflictError("A request with this Idempotency-Key is still being processed; retry shortly.",
                                 code="idempotency_key_in_use", param="Idempotency-Key") from None

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tuneforge.store.models import ApiKey, Checkpoint, File, Job, JobEvent, Model
+from tuneforge.tasks import task_names
 
 __all__ = ["ApiKeyCreate", "ApiKeyCreated", "ApiKeyPublic", "CheckpointPublic", "CleanCreate", "CleanPublic",
-           "EstimatePublic", "EvaluationPublic", "FilePreviewPublic", "ProblemPublic", "SplitCreate", "SplitPublic",
-           "WhoAmIPublic", "EmbeddingCreate", "EmbeddingsPublic", "EventPublic", "FileDeleted", "FilePublic",
-           "Hyperparameters", "JobCreate", "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic",
-           "PredictCreate", "PredictPublic", "UsagePublic"]
+           "EmbeddingCreate", "EmbeddingsPublic", "ErrorDetail", "ErrorPublic", "EstimatePublic", "EvaluationPublic",
+           "EventPublic", "FileDeleted", "FilePreviewPublic", "FilePublic", "Hyperparameters", "JobCreate",
+           "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic", "PredictCreate", "PredictPublic",
+           "ProblemPublic", "SplitCreate", "SplitPublic", "TaskName", "UsagePublic", "WhoAmIPublic"]
+
+
+def _registered_task(name: str) -> str:
+    if name not in task_names():
+        raise ValueError(f"unknown task '{name}' (choose one of: {', '.join(task_names())})")
+    return name
+
+
+#: a task name, validated against the task registry (a newly registered task is accepted without editing this)
+TaskName = Annotated[str, AfterValidator(_registered_task),
+                     Field(description="A registered task: " + ", ".join(task_names()) + ".")]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorPublic(BaseModel):
+    """Every error, after OpenAI's envelope."""
+
+    error: ErrorDetail
 
 
 def _ts(t: datetime | None) -> int | None:
@@ -107,7 +132,8 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = Field(None, description="Up to 16 string pairs; `task` chooses the encoder "
-                                                              "task: classification, ner or qa.")
+                                                              "task: classification, ner or qa (inferred from the "
+                                                              "training file's format when not given).")
     method: MethodIn | None = None
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI: use method.")
     integrations: list[dict[str, Any]] | None = None
@@ -135,13 +161,15 @@ class JobPublic(BaseModel):
     hyperparameters: dict[str, Any]
     model: str
     organization_id: str
-    result_files: list[str] = Field(default_factory=list)
+    result_files: list[str] = Field(default_factory=list, description="A succeeded job's metrics per step, as a "
+                                                                       "CSV file (download with /content).")
     seed: int
     status: str
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
-    estimated_finish: int | None = None
+    estimated_finish: int | None = Field(None, description="A running job: when it will finish, at the rate it "
+                                                           "trains.")
     integrations: list[Any] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     method: dict[str, Any]
@@ -152,12 +180,18 @@ class JobPublic(BaseModel):
     failed_attempts: int = 0
 
     @classmethod
-    def of(cls, j: Job) -> JobPublic:
+    def of(cls, j: Job, *, estimated_finish: datetime | None = None,
+           result_files: list[str] | None = None) -> JobPublic:
+        from tuneforge.jobs.states import FINAL
+
         hp = _hyperparameters(j)
         err = JobError(code=j.error_code, message=j.error_message or "", param=j.error_param) if j.error_code else None
+        # a cancelled job is cancelled at once for its owner, while its training stops at its next step
+        status = "cancelled" if j.control == "cancel" and j.status not in FINAL else j.status
         return cls(id=j.id, created_at=_ts(j.created_at) or 0, error=err, fine_tuned_model=j.fine_tuned_model,
                    finished_at=_ts(j.finished_at), hyperparameters=hp, model=j.base_model,
-                   organization_id=j.tenant_id, seed=j.seed, status=j.status, trained_tokens=j.trained_tokens,
+                   organization_id=j.tenant_id, seed=j.seed, status=status, trained_tokens=j.trained_tokens,
+                   estimated_finish=_ts(estimated_finish), result_files=list(result_files or []),
                    training_file=j.training_file_id, validation_file=j.validation_file_id, metadata=j.meta,
                    method={"type": "supervised", "supervised": {"hyperparameters": hp}},
                    user_provided_suffix=j.suffix, task=j.task, options=j.options or {}, attempt=j.attempt,
@@ -189,8 +223,10 @@ class CheckpointPublic(BaseModel):
     step_number: int
 
     @classmethod
-    def of(cls, c: Checkpoint) -> CheckpointPublic:
-        return cls(id=c.id, created_at=_ts(c.created_at) or 0, fine_tuned_model_checkpoint=f"{c.job_id}:step-{c.step}",
+    def of(cls, c: Checkpoint, model: str) -> CheckpointPublic:
+        """``model``: the job's fine-tuned model id; the checkpoint's is ``<model>:ckpt-step-<step>``."""
+        return cls(id=c.id, created_at=_ts(c.created_at) or 0,
+                   fine_tuned_model_checkpoint=f"{model}:ckpt-step-{c.step}",
                    fine_tuning_job_id=c.job_id, metrics=c.metrics or {}, step_number=c.step)
 
 
@@ -303,7 +339,7 @@ class FilePreviewPublic(BaseModel):
 
 class CleanCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["classification", "ner", "qa"]
+    task: TaskName
     lowercase: bool = False
     strip_html: bool = True
     dedupe: bool = Field(True, description="Drop exact duplicates, keeping the first.")
@@ -325,7 +361,7 @@ class CleanPublic(BaseModel):
 
 class SplitCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["classification", "ner", "qa"]
+    task: TaskName
     dev: float = Field(0.1, ge=0, lt=1, description="Share of the examples for the dev (validation) file.")
     test: float = Field(0.1, ge=0, lt=1, description="Share held out for a final test.")
     seed: int = Field(0, ge=0)

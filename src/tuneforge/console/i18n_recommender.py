@@ -41,10 +41,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "rec.recorded": ("Recorded: user {user}, item {item}", "已记录：用户 {user}，物品 {item}"),
     "rec.register": ("Register a bundle", "注册推荐包"),
     "rec.bundle": ("Bundle folder", "推荐包文件夹"),
-    "rec.bundle_help": ("The name of a folder in the server's import folder (<data_dir>/imports), as written by "
+    "rec.bundle_help": ("The name of a folder in your import folder (<data_dir>/imports/<tenant id>), as written by "
                         "`tuneforge solution recommender train --output`.",
-                        "服务器导入文件夹（<data_dir>/imports）中的文件夹名，即 `tuneforge solution recommender train "
-                        "--output` 写出的文件夹。"),
+                        "本租户导入文件夹（<data_dir>/imports/<租户 ID>）中的文件夹名，即 "
+                        "`tuneforge solution recommender train --output` 写出的文件夹。"),
     "rec.register_button": ("Register", "注册"),
     "rec.registered": ("Registered {name}", "已注册 {name}"),
     "rec.need_user": ("Enter a user id.", "请输入用户 ID。"),

@@ -1,35 +1,32 @@
-"""The data layer: read files, validate them for a task, clean, split and fingerprint them.
+"""The data layer, generic only: file formats and readers, the Dataset and row/problem helpers every task's reader
+uses, cleaning primitives, splitting by keys, augmentation.
 
-Typical use::
-
-    ds = load_dataset("train.csv", "classification", min_classes=2)
-    ds, report = clean_dataset(ds)
-    parts = split_dataset(ds, dev=0.1, test=0.1, seed=0)
+Reading a file for a task (and cleaning, splitting, writing it) goes through the task: see
+:mod:`tuneforge.tasks` (``load_dataset``, ``clean_dataset``, ``split_dataset``, ``write_dataset``).
 """
 
-from tuneforge.data.cleaning import REASONS, CleanOptions, CleanReport, clean_dataset, clean_text, near_duplicates
-from tuneforge.data.dataset import TASKS, ColumnMap, Dataset, load_dataset, sort_labels
+from tuneforge.data.cleaning import REASONS, Cleaner, CleanOptions, CleanReport, clean_text, near_duplicates
+from tuneforge.data.dataset import ColumnMap, Dataset, ReadOptions, sort_labels
 from tuneforge.data.formats import FORMATS, Row, detect_format, fingerprint, fingerprint_examples, read_rows
-from tuneforge.data.splitting import split_dataset, write_dataset
+from tuneforge.data.splitting import SplitKeys, split_by_keys
 
 __all__ = [
     "FORMATS",
     "REASONS",
-    "TASKS",
     "CleanOptions",
     "CleanReport",
+    "Cleaner",
     "ColumnMap",
     "Dataset",
+    "ReadOptions",
     "Row",
-    "clean_dataset",
+    "SplitKeys",
     "clean_text",
     "detect_format",
     "fingerprint",
     "fingerprint_examples",
-    "load_dataset",
     "near_duplicates",
     "read_rows",
     "sort_labels",
-    "split_dataset",
-    "write_dataset",
+    "split_by_keys",
 ]

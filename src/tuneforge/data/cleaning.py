@@ -1,17 +1,10 @@
-"""Clean a validated dataset: normalize text, drop empty/duplicate/conflicting examples, and say what was done.
+"""Cleaning primitives: text normalization, near-duplicate search, and the :class:`Cleaner` base each task's
+cleaner builds on.
 
 Nothing is dropped silently: every removed example is listed in the :class:`CleanReport` with its source line,
 a reason code (``empty``, ``too_short``, ``too_long``, ``duplicate``, ``near_duplicate``, ``label_conflict``) and
-a detail.
-
-What each task allows:
-
-* classification: text (and text_pair) normalized; labels merged across case/whitespace variants; conflicts,
-  exact duplicates and near-duplicates (same label, character 5-gram Jaccard) removed.
-* ner: each token normalized on its own, so tokens are never split or merged and tags stay aligned; identical
-  sentences deduplicated and sentences whose tokens got different tags dropped as conflicts.
-* qa: only the question is normalized. The context is never changed, because answer offsets point into it;
-  identical (question, context) pairs are deduplicated.
+a detail. What each task normalizes, dedupes and drops is up to its cleaner (``tuneforge.tasks.<task>.data``);
+:func:`tuneforge.tasks.clean_dataset` runs the one of a dataset's task.
 """
 
 from __future__ import annotations
@@ -27,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.data.dataset import Dataset, sort_labels
+from tuneforge.data.dataset import Dataset
 from tuneforge.errors import ConfigError
 
-__all__ = ["REASONS", "CleanOptions", "CleanReport", "clean_dataset", "clean_text", "near_duplicates"]
+__all__ = ["REASONS", "CleanOptions", "CleanReport", "Cleaner", "clean_text", "list_places", "near_duplicates",
+           "text_cleaner", "token_cleaner"]
 
 REASONS = ("empty", "too_short", "too_long", "label_conflict", "duplicate", "near_duplicate")
 _SHINGLE = 5
@@ -38,7 +32,8 @@ _SHINGLE = 5
 
 @dataclass
 class CleanOptions:
-    """What :func:`clean_dataset` does. The defaults suit fine-tuning data; each step can be switched off."""
+    """What cleaning does (:func:`tuneforge.tasks.clean_dataset`). The defaults suit fine-tuning data; each step
+    can be switched off."""
 
     normalize_unicode: bool = True
     """NFKC: full-width letters, digits and punctuation become their ASCII forms; no spaces are ever added."""
@@ -90,13 +85,6 @@ class CleanReport:
         return dict(Counter(reason for _, reason, _ in self.removed))
 
 
-def clean_dataset(ds: Dataset, options: CleanOptions | None = None) -> tuple[Dataset, CleanReport]:
-    """Return a cleaned copy of ``ds`` (the input is not modified) and a report of what changed."""
-    opts = options or CleanOptions()
-    cleaner = {"classification": _Classification, "ner": _Ner, "qa": _Qa}[ds.task](ds, opts)
-    return cleaner.run()
-
-
 # --- text normalization -------------------------------------------------------------------------------------
 
 _MAYBE_HTML = re.compile(r"<[A-Za-z/!]|&(?:[A-Za-z][A-Za-z0-9]*|#\d+|#[xX][0-9A-Fa-f]+);")
@@ -111,7 +99,7 @@ _INLINE_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
 _BREAK = "\x00"
 _BREAKS = re.compile(r"\s*\x00[\s\x00]*")
 _ZERO_WIDTH = re.compile(r"[\u200b\u2060\ufeff]")
-_CONTROL = re.compile(r"[\x01-\x08\x0e-\x1b\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -144,14 +132,15 @@ def _strip_html(text: str) -> str:
 
 
 def clean_text(text: str, options: CleanOptions | None = None) -> str:
-    """Normalize one text the way :func:`clean_dataset` does (HTML, NFKC, whitespace, case).
+    """Normalize one text the way dataset cleaning does (HTML, NFKC, whitespace, case).
 
     Use it on inputs at prediction time so a model sees text normalized the way its training data was.
     """
-    return _text_cleaner(options or CleanOptions())(text)
+    return text_cleaner(options or CleanOptions())(text)
 
 
-def _text_cleaner(opts: CleanOptions) -> Callable[[str], str]:
+def text_cleaner(opts: CleanOptions) -> Callable[[str], str]:
+    """The text normalization of ``opts`` as a function (HTML, NFKC, whitespace and control characters, case)."""
     def clean(text: str) -> str:
         if opts.strip_html:
             text = _strip_html(text)
@@ -167,7 +156,8 @@ def _text_cleaner(opts: CleanOptions) -> Callable[[str], str]:
     return clean
 
 
-def _token_cleaner(opts: CleanOptions) -> Callable[[str], str]:
+def token_cleaner(opts: CleanOptions) -> Callable[[str], str]:
+    """Normalization of one pre-split token: like :func:`text_cleaner`, but never strips HTML."""
     # No HTML stripping for tokens: "<" or "&" can be a real token, and a token must stay one token.
     def clean(token: str) -> str:
         if opts.normalize_unicode:
@@ -265,10 +255,13 @@ def _best_match(candidates: set[int], x: np.ndarray, sizes: np.ndarray, offsets:
     return int(cands[hits[0]]), float(sims[hits[0]])
 
 
-# --- per-task cleaners --------------------------------------------------------------------------------------
+# --- the base of every task's cleaner -------------------------------------------------------------------
 
 
-class _Cleaner:
+class Cleaner:
+    """The base of a task's cleaner: ``prepare`` fills ``examples`` with normalized copies of the dataset's
+    examples, ``filter`` drops some with :meth:`drop`, and :meth:`run` returns the kept ones and the report."""
+
     def __init__(self, ds: Dataset, opts: CleanOptions) -> None:
         self.ds = ds
         self.opts = opts
@@ -337,147 +330,6 @@ class _Cleaner:
                     first[k] = i
 
 
-def _where(places: list[str]) -> str:
+def list_places(places: list[str]) -> str:
+    """The first few places (``line 3, line 9, ...``) of a conflict, for a report's detail."""
     return ", ".join(places[:4]) + (", ..." if len(places) > 4 else "")
-
-
-def _describe_label_conflict(groups: list[tuple[Any, list[str]]]) -> str:
-    return "the same text has different labels: " + "; ".join(
-        f"{_show_label(label)} ({_where(places)})" for label, places in groups[:5])
-
-
-def _describe_tag_conflict(groups: list[tuple[Any, list[str]]]) -> str:
-    (a, where_a), (b, where_b) = groups[0], groups[1]
-    k = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-    return (f"the same sentence is tagged differently ({_where(where_a)} vs {_where(where_b)}; "
-            f"first at token {k}: {a[k]!r} vs {b[k]!r})")
-
-
-class _Classification(_Cleaner):
-    def prepare(self) -> None:
-        clean = _text_cleaner(self.opts)
-        if self.opts.normalize_labels:
-            self.renames = _label_renames(self.ds.examples)
-        for ex in self.ds.examples:
-            text = clean(ex["text"])
-            pair = clean(ex["text_pair"]) if ex["text_pair"] is not None else None
-            if text != ex["text"] or pair != ex["text_pair"]:
-                self.changed += 1
-            self.examples.append({"text": text, "text_pair": pair, "label": self._rename(ex["label"])})
-
-    def _rename(self, label: str | list[str] | None) -> str | list[str] | None:
-        if not self.renames or label is None:
-            return label
-        if isinstance(label, str):
-            return self.renames.get(label, label)
-        out: list[str] = []
-        for item in label:
-            item = self.renames.get(item, item)
-            if item not in out:
-                out.append(item)
-        return out
-
-    def labels(self) -> list[str]:
-        return sort_labels(self.renames.get(label, label) for label in self.ds.labels)
-
-    def filter(self) -> None:
-        for i, ex in enumerate(self.examples):
-            length = len(ex["text"]) + len(ex["text_pair"] or "")
-            if not ex["text"] or ex["text_pair"] == "":
-                self.drop(i, "empty", "the text is empty after cleaning")
-            elif length < self.opts.min_chars:
-                self.drop(i, "too_short", f"{length} character(s), fewer than min_chars={self.opts.min_chars}")
-            elif self.opts.max_chars is not None and length > self.opts.max_chars:
-                self.drop(i, "too_long", f"{length} characters, more than max_chars={self.opts.max_chars}")
-        self.conflicts_and_duplicates(key=lambda ex: (ex["text"], ex["text_pair"]), target=_label_key,
-                                      describe=_describe_label_conflict)
-        if self.opts.near_dedupe:
-            self._near_dedupe()
-
-    def _near_dedupe(self) -> None:
-        by_label: defaultdict[Any, list[int]] = defaultdict(list)
-        for i, ex in enumerate(self.examples):
-            if self.alive[i]:
-                by_label[_label_key(ex)].append(i)
-        for members in by_label.values():
-            texts = [_joined(self.examples[i]) for i in members]
-            for j, (i, sim) in near_duplicates(texts, self.opts.near_threshold).items():
-                self.drop(members[j], "near_duplicate",
-                          f"near-duplicate of {self.line(members[i])} (similarity {sim:.2f})")
-
-
-def _joined(ex: dict[str, Any]) -> str:
-    return ex["text"] if ex["text_pair"] is None else ex["text"] + "\n" + ex["text_pair"]
-
-
-def _label_key(ex: dict[str, Any]) -> Any:
-    label = ex["label"]
-    return tuple(sorted(label)) if isinstance(label, list) else label
-
-
-def _show_label(key: Any) -> str:
-    return repr(list(key)) if isinstance(key, tuple) else repr(key)
-
-
-def _label_renames(examples: Sequence[dict[str, Any]]) -> dict[str, str]:
-    counts: Counter[str] = Counter()
-    for ex in examples:
-        label = ex["label"]
-        counts.update([label] if isinstance(label, str) else (label or []))
-    spellings: defaultdict[str, list[str]] = defaultdict(list)
-    for label in counts:  # first-seen order, so ties keep the spelling met first
-        spellings[" ".join(label.split()).casefold()].append(label)
-    renames: dict[str, str] = {}
-    for variants in spellings.values():
-        if len(variants) > 1:
-            best = max(variants, key=lambda s: counts[s])
-            renames.update({v: best for v in variants if v != best})
-    return renames
-
-
-class _Ner(_Cleaner):
-    def prepare(self) -> None:
-        clean = _token_cleaner(self.opts)
-        self.emptied: dict[int, int] = {}
-        for i, ex in enumerate(self.ds.examples):
-            tokens = [clean(t) for t in ex["tokens"]]
-            if tokens != ex["tokens"]:
-                self.changed += 1
-            empty = next((k for k, t in enumerate(tokens) if not t), None)
-            if empty is not None:
-                self.emptied[i] = empty
-            tags = list(ex["tags"]) if ex["tags"] is not None else None
-            self.examples.append({"tokens": tokens, "tags": tags})
-
-    def filter(self) -> None:
-        for i, k in self.emptied.items():
-            self.drop(i, "empty", f"token {k} is empty after normalization")
-        self.conflicts_and_duplicates(key=lambda ex: tuple(ex["tokens"]),
-                                      target=lambda ex: tuple(ex["tags"]) if ex["tags"] is not None else None,
-                                      describe=_describe_tag_conflict)
-
-
-class _Qa(_Cleaner):
-    def prepare(self) -> None:
-        clean = _text_cleaner(self.opts)
-        for ex in self.ds.examples:
-            question = clean(ex["question"])
-            if question != ex["question"]:
-                self.changed += 1
-            # The context and answers are shared, not copied: they are never modified.
-            self.examples.append({**ex, "question": question})
-
-    def filter(self) -> None:
-        for i, ex in enumerate(self.examples):
-            if not ex["question"]:
-                self.drop(i, "empty", "the question is empty after cleaning")
-        if self.opts.dedupe:
-            first: dict[tuple[str, str], int] = {}
-            for i, ex in enumerate(self.examples):
-                if not self.alive[i]:
-                    continue
-                k = (ex["question"], ex["context"])
-                if k in first:
-                    self.drop(i, "duplicate", f"same question and context as {self.line(first[k])}")
-                else:
-                    first[k] = i

@@ -7,7 +7,6 @@ fixes a file in one pass instead of one error per run. Rows are plain dicts; wha
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
@@ -19,6 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.jsontext import (
+    JsonReader,
+    TooDeep,
+    deep_offset,
+    duplicate_key_warning,
+    json_kind,
+    lines_of,
+    loads,
+    object_offsets,
+    too_deep_problem,
+)
+from tuneforge.data.textfile import MAX_FILE_BYTES, open_error, open_regular, read_text
 from tuneforge.errors import ConfigError, DataError, DataProblem
 
 __all__ = ["FORMATS", "Row", "detect_format", "fingerprint", "fingerprint_examples", "read_rows"]
@@ -65,38 +76,51 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         )]) from None
 
 
-def read_rows(path: str | os.PathLike[str], *, format: str | None = None) -> tuple[str, list[Row]]:
+def read_rows(path: str | os.PathLike[str], *, format: str | None = None, delimiter: str | None = None,
+              encoding: str | None = None, max_bytes: int | None = MAX_FILE_BYTES,
+              warnings: list[DataProblem] | None = None) -> tuple[str, list[Row]]:
     """Read ``path`` into rows. Returns ``(format, rows)``; the format is the one actually read.
 
     ``format`` is one of :data:`FORMATS`; when None it comes from the extension. A ``.json`` file holding
     JSON Lines is read as JSON Lines, and a JSON file in SQuAD layout is flattened (format ``"squad"``).
+    ``delimiter`` is the CSV/TSV field separator (one character, or ``tab``/``comma``/``semicolon``/``pipe``);
+    None sniffs it (``,``, ``;``, tab or ``|``, the format's own first). ``encoding`` forces a text encoding
+    (None: UTF-8, or a marked or evident UTF-16/32). Only a regular file of at most ``max_bytes`` is read.
+    Problems that do not stop the file being read (a key repeated in one JSON object) are appended to
+    ``warnings`` when it is given.
     """
     file = str(path)
     if format is not None and format not in FORMATS:
         raise ConfigError(f"format: unknown format {format!r} (choose from {', '.join(FORMATS)})")
+    sep = _delimiter(delimiter)
+    if not os.path.isfile(path) and (os.path.isdir(path) or not os.path.lexists(path)):
+        raise open_error(path, IsADirectoryError(file) if os.path.isdir(path) else FileNotFoundError(file))
     fmt = format or detect_format(path)
-    text = _read_text(path)
+    text = read_text(path, encoding=encoding, max_bytes=max_bytes)
     if not text.strip():
         raise DataError([DataProblem(file, None, None, "the file is empty",
                                      hint="check that the path points at the data file and that it was fully written")])
+    found = warnings if warnings is not None else []
     if fmt == "jsonl":
-        return "jsonl", _read_jsonl(text, file)
+        return "jsonl", _read_jsonl(text, file, found)
     if fmt in ("csv", "tsv"):
-        return fmt, _read_delimited(text, file, delimiter="," if fmt == "csv" else "\t")
+        default = "," if fmt == "csv" else "\t"
+        return fmt, _read_delimited(text, file, delimiter=sep or _sniff(text, default))
     if fmt == "conll":
         return "conll", _read_conll(text, file)
-    return _read_json(text, file, squad_only=fmt == "squad")
+    return _read_json(text, file, squad_only=fmt == "squad", warnings=found)
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
     """``"sha256:<hex>"`` of the file's bytes, read in chunks so large files are not held in memory."""
     h = hashlib.sha256()
+    fd, _ = open_regular(path, max_bytes=None)
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     except OSError as e:
-        raise _open_error(path, e) from None
+        raise open_error(path, e) from None
     return "sha256:" + h.hexdigest()
 
 
@@ -112,74 +136,6 @@ def fingerprint_examples(examples: Iterable[Mapping[str, Any]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-# --- decoding ------------------------------------------------------------------------------------------------
-
-
-def _open_error(path: str | os.PathLike[str], e: OSError) -> DataError:
-    p = Path(path)
-    if isinstance(e, FileNotFoundError):
-        return DataError([DataProblem(str(path), None, None, "file not found",
-                                      hint=f"check the path (looked in {p.resolve().parent})")])
-    if isinstance(e, IsADirectoryError) or p.is_dir():
-        return DataError([DataProblem(str(path), None, None, "is a folder, not a data file",
-                                      hint="pass the path of one .jsonl/.csv/.tsv/.json/.conll file")])
-    return DataError([DataProblem(str(path), None, None, f"cannot read the file: {e.strerror or e}")])
-
-
-def _read_text(path: str | os.PathLike[str]) -> str:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise _open_error(path, e) from None
-    return _decode(raw, str(path))
-
-
-def _decode(raw: bytes, file: str) -> str:
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = e.start + bom
-        line = raw.count(b"\n", 0, offset) + 1
-        column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-        name, label = _guess_encoding(raw)
-        base = Path(file).name
-        hint = f"it looks like {label}; save the file as UTF-8 (e.g. iconv -f {name} -t UTF-8 {base} > utf8-{base})"
-        message = (f"line {line} is not valid UTF-8: byte 0x{raw[offset]:02x} at byte offset {offset} "
-                   f"(byte {column} of the line) cannot be decoded")
-        raise DataError([DataProblem(file, line, None, message, hint=hint)]) from None
-
-
-def _guess_encoding(raw: bytes) -> tuple[str, str]:
-    """A best guess at what the file really is; only used to make the hint more precise."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "UTF-16", "UTF-16 (as Excel's 'Unicode text' writes it)"
-    sample = raw[: 1 << 20]
-    if len(raw) > len(sample):
-        sample = sample[: sample.rfind(b"\n") + 1] or sample
-    try:
-        text = sample.decode("gb18030")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None:
-        non_ascii = [c for c in text if ord(c) > 127]
-        # Latin-1 bytes sometimes decode as GB18030 too, but then the "characters" are rarely CJK.
-        cjk = sum(1 for c in non_ascii if _is_cjk(c))
-        if non_ascii and cjk / len(non_ascii) >= 0.8:
-            return "GBK", "Chinese GBK/GB18030"
-    try:
-        sample.decode("cp1252")
-    except UnicodeDecodeError:
-        return "LATIN1", "Latin-1"
-    return "CP1252", "Windows-1252 (Western European)"
-
-
-def _is_cjk(c: str) -> bool:
-    o = ord(c)
-    return (0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x3000 <= o <= 0x30FF
-            or 0xFF00 <= o <= 0xFFEF or 0xAC00 <= o <= 0xD7AF)
-
-
 def _split_lines(text: str) -> list[str]:
     # Not str.splitlines(): it also breaks on U+2028, form feeds and other characters that are data, not line ends.
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
@@ -188,21 +144,26 @@ def _split_lines(text: str) -> list[str]:
 # --- JSON Lines ----------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(text: str, file: str) -> list[Row]:
+def _read_jsonl(text: str, file: str, warnings: list[DataProblem]) -> list[Row]:
     rows: list[Row] = []
     problems: list[DataProblem] = []
+    reader = JsonReader()
     for number, line in enumerate(_split_lines(text), start=1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = reader.loads(line)
         except json.JSONDecodeError as e:
             message = f"line {number} is not valid JSON: {e.msg} (column {e.colno})"
             problems.append(DataProblem(file, number, None, message, hint="each line must be one complete JSON object"))
             continue
+        except TooDeep:
+            problems.append(too_deep_problem(file, number))
+            continue
+        warnings.extend(duplicate_key_warning(file, number, key) for key in reader.dupes)
         if not isinstance(value, dict):
             problems.append(DataProblem(file, number, None,
-                                        f"line {number} is a JSON {_json_kind(value)}, not an object",
+                                        f"line {number} is a JSON {json_kind(value)}, not an object",
                                         hint='each line must be one JSON object, e.g. {"text": "...", "label": "..."}'))
             continue
         rows.append(Row(number, value))
@@ -218,30 +179,64 @@ def _read_jsonl(text: str, file: str) -> list[Row]:
 
 def _try_whole_json(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return loads(text, [])
+    except (json.JSONDecodeError, TooDeep):
         return None
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
 
 
 # --- CSV / TSV -----------------------------------------------------------------------------------------------
 
 
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+_SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe", " ": "space"}
+_SNIFFED = (",", ";", "\t", "|")
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    sep = _DELIMITER_NAMES.get(value.lower(), value)
+    if len(sep) != 1 or sep in "\"\r\n" or sep.isalnum():
+        raise ConfigError(f"delimiter: {value!r} is not a field separator (one character such as , ; | or "
+                          "'tab')")
+    return sep
+
+
+def _sniff(text: str, default: str) -> str:
+    """The separator of a delimited text: the first of ``default``, ``,``, ``;``, tab, ``|`` that splits the first
+    records (quotes respected) into the same number of fields, more than one. Excel writes ``;`` where the
+    decimal separator is a comma."""
+    sample = text[: 1 << 16]
+    if len(text) > len(sample):
+        sample = sample[: sample.rfind("\n") + 1] or sample
+    best, best_fields = default, 1
+    widest, widest_header = default, 1  # when no separator is consistent: the one that splits the header most
+    for sep in dict.fromkeys((default, *_SNIFFED)):
+        counts: list[int] = []
+        try:
+            for record in csv.reader(io.StringIO(sample, newline=""), delimiter=sep):
+                if record and any(cell.strip() for cell in record):
+                    counts.append(len(record))
+                if len(counts) >= 20:
+                    break
+        except csv.Error:
+            continue
+        if not counts:
+            continue
+        if counts[0] > 1 and all(c == counts[0] for c in counts):
+            if sep == default:
+                return sep
+            if counts[0] > best_fields:
+                best, best_fields = sep, counts[0]
+        if counts[0] > widest_header:
+            widest, widest_header = sep, counts[0]
+    return best if best_fields > 1 else widest
+
+
 def _read_delimited(text: str, file: str, *, delimiter: str) -> list[Row]:
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
-    kind = "CSV" if delimiter == "," else "TSV"
+    kind = "TSV" if delimiter == "\t" else "CSV"
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     problems: list[DataProblem] = []
     rows: list[Row] = []
@@ -262,11 +257,13 @@ def _read_delimited(text: str, file: str, *, delimiter: str) -> list[Row]:
             header, header_line = _header(record, file, start, problems), start
             continue
         if len(record) != len(header):
-            sep = "comma" if delimiter == "," else "tab"
+            sep = _SEP_NAMES.get(delimiter, repr(delimiter))
             problems.append(DataProblem(
                 file, start, None,
-                f"line {start} has {len(record)} field(s) but the header (line {header_line}) has {len(header)}",
-                hint=f'put double quotes around fields that contain a {sep} or a line break ("...")',
+                f"line {start} has {len(record)} field(s) but the header (line {header_line}) has {len(header)} "
+                f"({sep}-separated)",
+                hint=f'put double quotes around fields that contain a {sep} or a line break ("..."), or pass the '
+                     "right delimiter",
             ))
             continue
         rows.append(Row(start, dict(zip(header, record, strict=True))))
@@ -346,16 +343,21 @@ def _read_conll(text: str, file: str) -> list[Row]:
 # --- JSON and SQuAD ------------------------------------------------------------------------------------------
 
 
-def _read_json(text: str, file: str, *, squad_only: bool) -> tuple[str, list[Row]]:
+def _read_json(text: str, file: str, *, squad_only: bool, warnings: list[DataProblem]) -> tuple[str, list[Row]]:
+    dupes: list[str] = []
     try:
-        doc = json.loads(text)
+        doc = loads(text, dupes)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and text.lstrip().startswith("{") and not squad_only:
             # Many ".json" files are really JSON Lines; read them as such rather than fail.
-            return "jsonl", _read_jsonl(text, file)
+            return "jsonl", _read_jsonl(text, file, warnings)
         message = f"line {e.lineno} is not valid JSON: {e.msg} (column {e.colno})"
         raise DataError([DataProblem(file, e.lineno, None, message,
                                      hint="check the JSON with a validator (python -m json.tool FILE)")]) from None
+    except TooDeep:
+        offset = deep_offset(text)
+        raise DataError([too_deep_problem(file, None if offset is None else text.count("\n", 0, offset) + 1)]) from None
+    warnings.extend(duplicate_key_warning(file, None, key) for key in dict.fromkeys(dupes))
     if isinstance(doc, dict) and isinstance(doc.get("data"), list) and not squad_only \
             and not any(isinstance(a, dict) and "paragraphs" in a for a in doc["data"]):
         # {"data": [{...}, ...]} wraps a plain list of records (a common export); only SQuAD has "paragraphs".
@@ -369,14 +371,14 @@ def _read_json(text: str, file: str, *, squad_only: bool) -> tuple[str, list[Row
         if isinstance(doc, dict):
             found = f"an object with keys {', '.join(map(repr, list(doc)[:10]))}"
         else:
-            found = f"a JSON {_json_kind(doc)}"
+            found = f"a JSON {json_kind(doc)}"
         expected = 'expected a JSON array of objects or SQuAD layout {"data": [...]}'
         raise DataError([DataProblem(file, None, None, f"{expected}, found {found}")])
     return "json", _rows_of_list(doc, text, ("[]",), file)
 
 
 def _rows_of_list(items: list[Any], text: str, path: tuple[str, ...], file: str) -> list[Row]:
-    lines = _lines_of(text, _object_offsets(text, path))
+    lines = lines_of(text, object_offsets(text, path))
     if len(lines) != sum(isinstance(v, dict) for v in items):
         lines = [None] * len(items)  # duplicate keys can make the scan disagree with the parse; never guess
     rows: list[Row] = []
@@ -385,7 +387,7 @@ def _rows_of_list(items: list[Any], text: str, path: tuple[str, ...], file: str)
     for i, value in enumerate(items):
         if not isinstance(value, dict):
             problems.append(DataProblem(file, None, None,
-                                        f"item {i} of the array is a JSON {_json_kind(value)}, not an object"))
+                                        f"item {i} of the array is a JSON {json_kind(value)}, not an object"))
             continue
         rows.append(Row(next(objects), value))
     if problems:
@@ -395,8 +397,8 @@ def _rows_of_list(items: list[Any], text: str, path: tuple[str, ...], file: str)
 
 def _flatten_squad(doc: dict[str, Any], text: str, file: str) -> list[Row]:
     problems: list[DataProblem] = []
-    qa_lines = iter(_lines_of(text, _object_offsets(text, _SQUAD_QA_PATH)))
-    article_lines = iter(_lines_of(text, _object_offsets(text, _SQUAD_ARTICLE_PATH)))
+    qa_lines = iter(lines_of(text, object_offsets(text, _SQUAD_QA_PATH)))
+    article_lines = iter(lines_of(text, object_offsets(text, _SQUAD_ARTICLE_PATH)))
     rows: list[Row] = []
     data = doc["data"]
     if not isinstance(data, list):
@@ -404,7 +406,7 @@ def _flatten_squad(doc: dict[str, Any], text: str, file: str) -> list[Row]:
     for a, article in enumerate(data):
         if not isinstance(article, dict):
             problems.append(DataProblem(file, None, "data",
-                                        f"article {a} is a JSON {_json_kind(article)}, not an object"))
+                                        f"article {a} is a JSON {json_kind(article)}, not an object"))
             continue
         article_line = next(article_lines, None)
         paragraphs = article.get("paragraphs")
@@ -422,7 +424,7 @@ def _flatten_squad(doc: dict[str, Any], text: str, file: str) -> list[Row]:
                 if not isinstance(qa, dict):
                     problems.append(DataProblem(file, article_line, "qas",
                                                 f"a question in paragraph {p} of article {a} "
-                                                f"is a JSON {_json_kind(qa)}, not an object"))
+                                                f"is a JSON {json_kind(qa)}, not an object"))
                     continue
                 line = next(qa_lines, None)
                 answers = qa.get("answers") or []
@@ -441,52 +443,3 @@ def _flatten_squad(doc: dict[str, Any], text: str, file: str) -> list[Row]:
     if problems:
         raise DataError(problems)
     return rows
-
-
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],]')
-
-
-def _object_offsets(text: str, target: tuple[str, ...]) -> list[int]:
-    """Character offsets of the ``{`` of every object at key path ``target`` (``"[]"`` = an array item).
-
-    A regex tokenizer over already-validated JSON: strings are matched whole (in C), so the Python loop runs
-    once per structural token, not once per character.
-    """
-    stack: list[tuple[bool, tuple[str, ...]]] = []  # (is_object, key path)
-    key = ""
-    expect_key = False
-    offsets: list[int] = []
-    for m in _JSON_TOKEN.finditer(text):
-        tok = m.group()
-        c = tok[0]
-        if c == '"':
-            if expect_key:
-                key = json.loads(tok) if "\\" in tok else tok[1:-1]
-                expect_key = False
-        elif c in "{[":
-            if not stack:
-                path: tuple[str, ...] = ()
-            elif stack[-1][0]:
-                path = (*stack[-1][1], key)
-            else:
-                path = (*stack[-1][1], "[]")
-            if c == "{" and path == target:
-                offsets.append(m.start())
-            stack.append((c == "{", path))
-            expect_key = c == "{"
-        elif c in "}]":
-            stack.pop()
-            expect_key = False
-        else:  # ","
-            expect_key = bool(stack) and stack[-1][0]
-    return offsets
-
-
-def _lines_of(text: str, offsets: list[int]) -> list[int | None]:
-    lines: list[int | None] = []
-    line, pos = 1, 0
-    for off in offsets:
-        line += text.count("\n", pos, off)
-        pos = off
-        lines.append(line)
-    return lines

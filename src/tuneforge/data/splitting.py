@@ -1,9 +1,10 @@
-"""Split a dataset into train/dev/test, and write a dataset back to JSON Lines.
+"""Split a dataset into train/dev/test by keys a task gives: stratified, grouped, or random.
 
-* classification: stratified by label (scikit-learn), so every split keeps the class proportions; classes too
-  small to stratify stay in train. Multi-label data is stratified on each example's first label.
-* qa: grouped by article (title, or context when titles are missing), so no passage is seen in two splits.
-* ner: random.
+:func:`tuneforge.tasks.split_dataset` asks the dataset's task for its :class:`SplitKeys` (classification:
+stratified by label; qa: grouped by article; ner: random) and calls :func:`split_by_keys`.
+
+* stratified (scikit-learn): every split keeps the class proportions; classes too small to stratify stay in train.
+* grouped: no group (an article) is in two splits.
 
 Splits are deterministic for a seed, and each split keeps the examples in their original file order.
 """
@@ -11,43 +12,55 @@ Splits are deterministic for a seed, and each split keeps the examples in their 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from tuneforge.data.dataset import Dataset
 from tuneforge.errors import ConfigError
-from tuneforge.utils.fs import write_jsonl
 
-__all__ = ["split_dataset", "write_dataset"]
+__all__ = ["SplitKeys", "split_by_keys"]
 
 
-def split_dataset(ds: Dataset, *, dev: float = 0.1, test: float = 0.1, seed: int = 0) -> dict[str, Dataset]:
-    """Split ``ds`` into ``{"train", "dev", "test"}``; a split whose fraction is 0 is left out.
+@dataclass(frozen=True)
+class SplitKeys:
+    """How to split examples: ``groups`` (one key per example; a group stays in one split) wins over ``strata``
+    (one key per example; splits keep their proportions); neither means a random split."""
 
-    Fractions are of the number of examples (for qa, of the number of articles, so sizes are approximate).
+    strata: Sequence[Any] | None = None
+    groups: Sequence[Any] | None = None
+    #: what a group is, for messages ("articles (titles)")
+    group_noun: str = "groups"
+    #: the hint when there are too few groups
+    group_hint: str = "examples of one group must stay in one split; add more groups"
+
+
+def split_by_keys(ds: Dataset, keys: SplitKeys, *, dev: float = 0.1, test: float = 0.1,
+                  seed: int = 0) -> dict[str, Dataset]:
+    """Split ``ds`` into ``{"train", "dev", "test"}`` by ``keys``; a split whose fraction is 0 is left out.
+
+    Fractions are of the number of examples (of the number of groups when grouped, so sizes are approximate).
 
     Raises:
-        ConfigError: a fraction outside [0, 1), ``dev + test >= 1``, or too few examples (or articles) to give
+        ConfigError: a fraction outside [0, 1), ``dev + test >= 1``, or too few examples (or groups) to give
             every requested split at least one.
     """
     _check_fractions(dev, test)
     n = len(ds)
     wanted = {"dev": dev, "test": test}
-    if ds.task == "qa":
-        parts = _grouped(ds, dev, test, seed)
+    if keys.groups is not None:
+        parts = _grouped(list(keys.groups), keys, dev, test, seed)
     else:
         n_test = _size(test, n)
         n_dev = _size(dev, n)
         if n - n_test - n_dev < 1:
             raise ConfigError(f"dev/test: {n} example(s) are too few for dev={dev} and test={test}",
                               hint="use more data or smaller fractions")
-        keys = _strata(ds) if ds.task == "classification" else None
-        parts = _stratified(np.arange(n), keys, n_dev, n_test, seed)
+        strata = list(keys.strata) if keys.strata is not None else None
+        parts = _stratified(np.arange(n), strata, n_dev, n_test, seed)
     out = {"train": ds.select(sorted(parts["train"]))}
     for name in ("dev", "test"):
         if wanted[name] > 0:
@@ -72,16 +85,6 @@ def _size(fraction: float, n: int) -> int:
     return 0 if fraction == 0 else max(1, math.ceil(fraction * n - 1e-9))
 
 
-def _strata(ds: Dataset) -> list[Any] | None:
-    keys: list[Any] = []
-    for ex in ds.examples:
-        label = ex["label"]
-        if label is None:
-            return None  # unlabelled data: nothing to stratify on
-        keys.append((label[0] if label else "") if isinstance(label, list) else label)
-    return keys
-
-
 def _stratified(idx: np.ndarray, keys: Sequence[Any] | None, n_dev: int, n_test: int,
                 seed: int) -> dict[str, list[int]]:
     rest, test_idx = _cut(idx, keys, n_test, seed)
@@ -92,6 +95,8 @@ def _stratified(idx: np.ndarray, keys: Sequence[Any] | None, n_dev: int, n_test:
 
 def _cut(idx: np.ndarray, keys: Sequence[Any] | None, n_take: int, seed: int) -> tuple[list[int], list[int]]:
     """Take ``n_take`` of ``idx`` out, stratified by ``keys`` where each class has at least two members."""
+    from sklearn.model_selection import train_test_split
+
     if n_take == 0:
         return idx.tolist(), []
     if keys is None:
@@ -114,24 +119,23 @@ def _cut(idx: np.ndarray, keys: Sequence[Any] | None, n_take: int, seed: int) ->
     return fixed + list(keep), list(take)
 
 
-def _grouped(ds: Dataset, dev: float, test: float, seed: int) -> dict[str, list[int]]:
-    titled = all(ex.get("title") for ex in ds.examples)
-    groups = [ex["title"] if titled else ex["context"] for ex in ds.examples]
+def _grouped(groups: list[Any], keys: SplitKeys, dev: float, test: float, seed: int) -> dict[str, list[int]]:
     n_groups = len(set(groups))
     needed = 1 + (dev > 0) + (test > 0)
     if n_groups < needed:
-        what = "articles (titles)" if titled else "distinct contexts"
-        raise ConfigError(f"dev/test: {n_groups} {what} are too few for a grouped split into {needed} parts",
-                          hint="questions about one passage must stay in one split; add more passages")
-    idx = np.arange(len(ds))
+        raise ConfigError(f"dev/test: {n_groups} {keys.group_noun} are too few for a grouped split into {needed} "
+                          "parts", hint=keys.group_hint)
+    idx = np.arange(len(groups))
     rest, test_idx = _group_cut(idx, groups, test, seed)
-    # dev is a fraction of the whole; rescale it to the articles left after taking test out.
+    # dev is a fraction of the whole; rescale it to the groups left after taking test out.
     dev_of_rest = dev / (1 - test) if dev > 0 else 0.0
     train_idx, dev_idx = _group_cut(np.asarray(rest), [groups[i] for i in rest], dev_of_rest, seed)
     return {"train": train_idx, "dev": dev_idx, "test": test_idx}
 
 
 def _group_cut(idx: np.ndarray, groups: Sequence[Any], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    from sklearn.model_selection import GroupShuffleSplit
+
     if fraction <= 0:
         return idx.tolist(), []
     n_groups = len(set(groups))
@@ -139,29 +143,3 @@ def _group_cut(idx: np.ndarray, groups: Sequence[Any], fraction: float, seed: in
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_take, random_state=seed)
     keep, take = next(splitter.split(idx, groups=[str(g) for g in groups]))
     return idx[keep].tolist(), idx[take].tolist()
-
-
-def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> None:
-    """Write the normalized examples as JSON Lines, atomically; :func:`load_dataset` reads the file back as is.
-
-    classification: ``text``, ``text_pair`` (when set) and ``label`` (when set); ner: ``tokens`` and ``tags``;
-    qa: the Hugging Face SQuAD layout (``id``, ``title`` when set, ``context``, ``question``, ``answers``).
-    """
-    write_jsonl(path, (_record(ds.task, ex) for ex in ds.examples))
-
-
-def _record(task: str, ex: dict[str, Any]) -> dict[str, Any]:
-    if task == "classification":
-        rec: dict[str, Any] = {"text": ex["text"]}
-        if ex["text_pair"] is not None:
-            rec["text_pair"] = ex["text_pair"]
-        if ex["label"] is not None:
-            rec["label"] = ex["label"]
-        return rec
-    if task == "ner":
-        return {"tokens": ex["tokens"], "tags": ex["tags"]} if ex["tags"] is not None else {"tokens": ex["tokens"]}
-    rec = {"id": ex["id"]}
-    if ex.get("title") is not None:
-        rec["title"] = ex["title"]
-    rec.update(context=ex["context"], question=ex["question"], answers=ex["answers"])
-    return rec

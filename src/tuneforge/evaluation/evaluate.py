@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data import ColumnMap, load_dataset
+from tuneforge.data import ColumnMap
 from tuneforge.evaluation.report import write_evaluation
 from tuneforge.inference.predictor import load_predictor
+from tuneforge.tasks import load_dataset
 
 __all__ = ["evaluate_run"]
 
@@ -20,7 +21,7 @@ def evaluate_run(run_dir: Path, data: Path, *, name: str | None = None, columns:
     report.md, plots, predictions.jsonl). Returns the metrics and the report folder."""
     predictor = load_predictor(run_dir)
     ds = load_dataset(data, predictor.task.name, columns=columns, require_labels=True,
-                      label_set=predictor.labels if predictor.task.name == "classification" else None,
+                      label_set=predictor.labels if predictor.task.closed_label_set else None,
                       multi_label=predictor.multi_label, strict_bio=strict_bio)
     if on_start:
         on_start(len(ds))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.evaluation.plots import plot_confusion_matrix, plot_per_class_f1
+from tuneforge.runs import read_manifest
 from tuneforge.utils.fs import atomic_dir
 
 __all__ = ["read_evaluation", "write_evaluation"]
@@ -31,7 +32,7 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
     with atomic_dir(out_dir, overwrite=True) as tmp:
         per_class = scores.get("per_class")
         if per_class:
-            head = "class" if task.name == "classification" else "entity type"
+            head = task.label_noun
             md += ["", f"## Per {head}", "", f"| {head} | precision | recall | F1 | support |", "|---|---|---|---|---|"]
             md += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
                    for k, v in sorted(per_class.items(), key=lambda kv: kv[1]["f1"])]
@@ -72,7 +73,7 @@ def read_evaluation(run_dir: Path) -> dict[str, Any]:
     """A trained run's manifest summary and its dev evaluation (``eval-*/metrics.json`` and ``report.md``), as
     plain data: what the API's ``GET /v1/models/{id}/evaluation`` returns. ``evaluation`` is None for a run
     trained without a validation file."""
-    manifest = json.loads((run_dir / "tuneforge.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(run_dir, require_weights=False)
     reports = sorted(d for d in run_dir.glob("eval-*") if (d / "metrics.json").is_file())
     evaluation = None
     if reports:

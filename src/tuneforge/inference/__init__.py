@@ -1,5 +1,7 @@
-"""Load trained models and predict."""
+"""Load trained models and predict; serve them (``serving``, with backends chosen by name in ``backends``)."""
 
-from tuneforge.inference.predictor import Predictor, load_predictor, read_manifest
+# importing the ensemble module registers its run loader, so load_predictor reads ensemble folders from a cold start
+from tuneforge.inference import ensemble as _ensemble  # noqa: F401
+from tuneforge.inference.predictor import Predictor, load_predictor, register_run_loader
 
-__all__ = ["Predictor", "load_predictor", "read_manifest"]
+__all__ = ["Predictor", "load_predictor", "register_run_loader"]

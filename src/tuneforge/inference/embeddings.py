@@ -10,14 +10,9 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import DataError, DataProblem
+from tuneforge.models.tensors import mean_pool, model_nbytes
 
-__all__ = ["Embedder", "mean_pool"]
-
-
-def mean_pool(hidden: Any, mask: Any) -> Any:
-    """Average of the token vectors where ``mask`` is 1 (torch tensors: batch x tokens x dim, batch x tokens)."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+__all__ = ["Embedder"]
 
 
 class Embedder:
@@ -28,8 +23,6 @@ class Embedder:
     def __init__(self, path: Path, *, max_length: int = 256, batch_size: int = 64) -> None:
         import transformers
         from transformers import AutoModel, AutoTokenizer
-
-        from tuneforge.inference.serving import model_nbytes
 
         transformers.logging.set_verbosity_error()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))

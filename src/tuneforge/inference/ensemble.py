@@ -1,9 +1,10 @@
 """Ensembles: several trained classifiers whose predicted probabilities are averaged, saved and served as one
 model.
 
-An ensemble folder holds a copy of each member run under ``members/`` and a ``tuneforge.json`` with
-``method: ensemble``, so it is self-contained and loads with :func:`~tuneforge.inference.load_predictor` like
-any run; members may use different base models and tokenizers (each encodes the text its own way).
+An ensemble folder holds a copy of each member run under ``members/`` and a manifest with ``method: ensemble``,
+so it is self-contained and loads with :func:`~tuneforge.inference.load_predictor` like any run (this module
+registers its run loader for that kind); members may use different base models and tokenizers (each encodes the
+text its own way).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import ConfigError, RunError
-from tuneforge.inference.predictor import MANIFEST, Predictor, load_predictor, read_manifest
-from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
+from tuneforge.inference.predictor import Predictor, load_predictor, register_run_loader
+from tuneforge.runs import FORMAT_VERSION, read_manifest, write_manifest
+from tuneforge.tasks import get_task
+from tuneforge.utils.fs import atomic_dir, storage_errors
 
 __all__ = ["EnsemblePredictor", "build_ensemble", "load_ensemble"]
 
@@ -103,9 +106,11 @@ def build_ensemble(runs: Sequence[str | Path], output: str | Path, *, weights: S
     manifests = [read_manifest(r) for r in paths]
     problems = []
     for r, m in zip(paths, manifests, strict=True):
-        if m["task"] != "classification":
+        if not get_task(m["task"]).sequence_level:
             problems.append(f"runs: {r} is a {m['task']} model; ensembles average class probabilities, so every "
                             "member must be a classifier")
+        elif m["task"] != manifests[0]["task"]:
+            problems.append(f"runs: {r} is a {m['task']} model, {paths[0]} a {manifests[0]['task']} model")
         elif sorted(m["labels"]) != sorted(manifests[0]["labels"]):
             problems.append(f"runs: {r} predicts {m['labels']}, {paths[0]} predicts {manifests[0]['labels']}")
         elif bool(m.get("multi_label")) != bool(manifests[0].get("multi_label")):
@@ -125,7 +130,7 @@ def build_ensemble(runs: Sequence[str | Path], output: str | Path, *, weights: S
             members.append(dest.relative_to(tmp).as_posix())
         saved = sum(f.stat().st_size for f in (tmp / "members").rglob("*") if f.is_file())
         manifest = {
-            "format_version": 1, "name": out.name, "task": "classification",
+            "format_version": FORMAT_VERSION, "name": out.name, "task": manifests[0]["task"],
             "labels": list(manifests[0]["labels"]), "multi_label": bool(manifests[0].get("multi_label")),
             "max_length": max(int(m["max_length"]) for m in manifests), "stride": 128,
             "base_model": {"name": "ensemble", "model_id": ", ".join(m["base_model"]["name"] for m in manifests)},
@@ -136,7 +141,7 @@ def build_ensemble(runs: Sequence[str | Path], output: str | Path, *, weights: S
                          "trainable_parameters": 0, "saved_bytes": saved},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        atomic_write_json(tmp / MANIFEST, manifest)
+        write_manifest(tmp, manifest)
         # read_manifest wants weights beside the manifest: the members hold them
         (tmp / "ensemble.safetensors").write_bytes(_empty_safetensors())
     return manifest
@@ -152,3 +157,6 @@ def load_ensemble(run_dir: Path, manifest: dict[str, Any], *, bf16: bool = False
     info = manifest["method_info"]
     members = [load_predictor(run_dir / rel, bf16=bf16) for rel in info["members"]]
     return EnsemblePredictor(run_dir, manifest, members, np.asarray(info["weights"], dtype=np.float64))
+
+
+register_run_loader("ensemble", load_ensemble)

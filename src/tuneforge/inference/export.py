@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError, RunError
-from tuneforge.utils.fs import atomic_dir, atomic_write_json
+from tuneforge.runs import read_manifest, write_manifest
+from tuneforge.utils.fs import atomic_dir
 
 __all__ = ["export_merged"]
 
@@ -36,7 +36,7 @@ def export_merged(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
         predictor.tokenizer.save_pretrained(str(tmp))
         manifest.update({"name": output.name, "method": "full",
                          "merged_from": {"run": str(run_dir), "method": method.name}})
-        atomic_write_json(tmp / "tuneforge.json", manifest)
+        write_manifest(tmp, manifest)
         for extra in run_dir.glob("eval-*"):
             shutil.copytree(extra, tmp / extra.name)
-    return json.loads((output / "tuneforge.json").read_text())
+    return read_manifest(output)

@@ -1,8 +1,12 @@
-"""Load a trained run folder and predict: the one path shared by the CLI, the evaluation and (later) the API."""
+"""Load a trained run folder and predict: the one path shared by the CLI, the evaluation and the API.
+
+A run folder is loaded by its manifest's ``method``: a folder that is one model goes through the tuning
+method's loader (:func:`tuneforge.methods.get_method`); a folder that composes several models (an ensemble)
+goes through a run loader registered for its kind with :func:`register_run_loader`.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,35 +14,30 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
-from tuneforge.tasks.encoder import forward_features
+from tuneforge import runs
+from tuneforge.errors import ConfigError, DataError, DataProblem
 from tuneforge.settings import Settings
 from tuneforge.tasks import Task, get_task
-from tuneforge.tasks.common import softmax, split_words
+from tuneforge.tasks.common import softmax
+from tuneforge.tasks.encoder import forward_features
 from tuneforge.utils.hf import quiet_transformers
 
-__all__ = ["Predictor", "load_predictor", "read_manifest"]
+__all__ = ["Predictor", "RunLoader", "load_predictor", "register_run_loader", "run_loader_kinds"]
 
-MANIFEST = "tuneforge.json"
+#: ``loader(run_dir, manifest, bf16=...)``: an object with the :class:`Predictor` interface
+RunLoader = Callable[..., Any]
+
+_RUN_LOADERS: dict[str, RunLoader] = {}
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir} is not a folder.", hint="Pass the --output folder of a `tuneforge train` run.")
-    path = run_dir / MANIFEST
-    if not path.exists():
-        interrupted = (run_dir / "run-config.json").exists()
-        raise RunError(f"{run_dir} holds no finished TuneForge model (no {MANIFEST}).",
-                       hint=f"Finish it with: tuneforge train --resume --output {run_dir}" if interrupted else
-                       "Pass the --output folder of a finished `tuneforge train` run.")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is corrupt: {e}") from None
-    if not any(run_dir.glob("*.safetensors")):
-        raise RunError(f"{run_dir} has no .safetensors weights.")
-    return manifest
+def register_run_loader(kind: str, loader: RunLoader) -> None:
+    """Load run folders whose manifest says ``method: <kind>`` with ``loader`` instead of a tuning method's
+    loader: for folders that are a composition of several models served as one (an ensemble)."""
+    _RUN_LOADERS[kind] = loader
+
+
+def run_loader_kinds() -> list[str]:
+    return sorted(_RUN_LOADERS)
 
 
 @dataclass
@@ -61,51 +60,34 @@ class Predictor:
         return bool(self.manifest.get("multi_label"))
 
     def to_examples(self, inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
-        """Turn raw inputs into task examples: a string is a text (classification, NER); QA needs
-        ``{"question", "context"}``; a sentence pair is ``{"text", "text_pair"}``."""
+        """Turn raw inputs into task examples (the task parses each: a string is a text for classification and
+        NER; QA needs ``{"question", "context"}``; a sentence pair is ``{"text", "text_pair"}``); every bad input
+        is reported at once in a :class:`DataError`."""
         problems: list[DataProblem] = []
         examples: list[dict[str, Any]] = []
         for i, item in enumerate(inputs):
-            where = f"input {i + 1}"
-            if self.task.name == "qa":
-                if not isinstance(item, dict) or not item.get("question") or not item.get("context"):
-                    problems.append(DataProblem(where, None, "question/context",
-                                                "a QA input needs a question and a context",
-                                                'pass {"question": ..., "context": ...}'))
-                    continue
-                examples.append({"id": str(item.get("id", i)), "question": str(item["question"]),
-                                 "context": str(item["context"]), "answers": {"text": [], "answer_start": []}})
-                continue
-            text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                problems.append(DataProblem(where, None, "text", "empty or missing text", "pass a non-empty string"))
-                continue
-            if self.task.name == "ner":
-                words = split_words(text)
-                examples.append({"tokens": [w for w, _, _ in words], "tags": None,
-                                 "spans": [(s, e) for _, s, e in words], "source_text": text})
+            parsed = self.task.parse_input(item, i)
+            if isinstance(parsed, DataProblem):
+                problems.append(parsed)
             else:
-                pair = item.get("text_pair") if isinstance(item, dict) else None
-                examples.append({"text": text, "text_pair": pair, "label": None})
+                examples.append(parsed)
         if problems:
             raise DataError(problems)
         return examples
 
     def predict_examples(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64,
                          on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        if not examples:
-            return []
-        enc = self.task.encode(examples, self.tokenizer, self.labels, max_length=int(self.manifest["max_length"]),
-                               stride=int(self.manifest.get("stride", 128)), with_labels=False,
-                               multi_label=self.multi_label)
+        """One prediction per example, as the task decodes it (scored by the evaluation as it is)."""
         # NER sentences with no words (only spaces) produce no first-subword positions; decode handles that.
-        outputs = forward_features(self.model, enc.features, self.task.collator(self.tokenizer),
-                                   batch_size=batch_size, bf16=self.bf16, on_batch=on_batch)
-        return self.task.decode(outputs, enc, examples, self.labels, multi_label=self.multi_label)
+        return self.task.predict(self.model, self.tokenizer, examples, self.labels,
+                                 max_length=int(self.manifest["max_length"]),
+                                 stride=int(self.manifest.get("stride", 128)), multi_label=self.multi_label,
+                                 batch_size=batch_size, bf16=self.bf16, on_batch=on_batch)
 
     def predict_proba(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64) -> np.ndarray:
-        """Classification: the probability of every label (columns in ``labels`` order), one row per example."""
-        if self.task.name != "classification":
+        """Sequence-level tasks (classification): the probability of every label (columns in ``labels`` order),
+        one row per example."""
+        if not self.task.sequence_level:
             raise ConfigError(f"probabilities are defined for classification models, not {self.task.name}")
         enc = self.task.encode(examples, self.tokenizer, self.labels, max_length=int(self.manifest["max_length"]),
                                with_labels=False, multi_label=self.multi_label)
@@ -117,26 +99,9 @@ class Predictor:
         return softmax(logits, axis=-1)
 
     def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Predictions for raw inputs, as users see them (the task drops what only decoding needed)."""
         preds = self.predict_examples(self.to_examples(inputs), batch_size=batch_size)
-        if self.task.name == "ner":
-            for p in preds:
-                p.pop("tags", None)
-                for e in p["entities"]:
-                    e.pop("words", None)
-        return preds
-
-
-def base_model_path(manifest: dict[str, Any], settings: Settings | None = None) -> Path | None:
-    """The base model a run was trained from, for methods that save only their own weights (adapters): by its
-    registered name when it has one (the installed package), else the folder recorded at training time."""
-    from tuneforge.models.registry import BASE_MODELS, resolve_base_model
-
-    base = manifest.get("base_model") or {}
-    name = base.get("name")
-    if name in BASE_MODELS:
-        return resolve_base_model(name, (settings or Settings()).cache_dir).path
-    path = base.get("path") or base.get("model_id")
-    return Path(path) if path and Path(path).is_dir() else None
+        return [self.task.public_prediction(p) for p in preds]
 
 
 def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Settings | None = None) -> Any:
@@ -147,25 +112,15 @@ def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Setting
     from tuneforge.methods import get_method
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = runs.read_manifest(run_dir)
     kind = manifest.get("method", "full")
-    if kind in _PREDICTOR_LOADERS:
-        return _PREDICTOR_LOADERS[kind](run_dir, manifest, bf16=bf16)
+    if kind in _RUN_LOADERS:
+        return _RUN_LOADERS[kind](run_dir, manifest, bf16=bf16)
     task = get_task(manifest["task"])
     quiet_transformers()
     method = get_method(kind)
-    base = None if kind == "full" else base_model_path(manifest, settings)
-    model = method.load(run_dir, manifest, base)
+    base = None if kind == "full" else runs.base_model_path(manifest, settings.cache_dir if settings else None)
+    model = method.load(run_dir, manifest, base, task)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
     return Predictor(run_dir, manifest, task, model, tokenizer, bf16=bf16)
-
-
-def _load_ensemble(run_dir: Path, manifest: dict[str, Any], *, bf16: bool) -> Any:
-    from tuneforge.inference.ensemble import load_ensemble
-
-    return load_ensemble(run_dir, manifest, bf16=bf16)
-
-
-# run folders that are not one model but a composition of several (served as one)
-_PREDICTOR_LOADERS: dict[str, Callable[..., Any]] = {"ensemble": _load_ensemble}

@@ -122,6 +122,18 @@ class JobQueue:
             cond.append(Job.status.in_(statuses))
         return cond
 
+    def _change_owned(self, claim: Claim, change: Callable[[Session, Job], None], *statuses: str) -> bool:
+        """Apply ``change`` to the job in one transaction that holds its row lock, if ``claim`` still owns it (in
+        one of ``statuses`` when given); False, and nothing written, when another attempt owns it now."""
+        with self.sessions() as s:
+            job = s.scalar(select(Job).where(*self._guard(claim, *statuses)).with_for_update())
+            if job is None:
+                s.rollback()
+                return False
+            change(s, job)
+            s.commit()
+        return True
+
     # ------------------------------------------------------------------------------------------ while running
     def heartbeat(self, claim: Claim) -> tuple[bool, str | None]:
         """Renew the lease. Returns (still ours, control request: None, "cancel" or "pause")."""
@@ -162,22 +174,20 @@ class JobQueue:
                           estimated_tokens: int | None = None) -> bool:
         """End the validation phase: the job is queued for training, or fails with ``error``."""
         now = utcnow()
-        with self.sessions() as s:
-            job = s.scalar(select(Job).where(*self._guard(claim, "validating_files")).with_for_update())
-            if job is None:
-                s.rollback()
-                return False
-            if error is None and estimated_tokens is not None:
-                error = self._token_quota_error(s, job.tenant_id, estimated_tokens)
+
+        def change(s: Session, job: Job) -> None:
+            problem = error
+            if problem is None and estimated_tokens is not None:
+                problem = self._token_quota_error(s, job.tenant_id, estimated_tokens)
             job.lease_owner = job.lease_expires_at = None
-            if error is not None:
-                self._set_failed(s, job, error, attempt=claim.attempt)
+            if problem is not None:
+                self._set_failed(s, job, problem, attempt=claim.attempt)
             else:
                 job.status, job.validated_at, job.estimated_tokens = "queued", now, estimated_tokens
                 add_event(s, job.id, "Files validated; the job is queued for training.", attempt=claim.attempt,
                           data={"estimated_tokens": estimated_tokens})
-            s.commit()
-        return True
+
+        return self._change_owned(claim, change, "validating_files")
 
     def _token_quota_error(self, s: Session, tenant_id: str, estimate: int) -> dict[str, Any] | None:
         tenant, plan = s.execute(select(Tenant, Plan).join(Plan, Tenant.plan_name == Plan.name)
@@ -206,11 +216,8 @@ class JobQueue:
         transaction, after the attempt guard matched, so a stale attempt never publishes anything.
         """
         now = utcnow()
-        with self.sessions() as s:
-            job = s.scalar(select(Job).where(*self._guard(claim, "running")).with_for_update())
-            if job is None:
-                s.rollback()
-                return False
+
+        def change(s: Session, job: Job) -> None:
             size = publish()
             s.add(Model(id=model_id, tenant_id=job.tenant_id, job_id=job.id, base_model=job.base_model,
                         task=job.task, storage_key=storage_key, bytes=size, created_at=now))
@@ -220,22 +227,19 @@ class JobQueue:
             record_usage(s, tenant_id=job.tenant_id, model=model_id, kind="trained_tokens", quantity=trained_tokens)
             add_event(s, job.id, f"The job has successfully completed: new model {model_id}.",
                       attempt=claim.attempt, data=summary)
-            s.commit()
-        return True
+
+        return self._change_owned(claim, change, "running")
 
     def fail(self, claim: Claim, error: dict[str, Any], *, retryable: bool) -> bool:
         """End an attempt that failed. A retryable failure (a crash) is retried up to ``max_attempts``."""
-        with self.sessions() as s:
-            job = s.scalar(select(Job).where(*self._guard(claim)).with_for_update())
-            if job is None:
-                s.rollback()
-                return False
+
+        def change(s: Session, job: Job) -> None:
             if retryable:
                 self._retry_or_fail(s, job, attempt=claim.attempt, why=error["message"])
             else:
                 self._set_failed(s, job, error, attempt=claim.attempt)
-            s.commit()
-        return True
+
+        return self._change_owned(claim, change)
 
     def _retry_or_fail(self, s: Session, job: Job, *, attempt: int, why: str) -> None:
         job.failures += 1
@@ -255,14 +259,7 @@ class JobQueue:
 
     def stop(self, claim: Claim, control: str) -> bool:
         """The training stopped at a cancel or pause request: record the new status."""
-        with self.sessions() as s:
-            job = s.scalar(select(Job).where(*self._guard(claim)).with_for_update())
-            if job is None:
-                s.rollback()
-                return False
-            self._apply_control(s, job, control, attempt=claim.attempt)
-            s.commit()
-        return True
+        return self._change_owned(claim, lambda s, job: self._apply_control(s, job, control, attempt=claim.attempt))
 
     def _apply_control(self, s: Session, job: Job, control: str, *, attempt: int) -> None:
         job.lease_owner = job.lease_expires_at = job.control = None
@@ -276,11 +273,8 @@ class JobQueue:
 
     def release(self, claim: Claim, reason: str) -> bool:
         """Give a job back without counting a failure (the worker is shutting down)."""
-        with self.sessions() as s:
-            job = s.scalar(select(Job).where(*self._guard(claim)).with_for_update())
-            if job is None:
-                s.rollback()
-                return False
+
+        def change(s: Session, job: Job) -> None:
             if job.control:
                 self._apply_control(s, job, job.control, attempt=claim.attempt)
             else:
@@ -288,8 +282,8 @@ class JobQueue:
                 job.lease_owner = job.lease_expires_at = None
                 add_event(s, job.id, f"{reason}; the job is queued again and will resume from its last checkpoint.",
                           attempt=claim.attempt, level="warn")
-            s.commit()
-        return True
+
+        return self._change_owned(claim, change)
 
     # ------------------------------------------------------------------------------------------------- reaper
     def reap(self) -> list[str]:

@@ -18,9 +18,10 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+from tuneforge import runs
 from tuneforge.errors import (
     ConfigError,
     DataError,
@@ -35,9 +36,8 @@ __all__ = ["FileRef", "RunSpec", "ValidateSpec", "complete_checkpoints", "run_tr
            "validate_files"]
 
 Emit = Callable[[dict[str, Any]], None]
-MANIFEST = "tuneforge.json"
-RUN_CONFIG = "run-config.json"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
+#: an absolute POSIX path in a message (not part of a URL or a relative path)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^\s'\"/:,;()\[\]<>]+)+/?")
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,23 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------------------------------- errors
+def scrub_paths(message: str, files: tuple[FileRef, ...] | list[FileRef] = ()) -> str:
+    """``message`` without server paths: the job's files by the names the customer knows them by, any other
+    absolute path by its last component only (a tenant must not learn the server's layout from an error)."""
+    for f in sorted(files, key=lambda f: len(f.path), reverse=True):
+        message = message.replace(f.path, f"{f.filename} ({f.file_id})")
+    return _ABS_PATH.sub(lambda m: PurePath(m.group()).name or "the folder", message)
+
+
 def _error(e: BaseException, files: tuple[FileRef, ...] | list[FileRef] = ()) -> dict[str, Any]:
-    """An OpenAI-style error for a failed job, and whether another attempt could succeed."""
+    """An OpenAI-style error for a failed job (no server path in its message), and whether another attempt could
+    succeed."""
+    err = _classify(e, files)
+    err["message"] = scrub_paths(err["message"], files)
+    return err
+
+
+def _classify(e: BaseException, files: tuple[FileRef, ...] | list[FileRef]) -> dict[str, Any]:
     if isinstance(e, DataError):
         by_path = {f.path: f for f in files}
         first = e.problems[0] if e.problems else None
@@ -116,7 +131,7 @@ def _columns(options: dict[str, Any]) -> Any:
 
 def _load(task: str, training: FileRef, validation: FileRef | None, options: dict[str, Any]) -> tuple[Any, Any]:
     """The checks ``tuneforge train`` makes before it loads a model, with every problem of both files at once."""
-    from tuneforge.training.recipe import load_training_data
+    from tuneforge.training import load_training_data
 
     return load_training_data(task, training.path, validation.path if validation else None,
                               columns=_columns(options), multi_label=options.get("multi_label"),
@@ -128,15 +143,15 @@ def validate_files(spec: ValidateSpec, emit: Emit, should_stop: Callable[[], boo
     """Validate the job's files for its task and estimate the tokens it will train."""
     from transformers import AutoTokenizer
 
-    from tuneforge.inference.tokens import count_tokens
     from tuneforge.models.registry import resolve_base_model
+    from tuneforge.tasks import get_task
 
     files = [spec.training] + ([spec.validation] if spec.validation else [])
     try:
         train_ds, eval_ds = _load(spec.task, spec.training, spec.validation, spec.options)
         base = resolve_base_model(spec.base_model, Path(spec.cache_dir))
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-        tokens = count_tokens(train_ds.examples, spec.task, tokenizer, spec.options.get("max_length"))
+        tokens = get_task(spec.task).count_tokens(train_ds.examples, tokenizer, spec.options.get("max_length"))
     except Exception as e:  # noqa: BLE001 - reported on the job
         return {"status": "failed", "error": _error(e, files)}
     summary = f"{len(train_ds)} training examples" + (f", {len(eval_ds)} validation examples" if eval_ds else "")
@@ -164,8 +179,7 @@ def _lr_from_multiplier(values: dict[str, Any], multiplier: float, cache_dir: Pa
     """``learning_rate_multiplier`` times the learning rate ``train`` would pick for this model and data."""
     from tuneforge.models.registry import resolve_base_model
     from tuneforge.tasks import get_task
-    from tuneforge.training import make_config
-    from tuneforge.training.recipe import auto_hyperparameters
+    from tuneforge.training import auto_hyperparameters, make_config
 
     cfg = make_config({**values, "output": "unused", "learning_rate": None})
     base = resolve_base_model(cfg.base_model, cache_dir)
@@ -177,16 +191,8 @@ def _lr_from_multiplier(values: dict[str, Any], multiplier: float, cache_dir: Pa
 
 
 def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Checkpoints of a run whose save finished (``trainer_state.json`` is written last), by step."""
-    ckpts = run_dir / "checkpoints"
-    if not ckpts.is_dir():
-        return []
-    found = []
-    for d in ckpts.iterdir():
-        m = _CKPT.match(d.name)
-        if m and d.is_dir() and (d / "trainer_state.json").exists():
-            found.append((int(m.group(1)), d))
-    return sorted(found)
+    """Complete checkpoints of a run folder (the run-folder contract's rule), oldest first."""
+    return runs.complete_checkpoints(runs.checkpoints_dir(run_dir))
 
 
 def checkpoint_metrics(ckpt: Path, step: int) -> dict[str, Any]:
@@ -223,19 +229,20 @@ def _prepare_attempt(spec: RunSpec, emit: Emit) -> tuple[Path, bool, Path | None
     earlier = sorted((d for d in root.glob("attempt-*") if d != out and d.name[8:].isdigit()),
                      key=lambda d: int(d.name[8:]), reverse=True)
     for d in earlier:
-        if (d / MANIFEST).exists():
+        if runs.has_manifest(d):
             return out, False, d
     if out.exists():
         shutil.rmtree(out)
-    candidates = [(step, ck, d) for d in earlier if (d / RUN_CONFIG).exists() for step, ck in complete_checkpoints(d)]
+    candidates = [(step, ck, d) for d in earlier if runs.has_run_config(d) for step, ck in complete_checkpoints(d)]
     for step, ck, d in sorted(candidates, key=lambda c: c[0], reverse=True):
         try:
-            (out / "checkpoints").mkdir(parents=True)
-            saved = json.loads((d / RUN_CONFIG).read_text())
+            runs.checkpoints_dir(out).mkdir(parents=True)
+            saved = runs.read_run_config(d)
             saved["config"]["output"] = str(out)
-            (out / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
-            _link_copy(ck, out / "checkpoints" / ck.name)
-        except (OSError, ValueError, KeyError):  # an earlier attempt still rotating its checkpoints: next one
+            runs.write_run_config(out, saved)
+            _link_copy(ck, runs.checkpoints_dir(out) / ck.name)
+        except (OSError, ValueError, KeyError, TypeError, TuneforgeError):
+            # an earlier attempt still rotating its checkpoints: try the next one
             shutil.rmtree(out, ignore_errors=True)
             continue
         emit({"message": f"Resuming from the checkpoint at step {step} (saved by {d.name}).",
@@ -250,7 +257,8 @@ def _metrics_event(event: dict[str, Any]) -> dict[str, Any]:
         data["train_loss"] = data["loss"]
     shown = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()
              if k == "train_loss" or k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
-    return {"type": "metrics", "message": f"Step {data.get('step')}: " + (", ".join(shown) or "logged"),
+    total = f"/{data['total_steps']}" if data.get("total_steps") else ""
+    return {"type": "metrics", "message": f"Step {data.get('step')}{total}: " + (", ".join(shown) or "logged"),
             "data": data}
 
 
@@ -268,7 +276,7 @@ def run_training(spec: RunSpec, emit: Emit, should_stop: Callable[[], bool]) -> 
     try:
         out, resume, finished = _prepare_attempt(spec, emit)
         if finished is not None:
-            manifest = json.loads((finished / MANIFEST).read_text())
+            manifest = runs.read_manifest(finished)
             emit({"message": f"An earlier attempt ({finished.name}) had finished training; using its model."})
             return _succeeded(spec, finished, manifest)
         values = dict(spec.values)
@@ -296,8 +304,7 @@ def run_training(spec: RunSpec, emit: Emit, should_stop: Callable[[], bool]) -> 
 def _succeeded(spec: RunSpec, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from tuneforge.data import load_dataset
-    from tuneforge.inference.tokens import count_tokens
+    from tuneforge.tasks import get_task, load_dataset
 
     tokens = 0
     try:  # metering must not fail a finished training
@@ -306,7 +313,7 @@ def _succeeded(spec: RunSpec, out: Path, manifest: dict[str, Any]) -> dict[str, 
                           multi_label=manifest.get("multi_label"),
                           label_separator=manifest["config"].get("label_separator"))
         tok = AutoTokenizer.from_pretrained(str(out))
-        per_epoch = count_tokens(ds.examples, manifest["task"], tok, manifest.get("max_length"))
+        per_epoch = get_task(manifest["task"]).count_tokens(ds.examples, tok, manifest.get("max_length"))
         tokens = int(round(per_epoch * float(manifest.get("training", {}).get("epochs") or 1)))
     except (OSError, KeyError, ValueError, TuneforgeError):
         pass

@@ -6,12 +6,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import ConfigError, DataError, InvalidRequestError, NotFoundError, QuotaExceededError
+from tuneforge.jobs.options import RESERVED, check_owned, id_problems, placeholders
 from tuneforge.jobs.queue import add_event
 from tuneforge.jobs.states import FINAL
 from tuneforge.settings import Settings
@@ -19,7 +21,7 @@ from tuneforge.store.db import utcnow
 from tuneforge.store.ids import new_id
 from tuneforge.store.models import Job, Tenant
 from tuneforge.store.repositories import FileRepo, JobRepo, ModelRepo, UsageRepo
-from tuneforge.store.storage import Storage
+from tuneforge.store.storage import LocalStorage, Storage
 from tuneforge.store.tenants import Principal
 from tuneforge.store.usage import month_start
 
@@ -30,7 +32,7 @@ __all__ = ["JobRequest", "available_base_models", "base_model_info", "cancel_job
 AUTO_EPOCHS = 3.0
 
 #: TrainConfig fields a job sets itself; the rest may be passed as extra fields of the request
-RESERVED_OPTIONS = {"task", "data", "eval_data", "output", "base_model", "seed", "method"}
+RESERVED_OPTIONS = RESERVED
 _SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -41,7 +43,7 @@ class JobRequest:
     model: str
     training_file: str
     validation_file: str | None
-    task: str
+    task: str | None  # None: inferred from the training file's format
     hyperparameters: dict[str, Any]
     options: dict[str, Any]
     suffix: str | None
@@ -87,11 +89,15 @@ def resolve_base_for_training(session: Session, settings: Settings, storage: Sto
         return str(storage.local_path(ModelRepo(session, tenant_id).get(name).storage_key))
     registry = registry_name(name)
     if registry is None:
-        raise InvalidRequestError(
-            f"The model '{name}' cannot be fine-tuned here (available: "
-            f"{', '.join(available_base_models(settings))}, or one of your fine-tuned models).",
-            code="model_not_available", param="model")
+        raise _not_available(settings, name)
     return registry
+
+
+def _not_available(settings: Settings, name: str) -> InvalidRequestError:
+    shown = "That model" if any(c in name for c in "/\\~") or name.startswith(".") else f"The model '{name}'"
+    return InvalidRequestError(
+        f"{shown} cannot be fine-tuned here (available: {', '.join(available_base_models(settings))}, or one of "
+        "your fine-tuned models, by id; paths are not accepted).", code="model_not_available", param="model")
 
 
 def _check_base(session: Session, settings: Settings, tenant_id: str, name: str) -> str:
@@ -105,10 +111,7 @@ def _check_base(session: Session, settings: Settings, tenant_id: str, name: str)
 
     registry = registry_name(name)
     if registry is None or not BASE_MODELS[registry].installed():
-        raise InvalidRequestError(
-            f"The model '{name}' cannot be fine-tuned here (available: "
-            f"{', '.join(available_base_models(settings))}, or one of your fine-tuned models).",
-            code="model_not_available", param="model")
+        raise _not_available(settings, name)
     return registry
 
 
@@ -129,10 +132,12 @@ def _check_options(req: JobRequest) -> None:
     if reserved:
         problems.append(f"{', '.join(reserved)}: set by the job itself (use model, training_file, validation_file, "
                         "seed and metadata.task)")
+    problems += id_problems(req.options)
     if problems:
         raise ConfigError(problems, hint="Fix these fields of the request.")
     hp = req.hyperparameters
-    values = {**req.options, "task": req.task, "data": "training_file", "output": "output", "base_model": req.model}
+    values = {**placeholders(req.options), "task": req.task, "data": "training_file", "output": "output",
+              "base_model": req.model}
     if hp.get("n_epochs") not in (None, "auto"):
         values["epochs"] = hp["n_epochs"]
     if hp.get("batch_size") not in (None, "auto"):
@@ -140,14 +145,16 @@ def _check_options(req: JobRequest) -> None:
     make_config(values, source="the request")  # every bad option at once, as ConfigError
 
 
-def create_job(session: Session, *, principal: Principal, settings: Settings, req: JobRequest) -> Job:
-    """Check the request and the tenant's quotas, then queue the job in ``validating_files``."""
+def create_job(session: Session, *, principal: Principal, settings: Settings, req: JobRequest,
+               storage: Storage | None = None) -> Job:
+    """Check the request and the tenant's quotas, then queue the job in ``validating_files``. Without a task
+    (``metadata.task``) the task is inferred from the training file's format."""
     tenant_id = principal.tenant_id
+    storage = storage or LocalStorage(settings.artifacts_dir)
     base = _check_base(session, settings, tenant_id, req.model)
     if req.suffix is not None and not _SUFFIX.match(req.suffix):
         raise InvalidRequestError("suffix: up to 64 letters, digits, '.', '-' or '_'", param="suffix",
                                   code="invalid_suffix")
-    _check_options(req)
     files = FileRepo(session, tenant_id)
     for param, fid in (("training_file", req.training_file), ("validation_file", req.validation_file)):
         if fid is None:
@@ -159,6 +166,11 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
         if f.purpose != "fine-tune":
             raise InvalidRequestError(f"{param}: file '{fid}' was uploaded with purpose '{f.purpose}', not "
                                       "'fine-tune'", param=param, code="invalid_file_purpose")
+        if param == "training_file" and req.task is None:
+            req.task = infer_task(storage_path=storage.local_path(f.storage_key), file_id=f.id,
+                                  filename=f.filename, options=req.options)
+    check_owned(session, tenant_id, req.options)  # first: nothing about another tenant's object is checked
+    _check_options(req)
     # Serialise job creation per tenant so that two concurrent requests cannot both take the last slot.
     session.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     jobs = JobRepo(session, tenant_id)
@@ -181,6 +193,41 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
     return job
 
 
+def infer_task(*, storage_path: Path, file_id: str, filename: str, options: dict[str, Any]) -> str:
+    """The task a training file's format shows (text + label: classification, tokens + tags: ner, SQuAD's shape:
+    qa), by the same detection as the file preview. The file must then read as that task: an
+    ``invalid_training_file`` error naming the line says why not."""
+    from tuneforge.data import read_rows
+    from tuneforge.jobs.runner import FileRef, _load
+    from tuneforge.store.datasets import guess_task
+    from tuneforge.tasks import task_names
+
+    def refuse(problem: Any, task: str | None, first_line: int | None = None) -> InvalidRequestError:
+        at = problem.line if problem.line is not None else first_line  # a missing column: the first record's
+        line = f", line {at}" if at is not None else ""
+        fld = f", field '{problem.field}'" if problem.field else ""
+        read = f" (read as {task}, the task its columns suggest)" if task else ""
+        return InvalidRequestError(
+            f"training_file: cannot tell the task of {filename} ({file_id}){read}: {filename}{line}{fld}: "
+            f"{problem.message}. Fix the file, or set metadata.task to one of: {', '.join(task_names())}.",
+            param="training_file", code="invalid_training_file")
+
+    try:
+        _, rows = read_rows(storage_path)
+    except DataError as e:
+        raise refuse(e.problems[0], None) from None
+    renamed = {v: k for k, v in (options.get("columns") or {}).items() if isinstance(v, str)}
+    columns: dict[str, None] = {}
+    for row in rows[:100]:
+        columns.update(dict.fromkeys(renamed.get(k, k) for k in row.data))
+    task = guess_task(list(columns))
+    try:
+        _load(task, FileRef(str(storage_path), file_id, filename, "training_file"), None, options)
+    except DataError as e:
+        raise refuse(e.problems[0], task, rows[0].line if rows else None) from None
+    return task
+
+
 def _check_token_quota(session: Session, principal: Principal) -> None:
     limit = principal.quotas.trained_tokens_per_month
     used = UsageRepo(session, principal.tenant_id).total("trained_tokens", since=month_start())
@@ -194,14 +241,15 @@ def _check_token_quota(session: Session, principal: Principal) -> None:
 
 
 def _invalid_state(job: Job, action: str) -> InvalidRequestError:
-    return InvalidRequestError(f"Cannot {action} fine-tuning job {job.id}: it is {job.status}.",
+    status = "cancelled" if job.control == "cancel" else job.status  # as its owner sees it
+    return InvalidRequestError(f"Cannot {action} fine-tuning job {job.id}: it is {status}.",
                                code="invalid_job_state", param="fine_tuning_job_id")
 
 
 def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
-    """Cancel a job: at once when it is not running, else at the running training's next step."""
+    """Cancel a job. It reads as cancelled at once; a running training stops at its next step."""
     job = JobRepo(session, tenant_id).get(job_id, for_update=True)
-    if job.status in FINAL:
+    if job.status in FINAL or job.control == "cancel":
         raise _invalid_state(job, "cancel")
     if job.status == "running":
         job.control = "cancel"
@@ -219,7 +267,7 @@ def pause_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
     job = JobRepo(session, tenant_id).get(job_id, for_update=True)
     if job.status == "paused" or job.control == "pause":
         return job
-    if job.status in FINAL:
+    if job.status in FINAL or job.control == "cancel":
         raise _invalid_state(job, "pause")
     if job.status == "running":
         job.control = "pause"
@@ -262,18 +310,22 @@ def estimate_job(session: Session, *, principal: Principal, settings: Settings, 
     (a bad file raises the same DataError, naming the customer's file)."""
     from transformers import AutoTokenizer
 
-    from tuneforge.inference.tokens import count_tokens
     from tuneforge.jobs.runner import FileRef, _load
     from tuneforge.models.registry import resolve_base_model
+    from tuneforge.tasks import get_task
 
     tenant_id = principal.tenant_id
     _check_base(session, settings, tenant_id, req.model)
-    _check_options(req)
     try:
         f = FileRepo(session, tenant_id).get(req.training_file)
     except NotFoundError:
         raise InvalidRequestError(f"training_file: no such file: '{req.training_file}'", param="training_file",
                                   code="file_not_found") from None
+    if req.task is None:
+        req.task = infer_task(storage_path=storage.local_path(f.storage_key), file_id=f.id, filename=f.filename,
+                              options=req.options)
+    check_owned(session, tenant_id, req.options)  # first: nothing about another tenant's object is checked
+    _check_options(req)
     base = resolve_base_for_training(session, settings, storage, tenant_id, req.model)
     used = UsageRepo(session, tenant_id).total("trained_tokens", since=month_start())
     path, filename = str(storage.local_path(f.storage_key)), f.filename
@@ -287,7 +339,7 @@ def estimate_job(session: Session, *, principal: Principal, settings: Settings, 
         raise DataError([replace(p, file=filename) if p.file == path else p for p in e.problems],
                         hint="Fix these lines in your file, or check the task.") from None
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_base_model(base, settings.cache_dir).path))
-    per_epoch = count_tokens(train_ds.examples, req.task, tokenizer, req.options.get("max_length"))
+    per_epoch = get_task(req.task).count_tokens(train_ds.examples, tokenizer, req.options.get("max_length"))
     n_epochs = req.hyperparameters.get("n_epochs", "auto")
     epochs = float(req.options.get("epochs") or (AUTO_EPOCHS if n_epochs in (None, "auto") else n_epochs))
     total = int(per_epoch * epochs)

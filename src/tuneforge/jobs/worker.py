@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.jobs.executors import Executor, ProcessExecutor, RunHandle, ThreadExecutor
+from tuneforge.jobs.executors import Executor, RunHandle, ThreadExecutor, make_executor
+from tuneforge.jobs.options import resolve_options
 from tuneforge.jobs.queue import Claim, JobQueue
 from tuneforge.jobs.runner import FileRef, RunSpec, ValidateSpec, checkpoint_metrics, complete_checkpoints, train_values
 from tuneforge.jobs.service import model_name, resolve_base_for_training
@@ -30,7 +31,7 @@ from tuneforge.store.models import Tenant
 from tuneforge.store.repositories import FileRepo
 from tuneforge.store.storage import Storage
 
-__all__ = ["Worker", "make_executor"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ TRAIN_RUNNER = "tuneforge.jobs.runner:run_training"
 VALIDATE_RUNNER = "tuneforge.jobs.runner:validate_files"
 #: files validated at once besides the training slots (validation is short and must not wait behind trainings)
 VALIDATION_SLOTS = 1
-
-
-def make_executor(kind: str) -> Executor:
-    return ProcessExecutor() if kind == "process" else ThreadExecutor()
 
 
 @dataclass
@@ -174,13 +171,14 @@ class Worker:
         with self.sessions() as s:
             training, validation = self._file_refs(s, claim)
             base = resolve_base_for_training(s, self.settings, self.storage, claim.tenant_id, j["base_model"])
+            options = resolve_options(s, self.storage, claim.tenant_id, j["options"])  # ids -> the tenant's paths
             tenant = s.get(Tenant, claim.tenant_id)
             assert tenant is not None
             model_id = model_name(base_model=j["base_model"], tenant=tenant.name, suffix=j["suffix"],
                                   job_id=claim.job_id)
         values = train_values(task=j["task"], base_model=base, data=training.path,
                               eval_data=validation.path if validation else None, seed=j["seed"],
-                              hyperparameters=j["hyperparameters"], options=j["options"])
+                              hyperparameters=j["hyperparameters"], options=options)
         mult = j["hyperparameters"].get("learning_rate_multiplier", "auto")
         if mult not in (None, "auto"):
             values["learning_rate_multiplier"] = mult

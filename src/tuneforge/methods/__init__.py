@@ -10,6 +10,9 @@ setfit             few-shot classification: contrastive sentence-encoder fine-tu
                    optionally self-training on unlabelled text
 zeroshot           no training: similarity between the text and label descriptions
 =================  =========================================================================================
+
+Each method's options live in its folder's ``config.py`` (a pydantic model, e.g. ``LoraOptions``);
+:class:`~tuneforge.methods.options.AllMethodOptions` is their union, the flat fields a run configuration carries.
 """
 
 from tuneforge.methods import bottleneck, full, peft, setfit, zeroshot  # noqa: F401  (registration)
@@ -17,11 +20,15 @@ from tuneforge.methods.base import (
     FitContext,
     FitResult,
     Method,
+    MethodDefaults,
+    MethodOptions,
+    RunConfig,
     get_method,
     method_names,
     parameter_report,
     register_method,
 )
+from tuneforge.methods.options import AllMethodOptions
 
-__all__ = ["FitContext", "FitResult", "Method", "get_method", "method_names", "parameter_report",
-           "register_method"]
+__all__ = ["AllMethodOptions", "FitContext", "FitResult", "Method", "MethodDefaults", "MethodOptions", "RunConfig",
+           "get_method", "method_names", "parameter_report", "register_method"]

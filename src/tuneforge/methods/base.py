@@ -20,22 +20,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from tuneforge.errors import ConfigError
 
-if TYPE_CHECKING:
-    from tuneforge.training.config import TrainConfig
+__all__ = ["FitContext", "FitResult", "Method", "MethodDefaults", "MethodOptions", "RunConfig", "get_method",
+           "method_names", "parameter_report", "register_method"]
 
-__all__ = ["FitContext", "FitResult", "Method", "get_method", "method_names", "parameter_report",
-           "register_method"]
+class RunConfig(Protocol):
+    """What a method reads from a run's configuration besides its own options (which it gets with
+    :meth:`Method.options`); training's ``TrainConfig`` is one."""
+
+    task: str
+    method: str
+    multi_label: bool | None
+    seed: int
+    epochs: float
+    learning_rate: float | None
+    batch_size: int | None
+    max_length: int | None
+
+
+class MethodOptions(BaseModel):
+    """The base of every method's options (a method without options has exactly these: none)."""
 
 
 @dataclass
 class FitContext:
     """What an own-loop method gets from the recipe: the validated data, labels and resolved base model."""
 
-    config: TrainConfig
+    config: RunConfig
     task: Any
     base_path: Path
     labels: list[str]
@@ -59,6 +75,15 @@ class MethodDefaults:
     """The no-op answers most methods give; a method class inherits these and overrides what it changes."""
 
     trains_encoder = False
+    options_class: type[MethodOptions] = MethodOptions
+
+    def options(self, config: Any) -> Any:
+        """The method's own options (an ``options_class`` object) taken from a run configuration."""
+        return self.options_class.model_validate({k: getattr(config, k) for k in self.options_class.model_fields})
+
+    def supports(self, task: Any) -> bool:
+        """Whether the method can train ``task`` (a task object: decided by its attributes, never its name)."""
+        return not task.generative
 
     def check(self, config: Any) -> list[str]:
         return []
@@ -77,8 +102,6 @@ class Method(Protocol):
     name: str
     #: one line for `--help` and the docs
     summary: str
-    #: tasks the method supports
-    tasks: frozenset[str]
     own_loop: bool
     #: whether :meth:`merge` can fold the method into a plain transformers model
     mergeable: bool
@@ -88,14 +111,23 @@ class Method(Protocol):
     reload_best: bool
     #: whether the method updates the pretrained encoder's own weights (``freeze_layers: auto`` applies only then)
     trains_encoder: bool
+    @property
+    def options_class(self) -> type[MethodOptions]:
+        """The method's options (a pydantic model; its fields are flat keys of the run configuration)."""
 
-    def check(self, config: TrainConfig) -> list[str]:
+    def options(self, config: RunConfig) -> Any:
+        """The method's own options, an ``options_class`` object, from a run configuration."""
+
+    def supports(self, task: Any) -> bool:
+        """Whether the method can train ``task``, judged by the task's attributes."""
+
+    def check(self, config: RunConfig) -> list[str]:
         """Problems with the method's options in ``config`` (empty when fine); named by field."""
 
-    def base_model(self, config: TrainConfig, requested: Any, settings: Any) -> tuple[Any, str | None]:
+    def base_model(self, config: RunConfig, requested: Any, settings: Any) -> tuple[Any, str | None]:
         """The base model the method trains on: usually ``requested``; returns (model, note for the user)."""
 
-    def prepare(self, model: Any, config: TrainConfig, task: Any, *, total_steps: int = 100) -> Any:
+    def prepare(self, model: Any, config: RunConfig, task: Any, *, total_steps: int = 100) -> Any:
         """Make the task model trainable the method's way; the task head always stays trainable."""
 
     def trainer_callbacks(self, model: Any) -> list[Any]:
@@ -107,8 +139,9 @@ class Method(Protocol):
     def save(self, model: Any, folder: Path) -> dict[str, Any]:
         """Write the trained weights into ``folder`` (safetensors only); returns manifest info (files, bytes)."""
 
-    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
-        """The model saved in ``run_dir``, ready for inference (eval mode), with its task head."""
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None, task: Any) -> Any:
+        """The model saved in ``run_dir`` for ``task`` (the task object), ready for inference (eval mode), with its
+        task head."""
 
     def merge(self, model: Any) -> Any:
         """A plain transformers model with the method folded into its weights (ConfigError if impossible)."""

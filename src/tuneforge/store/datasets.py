@@ -17,23 +17,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tuneforge.data import (
-    TASKS,
-    CleanOptions,
-    ColumnMap,
-    Dataset,
-    clean_dataset,
-    load_dataset,
-    read_rows,
-    split_dataset,
-    write_dataset,
-)
-from tuneforge.errors import ConfigError, DataError, DataProblem
+from tuneforge.data import CleanOptions, ColumnMap, Dataset, read_rows
+from tuneforge.errors import DataError, DataProblem
 from tuneforge.store.artifacts import upload_file
 from tuneforge.store.models import File
 from tuneforge.store.repositories import FileRepo
 from tuneforge.store.storage import Storage
 from tuneforge.store.tenants import Principal
+from tuneforge.tasks import clean_dataset, get_task, load_dataset, split_dataset, write_dataset
+from tuneforge.tasks import guess_task as _guess_task
 
 __all__ = ["FileInspection", "clean_file", "guess_task", "inspect_file", "split_file"]
 
@@ -60,13 +52,9 @@ class FileInspection:
 
 
 def guess_task(columns: list[str]) -> str:
-    """The task a file's columns suggest: tokens/tags → ner, question + context → qa, else classification."""
-    cols = {c.lower() for c in columns}
-    if cols & {"tokens", "words"}:
-        return "ner"
-    if "question" in cols and cols & {"context", "passage", "paragraph"}:
-        return "qa"
-    return "classification"
+    """The task a file's columns suggest (each task's ``recognises``): tokens/tags → ner, question + context → qa,
+    else classification."""
+    return _guess_task(columns)
 
 
 def _named(problems: list[DataProblem], path: str, filename: str) -> list[DataProblem]:
@@ -74,25 +62,18 @@ def _named(problems: list[DataProblem], path: str, filename: str) -> list[DataPr
 
 
 def _label_counts(ds: Dataset) -> dict[str, int]:
+    task = get_task(ds.task)
     counts: Counter[str] = Counter()
     for ex in ds.examples:
-        if ds.task == "classification":
-            label = ex.get("label")
-            for x in (label if isinstance(label, list) else [label]):
-                if x is not None:
-                    counts[str(x)] += 1
-        elif ds.task == "ner":
-            for tag in ex.get("tags") or []:
-                if tag.startswith("B-"):
-                    counts[tag[2:]] += 1
+        counts.update(task.label_occurrences(ex))
     return dict(counts.most_common())
 
 
 def _load(path: Path, filename: str, task: str, *, allow_empty: bool = False,
           columns: ColumnMap | None = None) -> Dataset:
     try:
-        return load_dataset(path, task, columns=columns, min_classes=2 if task == "classification" else 1,
-                            allow_empty=allow_empty)
+        # min_classes as for training (only tasks with classes apply it)
+        return load_dataset(path, task, columns=columns, min_classes=2, allow_empty=allow_empty)
     except DataError as e:
         raise DataError(_named(e.problems, str(path), filename),
                         hint="Fix these lines in your file and upload it again.") from None
@@ -101,8 +82,8 @@ def _load(path: Path, filename: str, task: str, *, allow_empty: bool = False,
 def inspect_file(session: Session, *, tenant_id: str, storage: Storage, file_id: str, task: str | None = None,
                  limit: int = 20, columns: ColumnMap | None = None) -> FileInspection:
     """Preview ``file_id`` and validate it for ``task`` (guessed from its columns when None)."""
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"task: unknown task '{task}' (choose one of: {', '.join(TASKS)})")
+    if task is not None:
+        get_task(task)  # an unknown task is a ConfigError naming the registered ones
     f = FileRepo(session, tenant_id).get(file_id)
     path = storage.local_path(f.storage_key)
     session.rollback()  # reading and validating a large file holds no transaction open

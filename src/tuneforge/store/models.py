@@ -1,8 +1,9 @@
-"""The service's tables (SQLAlchemy 2 declarative models).
+"""The service's core tables (SQLAlchemy 2 declarative models); the solutions' tables are in
+:mod:`tuneforge.store.solution_tables`, and :mod:`tuneforge.store.tables` gathers them all.
 
-Every tenant-owned table carries ``tenant_id``; queries filter on it in one place, the repositories in
-:mod:`tuneforge.store.repositories`. Fine-tuning jobs are also the rows of the job queue (status, attempt,
-lease), so a state change and the queue's bookkeeping are one atomic update.
+Every tenant-owned table mixes in :class:`~tuneforge.store.base.TenantScoped` (its ``tenant_id``); queries filter
+on it in one place, the repositories in :mod:`tuneforge.store.repositories`. Fine-tuning jobs are also the rows of
+the job queue (status, attempt, lease), so a state change and the queue's bookkeeping are one atomic update.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.store.db import UTCDateTime, utcnow
+from tuneforge.store.base import Base, TenantScoped
+from tuneforge.store.db import utcnow
 
-__all__ = ["ApiKey", "Base", "Checkpoint", "File", "IdempotencyRecord", "Job", "JobEvent", "Model", "Plan",
+__all__ = ["ApiKey", "Checkpoint", "File", "IdempotencyRecord", "Job", "JobEvent", "Model", "Plan",
            "Tenant", "UsageRecord"]
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
 class Plan(Base):
@@ -53,12 +51,12 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ApiKey(Base):
+class ApiKey(TenantScoped, Base):
     """An API key: only the SHA-256 of the secret is kept, and its first characters for display."""
 
     __tablename__ = "api_keys"
+    tenant_index = True
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100), default="")
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -67,11 +65,10 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class File(Base):
+class File(TenantScoped, Base):
     __tablename__ = "files"
     __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     filename: Mapped[str] = mapped_column(String(255))
     purpose: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -81,7 +78,7 @@ class File(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Job(Base):
+class Job(TenantScoped, Base):
     """A fine-tuning job, and its row in the job queue.
 
     Queue columns: ``attempt`` is a fencing token, incremented by every claim, that guards every write a worker
@@ -94,7 +91,6 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
                       Index("ix_jobs_claim", "status", "run_after"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     base_model: Mapped[str] = mapped_column(String(255))
     task: Mapped[str] = mapped_column(String(32))
     training_file_id: Mapped[str] = mapped_column(String(40))
@@ -149,13 +145,12 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Model(Base):
+class Model(TenantScoped, Base):
     """A fine-tuned model: its id is the ``fine_tuned_model`` name clients call it by."""
 
     __tablename__ = "models"
     __table_args__ = (Index("ix_models_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     job_id: Mapped[str] = mapped_column(String(40))
     base_model: Mapped[str] = mapped_column(String(255))
     task: Mapped[str] = mapped_column(String(32))
@@ -164,34 +159,29 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class UsageRecord(Base):
+class UsageRecord(TenantScoped, Base):
     """The usage ledger: one row per tenant, model, kind and UTC day, incremented in place."""
 
     __tablename__ = "usage"
+    tenant_index = True
     __table_args__ = (UniqueConstraint("tenant_id", "model", "kind", "period_start", name="uq_usage_bucket"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     model: Mapped[str] = mapped_column(String(255), default="")
     kind: Mapped[str] = mapped_column(String(32))
     period_start: Mapped[datetime]
     quantity: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class IdempotencyRecord(Base):
+class IdempotencyRecord(TenantScoped, Base):
     """The first response to a creating POST, replayed for the same Idempotency-Key (``status_code`` is null
     while the first request is still running)."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     endpoint: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-# The solutions' tables live in their own modules; importing them here registers them on Base.metadata.
-from tuneforge.store import solution_tables as _solution_tables  # noqa: E402,F401

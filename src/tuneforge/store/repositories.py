@@ -2,7 +2,8 @@
 
 A repository is built for one tenant; ``get`` of another tenant's object raises the same
 :class:`~tuneforge.errors.NotFoundError` as a missing one, so ids from other tenants reveal nothing. Routes and
-services never write ``where(tenant_id == ...)`` themselves.
+services never write ``where(tenant_id == ...)`` themselves: every repository, the solutions' too, subclasses
+:class:`TenantRepo` and starts its queries from ``self.select(...)``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import NotFoundError
+from tuneforge.store.base import TenantScoped
 from tuneforge.store.models import ApiKey, Checkpoint, File, IdempotencyRecord, Job, JobEvent, Model, UsageRecord
 
-__all__ = ["ACTIVE_STATUSES", "ApiKeyRepo", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "UsageRepo"]
+__all__ = ["ACTIVE_STATUSES", "ApiKeyRepo", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "TenantRepo",
+           "UsageRepo"]
 
-T = TypeVar("T", ApiKey, File, Job, Model)
+T = TypeVar("T")
 P = TypeVar("P")
 
 #: statuses that hold one of the tenant's concurrent-job slots
@@ -32,43 +35,60 @@ class Page(Generic[P]):
         self.has_more = has_more
 
 
-class _Scoped(Generic[T]):
+class TenantRepo(Generic[T]):
+    """The rows of one tenant-owned table (a :class:`~tuneforge.store.base.TenantScoped` model) seen by one tenant.
+
+    Subclasses set ``model`` and, for the not-found message, ``noun`` and ``param``. Every query starts from
+    :meth:`select`, which filters by tenant; another tenant's row is :class:`NotFoundError`, like a missing one.
+    """
+
     model: ClassVar[type[Any]]
-    noun: ClassVar[str]
-    param: ClassVar[str]
+    noun: ClassVar[str] = "object"
+    param: ClassVar[str | None] = None
 
     def __init__(self, session: Session, tenant_id: str) -> None:
         self.session = session
         self.tenant_id = tenant_id
 
-    def _select(self) -> Select[Any]:
-        return select(self.model).where(self.model.tenant_id == self.tenant_id)
+    def select(self, *columns: Any, of: type[TenantScoped] | None = None) -> Select[Any]:
+        """``SELECT columns`` (default: whole rows) from ``of`` (default: this repository's table), only this
+        tenant's rows. ``of`` is for the other tenant-owned tables a repository reads (a session's turns)."""
+        table = of or self.model
+        return select(*(columns or (table,))).where(table.tenant_id == self.tenant_id)
 
-    def get(self, id: str, *, for_update: bool = False) -> T:
-        q = self._select().where(self.model.id == id)
+    def sum(self, column: Any, *where: Any) -> int:
+        """The sum of ``column`` over this tenant's rows (those matching ``where``); 0 when there are none."""
+        return int(self.session.scalar(self.select(func.coalesce(func.sum(column), 0)).where(*where)) or 0)
+
+    def find(self, id: Any, *, for_update: bool = False) -> T | None:
+        q = self.select().where(self.model.id == id)
         if for_update:
             q = q.with_for_update()
-        obj = self.session.scalar(q)
+        return cast(T | None, self.session.scalar(q))
+
+    def get(self, id: Any, *, for_update: bool = False) -> T:
+        obj = self.find(id, for_update=for_update)
         if obj is None:
             raise NotFoundError(f"No such {self.noun}: '{id}'", param=self.param)
-        return cast(T, obj)
+        return obj
 
     def add(self, obj: T) -> T:
-        obj.tenant_id = self.tenant_id
+        cast(Any, obj).tenant_id = self.tenant_id
         self.session.add(obj)
         return obj
 
     def delete(self, obj: T) -> None:
-        assert obj.tenant_id == self.tenant_id
+        if cast(Any, obj).tenant_id != self.tenant_id:
+            raise NotFoundError(f"No such {self.noun}: '{cast(Any, obj).id}'", param=self.param)
         self.session.delete(obj)
 
     def list(self, *, after: str | None = None, limit: int = 20, where: Any = None) -> Page[T]:
         """Newest first; ``after`` is the id of the last object of the previous page."""
-        q = self._select()
+        q = self.select()
         if where is not None:
             q = q.where(where)
         if after:
-            cursor = self.get(after)
+            cursor = cast(Any, self.get(after))
             q = q.where(or_(self.model.created_at < cursor.created_at,
                             and_(self.model.created_at == cursor.created_at, self.model.id < cursor.id)))
         rows = list(self.session.scalars(q.order_by(self.model.created_at.desc(), self.model.id.desc())
@@ -76,17 +96,16 @@ class _Scoped(Generic[T]):
         return Page(cast(list[T], rows[:limit]), len(rows) > limit)
 
 
-class FileRepo(_Scoped[File]):
+class FileRepo(TenantRepo[File]):
     model = File
     noun = "file"
     param = "file_id"
 
     def bytes_used(self) -> int:
-        return int(self.session.scalar(select(func.coalesce(func.sum(File.bytes), 0))
-                                       .where(File.tenant_id == self.tenant_id)) or 0)
+        return self.sum(File.bytes)
 
 
-class ApiKeyRepo(_Scoped[ApiKey]):
+class ApiKeyRepo(TenantRepo[ApiKey]):
     """The tenant's API keys (their hashes and display prefixes; secrets are never stored)."""
 
     model = ApiKey
@@ -94,69 +113,60 @@ class ApiKeyRepo(_Scoped[ApiKey]):
     param = "key_id"
 
 
-class ModelRepo(_Scoped[Model]):
+class ModelRepo(TenantRepo[Model]):
     model = Model
     noun = "model"
     param = "model"
 
-    def find(self, id: str) -> Model | None:
-        return cast(Model | None, self.session.scalar(self._select().where(Model.id == id)))
-
     def bytes_used(self) -> int:
-        return int(self.session.scalar(select(func.coalesce(func.sum(Model.bytes), 0))
-                                       .where(Model.tenant_id == self.tenant_id)) or 0)
+        return self.sum(Model.bytes)
 
 
-class JobRepo(_Scoped[Job]):
+class JobRepo(TenantRepo[Job]):
     model = Job
     noun = "fine-tuning job"
     param = "fine_tuning_job_id"
 
     def count_active(self) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(Job).where(
-            Job.tenant_id == self.tenant_id, Job.status.in_(ACTIVE_STATUSES))) or 0)
+        return int(self.session.scalar(self.select(func.count()).where(Job.status.in_(ACTIVE_STATUSES))) or 0)
 
     def using_file(self, file_id: str) -> list[str]:
         """Ids of active jobs that will read ``file_id``."""
-        return list(self.session.scalars(select(Job.id).where(
-            Job.tenant_id == self.tenant_id, Job.status.in_((*ACTIVE_STATUSES, "paused")),
+        return list(self.session.scalars(self.select(Job.id).where(
+            Job.status.in_((*ACTIVE_STATUSES, "paused")),
             or_(Job.training_file_id == file_id, Job.validation_file_id == file_id))))
 
     def events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> Page[JobEvent]:
         """A job's events, newest first (the job is looked up in this tenant first)."""
-        self.get(job_id)
-        q = select(JobEvent).where(JobEvent.job_id == job_id)
-        if after:
-            seq = self.session.scalar(select(JobEvent.seq).where(JobEvent.job_id == job_id, JobEvent.id == after))
-            if seq is None:
-                raise NotFoundError(f"No such event: '{after}'", param="after")
-            q = q.where(JobEvent.seq < seq)
-        rows = list(self.session.scalars(q.order_by(JobEvent.seq.desc()).limit(limit + 1)))
-        return Page(rows[:limit], len(rows) > limit)
+        return self._of_job(job_id, JobEvent, JobEvent.seq, after=after, limit=limit, noun="event")
 
     def checkpoints(self, job_id: str, *, after: str | None = None, limit: int = 10) -> Page[Checkpoint]:
         """A job's checkpoints, latest step first."""
+        return self._of_job(job_id, Checkpoint, Checkpoint.step, after=after, limit=limit, noun="checkpoint")
+
+    def _of_job(self, job_id: str, model: type[Any], order: Any, *, after: str | None, limit: int,
+                noun: str) -> Page[Any]:
+        """Rows of ``model`` that belong to one of this tenant's jobs, highest ``order`` first; ``after`` is the
+        id of the last row of the previous page."""
         self.get(job_id)
-        q = select(Checkpoint).where(Checkpoint.job_id == job_id)
+        q = select(model).where(model.job_id == job_id)
         if after:
-            step = self.session.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job_id,
-                                                                     Checkpoint.id == after))
-            if step is None:
-                raise NotFoundError(f"No such checkpoint: '{after}'", param="after")
-            q = q.where(Checkpoint.step < step)
-        rows = list(self.session.scalars(q.order_by(Checkpoint.step.desc()).limit(limit + 1)))
+            position = self.session.scalar(select(order).where(model.job_id == job_id, model.id == after))
+            if position is None:
+                raise NotFoundError(f"No such {noun}: '{after}'", param="after")
+            q = q.where(order < position)
+        rows = list(self.session.scalars(q.order_by(order.desc()).limit(limit + 1)))
         return Page(rows[:limit], len(rows) > limit)
 
 
-class UsageRepo:
+class UsageRepo(TenantRepo[UsageRecord]):
     """The tenant's rows of the usage ledger."""
 
-    def __init__(self, session: Session, tenant_id: str) -> None:
-        self.session = session
-        self.tenant_id = tenant_id
+    model = UsageRecord
+    noun = "usage record"
 
     def rows(self, *, start: datetime | None = None, end: datetime | None = None) -> list[UsageRecord]:
-        q = select(UsageRecord).where(UsageRecord.tenant_id == self.tenant_id)
+        q = self.select()
         if start is not None:
             q = q.where(UsageRecord.period_start >= start)
         if end is not None:
@@ -164,21 +174,14 @@ class UsageRepo:
         return list(self.session.scalars(q.order_by(UsageRecord.period_start, UsageRecord.model, UsageRecord.kind)))
 
     def total(self, kind: str, *, since: datetime) -> int:
-        return int(self.session.scalar(select(func.coalesce(func.sum(UsageRecord.quantity), 0)).where(
-            UsageRecord.tenant_id == self.tenant_id, UsageRecord.kind == kind,
-            UsageRecord.period_start >= since)) or 0)
+        return self.sum(UsageRecord.quantity, UsageRecord.kind == kind, UsageRecord.period_start >= since)
 
 
-class IdempotencyRepo:
-    def __init__(self, session: Session, tenant_id: str) -> None:
-        self.session = session
-        self.tenant_id = tenant_id
+class IdempotencyRepo(TenantRepo[IdempotencyRecord]):
+    """The first responses to the tenant's creating requests, by Idempotency-Key."""
 
-    def find(self, key: str) -> IdempotencyRecord | None:
-        return self.session.scalar(select(IdempotencyRecord).where(
-            IdempotencyRecord.tenant_id == self.tenant_id, IdempotencyRecord.key == key))
+    model = IdempotencyRecord
+    noun = "idempotency record"
 
-    def add(self, record: IdempotencyRecord) -> IdempotencyRecord:
-        record.tenant_id = self.tenant_id
-        self.session.add(record)
-        return record
+    def by_key(self, key: str) -> IdempotencyRecord | None:
+        return self.session.scalar(self.select().where(IdempotencyRecord.key == key))

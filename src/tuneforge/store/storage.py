@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -57,8 +58,40 @@ class Storage(Protocol):
 class LocalStorage:
     """Artifacts as files under ``root``; writes go to a temporary name and are renamed into place."""
 
-    def __init__(self, root: Path) -> None:
+    #: a temporary name untouched for this long was left by a writer that crashed (a live one keeps writing)
+    ORPHAN_SECONDS = 3600.0
+
+    def __init__(self, root: Path, *, sweep: bool = True) -> None:
         self.root = Path(root)
+        if sweep:
+            self.remove_orphans()
+
+    def remove_orphans(self, older_than: float | None = None) -> list[Path]:
+        """Delete what writers that crashed left behind: ``.<name>.<random>.tmp`` files of ``put_stream`` and
+        ``.<name>.partial`` / ``.<name>.deleted`` folders of ``put_dir`` / ``delete``, untouched for
+        ``older_than`` seconds (default :attr:`ORPHAN_SECONDS`). Keys are at most a few folders deep; model
+        folders are not searched. Returns what was removed."""
+        limit = time.time() - (self.ORPHAN_SECONDS if older_than is None else older_than)
+        removed: list[Path] = []
+        base = len(self.root.parts)
+        for folder, dirs, names in os.walk(self.root):
+            here = Path(folder)
+            for name in [*names, *dirs]:
+                if not name.startswith(".") or not name.endswith((".tmp", ".partial", ".deleted")):
+                    continue
+                p = here / name
+                try:
+                    if p.lstat().st_mtime > limit:
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+                except OSError:
+                    continue  # gone already, or not ours to remove: never fail because of a leftover
+                removed.append(p)
+            dirs[:] = [d for d in dirs if not d.startswith(".") and len(here.parts) - base < 3]
+        return removed
 
     def _path(self, key: str) -> Path:
         parts = PurePosixPath(key).parts

@@ -28,6 +28,7 @@ from tuneforge.errors import (
 from tuneforge.store.db import utcnow
 from tuneforge.store.ids import new_id
 from tuneforge.store.models import ApiKey, Plan, Tenant
+from tuneforge.store.repositories import ApiKeyRepo
 
 __all__ = ["DEFAULT_PLANS", "QUOTA_FIELDS", "SCOPES", "Principal", "Quotas", "authenticate", "create_api_key",
            "create_tenant", "ensure_plans", "get_tenant", "hash_secret", "list_keys", "list_tenants",
@@ -228,7 +229,7 @@ def list_tenants(session: Session) -> list[tuple[Tenant, Plan]]:
 
 def list_keys(session: Session, *, tenant: str) -> list[ApiKey]:
     t = get_tenant(session, tenant)
-    return list(session.scalars(select(ApiKey).where(ApiKey.tenant_id == t.id).order_by(ApiKey.created_at)))
+    return list(session.scalars(ApiKeyRepo(session, t.id).select().order_by(ApiKey.created_at)))
 
 
 def authenticate(session: Session, secret: str | None) -> Principal:

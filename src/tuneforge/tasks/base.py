@@ -7,16 +7,22 @@ evaluation and inference all go through these same functions, so what is measure
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from tuneforge.errors import ConfigError, DataProblem
 
-__all__ = ["Encoded", "Task", "get_task", "register_task", "task_names"]
+if TYPE_CHECKING:
+    from tuneforge.data.cleaning import CleanOptions, CleanReport
+    from tuneforge.data.dataset import Dataset
+    from tuneforge.data.splitting import SplitKeys
+
+__all__ = ["Encoded", "Task", "get_task", "register_task", "task_names", "unregister_task"]
 
 
 @dataclass
@@ -57,8 +63,41 @@ class Task(Protocol):
     long_input_note: str
     #: whether the whole sequence gets one prediction
     sequence_level: bool
+    #: whether a long input is split into overlapping windows (``stride`` tokens apart) instead of truncated
+    windowed: bool
+    #: the transformers head of the task's models: "sequence-classification", "token-classification" or
+    #: "question-answering" (methods load and wrap models by it)
+    auto_model_kind: str
     #: whether the task's models generate text (a generative task) rather than return logits
     generative: bool
+    #: whether data scored against a model must use only the labels it was trained on (classification: an unknown
+    #: class in dev or evaluation data is an error; NER: an entity type unseen in training is simply missed)
+    closed_label_set: bool
+    #: the order in which tasks are asked whether they ``recognise`` a file's columns (lower first); the fallback
+    #: task (classification, which recognises anything) comes last
+    detect_order: int
+
+    def read(self, path: str | os.PathLike[str], **options: Any) -> Dataset:
+        """Read and validate a data file into normalized examples (the reader behind
+        :func:`tuneforge.tasks.load_dataset`, which documents the options; check them with
+        :func:`tuneforge.tasks.datasets.read_options`). Raises ConfigError for a bad option, DataError listing
+        every problem in the file."""
+
+    def clean(self, ds: Dataset, options: CleanOptions) -> tuple[Dataset, CleanReport]:
+        """A cleaned copy of ``ds`` and what was removed or changed (see :mod:`tuneforge.data.cleaning`)."""
+
+    def record(self, example: dict[str, Any]) -> dict[str, Any]:
+        """One normalized example as the JSON Lines record ``read`` reads back (what ``write_dataset`` writes)."""
+
+    def split_keys(self, examples: Sequence[dict[str, Any]]) -> SplitKeys:
+        """How examples are split into train/dev/test: stratification keys, groups, or neither (random)."""
+
+    def recognises(self, columns: Sequence[str]) -> bool:
+        """Whether a file with these columns looks like this task's data (used to guess an upload's task)."""
+
+    def label_occurrences(self, example: dict[str, Any]) -> list[str]:
+        """The labels one example counts toward in a file's label summary (its classes, the types of its
+        entities; none for qa)."""
 
     def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
         """The ``index``-th raw input (string or dict, from the CLI or the API) as an example, or the problem."""
@@ -73,6 +112,9 @@ class Task(Protocol):
                 max_length: int, stride: int = 128, multi_label: bool = False, batch_size: int = 64,
                 bf16: bool = False, on_batch: Any = None) -> list[dict[str, Any]]:
         """How the task runs a model: predictions for examples (encoder tasks: encode -> forward -> decode)."""
+
+    def public_prediction(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """A prediction as users see it (CLI, API): without what only decoding and scoring need."""
 
     def label_list(self, examples: Sequence[dict[str, Any]], multi_label: bool) -> list[str]:
         """The output labels of the head, in id order, from the training examples."""
@@ -104,8 +146,15 @@ _TASKS: dict[str, Task] = {}
 
 
 def register_task(task: Task) -> Task:
+    """Add ``task`` to the registry under its name (replacing a task of that name); returns it."""
     _TASKS[task.name] = task
     return task
+
+
+def unregister_task(name: str) -> None:
+    """Remove the task called ``name`` from the registry (a no-op when absent): for tasks registered by tests or
+    plugins for a while."""
+    _TASKS.pop(name, None)
 
 
 def get_task(name: str) -> Task:

@@ -11,6 +11,26 @@ import numpy as np
 __all__ = ["EncoderTask", "encoder_auto_hyperparameters", "forward_features", "model_dtype_context"]
 
 _OUTPUT_KEYS = ("logits", "start_logits", "end_logits")
+#: characters per token of max_length kept before counting tokens (a token is rarely longer than 4)
+_CHARS_PER_TOKEN = 16
+
+
+def _clip(example: dict[str, Any], chars: int) -> tuple[dict[str, Any], bool]:
+    """``example`` with every text cut to ``chars`` characters and every word list to ``chars // 16`` words (a word
+    makes at least one token), and whether anything was cut."""
+    out: dict[str, Any] = {}
+    cut = False
+    words = max(1, chars // _CHARS_PER_TOKEN)
+    for k, v in example.items():
+        if isinstance(v, str) and len(v) > chars:
+            v, cut = v[:chars], True
+        elif isinstance(v, list) and v and all(isinstance(w, str) for w in v):
+            if len(v) > words:
+                v, cut = v[:words], True
+            if any(len(w) > chars for w in v):
+                v, cut = [w[:chars] for w in v], True
+        out[k] = v
+    return out, cut
 
 
 def model_dtype_context(bf16: bool) -> Any:
@@ -98,8 +118,40 @@ class EncoderTask:
     long_input_note: str = "truncated."
     #: whether the whole sequence gets one prediction (auto hyperparameters favour larger batches then)
     sequence_level: bool = False
+    #: whether a long input is split into overlapping windows (``stride`` tokens apart) instead of truncated
+    windowed: bool = False
+    #: the transformers head a model of this task has: "sequence-classification", "token-classification" or
+    #: "question-answering" (methods load and wrap models by it)
+    auto_model_kind: str = ""
     #: whether the task's models return logits (encoder tasks) or generate text
     generative: bool = False
+    #: whether data scored against a model must use only the labels it was trained on
+    closed_label_set: bool = False
+    #: the order in which tasks are asked whether they recognise a file's columns (lower first)
+    detect_order: int = 50
+
+    def clean(self, ds: Any, options: Any) -> Any:
+        """A cleaned copy of ``ds`` and its report; a task without a cleaner refuses."""
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError(f"task: the {self.name} task has no cleaner")
+
+    def record(self, example: dict[str, Any]) -> dict[str, Any]:
+        """The example's fields in ``columns`` order, those that are None left out."""
+        return {k: example[k] for k in self.columns if example.get(k) is not None}
+
+    def split_keys(self, examples: Sequence[dict[str, Any]]) -> Any:
+        """A random split (no strata, no groups)."""
+        from tuneforge.data.splitting import SplitKeys
+
+        return SplitKeys()
+
+    def recognises(self, columns: Sequence[str]) -> bool:
+        """Never guessed from columns unless the task says how."""
+        return False
+
+    def label_occurrences(self, example: dict[str, Any]) -> list[str]:
+        return []
 
     def auto_hyperparameters(self, *, n_train: int, encoder_size: int) -> dict[str, Any]:
         return encoder_auto_hyperparameters(n_train=n_train, encoder_size=encoder_size,
@@ -117,14 +169,31 @@ class EncoderTask:
                                    batch_size=batch_size, bf16=bf16, on_batch=on_batch)
         return self.decode(outputs, enc, examples, labels, multi_label=multi_label)  # type: ignore[attr-defined]
 
+    def public_prediction(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """A prediction as users see it (CLI, API): by default all of it."""
+        return prediction
+
     def count_tokens(self, examples: Sequence[dict[str, Any]], tokenizer: Any, max_length: int | None = None) -> int:
         """Tokens of the model inputs the examples make (special tokens included, cut at ``max_length``): what the
         usage ledger meters for training and prediction."""
         if not examples:
             return 0
-        enc = self._tokenize_for_count(examples, tokenizer)
-        cap = max_length or 10**9
-        return int(sum(min(len(ids), cap) for ids in enc["input_ids"]))
+        if not max_length:
+            return int(sum(len(ids) for ids in self._tokenize_for_count(examples, tokenizer)["input_ids"]))
+        # Never tokenize a whole huge input to count at most max_length of its tokens: tokenize a prefix that
+        # surely holds them, and a longer one only for an input whose prefix gave fewer (long tokens, blanks).
+        total, pending, chars = 0, list(examples), max_length * _CHARS_PER_TOKEN
+        while pending:
+            clipped = [_clip(ex, chars) for ex in pending]
+            enc = self._tokenize_for_count([c for c, _ in clipped], tokenizer)
+            retry = []
+            for ex, (_, cut), ids in zip(pending, clipped, enc["input_ids"], strict=True):
+                if cut and len(ids) < max_length:
+                    retry.append(ex)
+                else:
+                    total += min(len(ids), max_length)
+            pending, chars = retry, chars * 8
+        return int(total)
 
     def _tokenize_for_count(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> Any:
         raise NotImplementedError

@@ -74,6 +74,7 @@ class EventCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if self.on_event and logs:
             self.on_event({"type": "metrics", "step": state.global_step, "epoch": state.epoch,
+                           "total_steps": state.max_steps,
                            **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -3,10 +3,16 @@
 Every problem in a configuration is collected and reported at once, naming the field and what is allowed.
 ``None`` on a tuning knob means "auto": TuneForge picks a value that works for the model and data size, and
 records the value it picked in the run's ``tuneforge.json``.
+
+The fields are flat (``lora_r: 8`` in YAML, ``--lora-r 8`` on the command line): :class:`TrainConfig` is the run's
+own fields (:class:`CoreConfig`), every method's options (each method's ``config.py``, gathered in
+:class:`~tuneforge.methods.AllMethodOptions`) and the training options that compose with any Trainer method
+(:class:`TrainingOptions`). A method reads its own options as one object: ``get_method(name).options(config)``.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,10 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.errors import ConfigError
+from tuneforge.methods import AllMethodOptions, get_method, method_names
+from tuneforge.tasks import get_task, task_names
 
-__all__ = ["Columns", "TrainConfig", "load_config_file", "make_config"]
-
-TaskName = Literal["classification", "ner", "qa"]
+__all__ = ["Columns", "CoreConfig", "TrainConfig", "TrainingOptions", "load_config_file", "make_config"]
 
 
 class Columns(BaseModel):
@@ -34,12 +40,10 @@ class Columns(BaseModel):
     answers: str | None = Field(None, description="Column with the answers (QA).")
 
 
-class TrainConfig(BaseModel):
-    """Everything that defines a fine-tuning run."""
+class CoreConfig(BaseModel):
+    """The run: what it learns from which data, on which base model with which method, and the loop's knobs."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-    task: TaskName = Field(description="What the model learns: classification, ner or qa.")
+    task: str = Field(description="What the model learns: classification, ner or qa.")
     data: Path = Field(description="Training data file (CSV, TSV, JSONL, JSON/SQuAD, CoNLL).")
     eval_data: Path | None = Field(None, description="Dev data for early stopping and the evaluation report.")
     output: Path = Field(description="Folder the trained model is written to.")
@@ -82,39 +86,20 @@ class TrainConfig(BaseModel):
     keep_checkpoints: bool = Field(False, description="Keep the intermediate checkpoints after a successful run.")
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation.")
 
-    # --- method options (see docs/methods.md; each method reads only its own) -----------------------------------
-    lora_r: int = Field(4, ge=1, le=1024, description="lora/adalora: rank of the low-rank update (adalora: the "
-                                                      "average rank it prunes to).")
-    lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r: 4 by default).")
-    lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora/adalora: dropout on the adapter's input.")
-    lora_target_modules: list[str] | None = Field(
-        None, description="lora/adalora: names of the layers to adapt (default: every linear layer of a BERT-like "
-                          "encoder block, query, key, value, attention.output.dense, intermediate.dense and "
-                          "output.dense; else peft's choice for the architecture).")
-    adapter_size: int = Field(64, ge=1, le=4096, description="adapter: bottleneck width of each adapter.")
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="prompt_tuning/p_tuning: virtual tokens.")
-    sentence_encoder: Literal["auto", "base"] = Field(
-        "auto", description="setfit/zeroshot: auto uses all-mpnet-base-v2 instead of minilm when installed "
-                            "(much better from few examples); base keeps --base-model.")
-    setfit_iterations: int = Field(10, ge=1, le=100, description="setfit: pairs generated per example for the "
-                                                                 "contrastive fine-tuning.")
-    setfit_max_pairs: int | None = Field(
-        None, ge=1, description="setfit: stop the contrastive fine-tuning after this many pairs (none: all the "
-                                "pairs the iterations generate: 2 per example per iteration, 10,000 for 64 "
-                                "examples of each of 77 classes at a single iteration).")
-    label_template: str = Field("This text is {label}.", description="setfit/zeroshot: text of a label without a "
-                                                                        "description ({label} is its name).")
-    label_descriptions: dict[str, str] | None = Field(
-        None, description="setfit/zeroshot: a description per label (e.g. positive: 'a great, enjoyable film').")
-    description_copies: int = Field(4, ge=0, le=100, description="setfit: times each label text joins the "
-                                                                 "examples (0: label texts unused).")
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, v: str) -> str:
+        if v not in task_names():
+            raise ValueError(f"task: '{v}' is not a task (choose one of: {', '.join(task_names())})")
+        return v
+
+
+class TrainingOptions(BaseModel):
+    """Training options that compose with any method trained by the Trainer loop (and unlabelled data)."""
+
     unlabeled_data: Path | None = Field(
         None, description="Unlabelled text (a .txt with one text per line, or a data file's text column): "
                           "setfit self-trains on it; distillation adds it to the transfer set.")
-    self_training_threshold: float = Field(0.9, gt=0.5, le=1, description="setfit: pseudo-labels need at least "
-                                                                          "this predicted probability.")
-
-    # --- training options that compose with any Trainer method ---------------------------------------------------
     adversarial: Literal["none", "fgm", "pgd"] = Field(
         "none", description="Adversarial training on the word embeddings: fgm (one step) or pgd (several).")
     adversarial_epsilon: float = Field(0.1, gt=0, description=(
@@ -146,15 +131,22 @@ class TrainConfig(BaseModel):
             return int(v)
         raise ValueError(f"freeze_layers: must be auto or a number of layers (0 or more), not {v!r}")
 
+
+class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
+    """Everything that defines a fine-tuning run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         problems: list[str] = []
         problems += _method_problems(self)
+        task = get_task(self.task)
         if self.eval_data is None and self.early_stopping_patience is not None:
             self.early_stopping_patience = None  # nothing to stop on; not an error
-        if self.max_length is not None and self.task == "qa" and self.stride >= self.max_length // 2:
+        if self.max_length is not None and task.windowed and self.stride >= self.max_length // 2:
             problems.append(f"stride: {self.stride} must be below half of max_length ({self.max_length})")
-        if self.multi_label and self.task != "classification":
+        if self.multi_label and not task.multi_label_capable:
             problems.append(f"multi_label: only classification can be multi-label, not {self.task}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -165,14 +157,14 @@ class TrainConfig(BaseModel):
 
 
 def _method_problems(c: TrainConfig) -> list[str]:
-    from tuneforge.methods import get_method, method_names
-
     if c.method not in method_names():
         return [f"method: '{c.method}' is not a method (choose one of: {', '.join(method_names())})"]
     m = get_method(c.method)
+    task = get_task(c.task)
     problems = list(m.check(c))
-    if c.task not in m.tasks:
-        problems.append(f"method: {c.method} does not support {c.task} (it supports: {', '.join(sorted(m.tasks))})")
+    if not m.supports(task):
+        supported = [t for t in task_names() if m.supports(get_task(t))]
+        problems.append(f"method: {c.method} does not support {c.task} (it supports: {', '.join(supported)})")
     if m.own_loop:
         for name, default in (("adversarial", "none"), ("distill_from", None), ("augment", "none"),
                               ("layer_lr_decay", None)):
@@ -180,9 +172,9 @@ def _method_problems(c: TrainConfig) -> list[str]:
                 problems.append(f"{name}: applies to methods trained with the Trainer loop, not {c.method}")
     elif c.unlabeled_data is not None and c.distill_from is None:
         problems.append("unlabeled_data: only setfit (self-training) and distillation (--distill-from) use it")
-    if c.distill_from is not None and c.task != "classification":
+    if c.distill_from is not None and not (task.sequence_level and task.labelled):
         problems.append(f"distill_from: distillation is for classification, not {c.task}")
-    if c.augment != "none" and c.task != "classification":
+    if c.augment != "none" and not (task.sequence_level and "text" in task.columns):
         problems.append(f"augment: eda augments classification text, not {c.task}")
     return problems
 
@@ -193,15 +185,24 @@ def _format_validation(e: ValidationError, source: str) -> ConfigError:
         loc = ".".join(str(x) for x in err["loc"]) or "config"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown option (allowed: {', '.join(sorted(TrainConfig.model_fields))})"
-        elif err["type"] == "literal_error":
-            msg = msg.replace("Input should be", "must be")
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(TrainConfig.model_fields), n=1)
+            msg = (f"unknown option{f' (did you mean {close[0]}?)' if close else ''} "
+                   f"(allowed: {', '.join(sorted(TrainConfig.model_fields))})")
         elif msg.startswith("Value error, "):
             for part in msg[len("Value error, "):].split("; "):
                 problems.append(part)
             continue
+        else:
+            msg = msg.replace("Input should be", "must be")
+            if err["type"] != "missing" and _shown(err.get("input")):
+                msg += f" (got {err['input']!r})"
         problems.append(f"{loc}: {msg}")
     return ConfigError(problems, hint=f"Fix the fields above in {source}.")
+
+
+def _shown(value: Any) -> bool:
+    """Whether a bad value is short enough to repeat in the message."""
+    return isinstance(value, (int, float, str)) and len(repr(value)) <= 60
 
 
 def make_config(values: dict[str, Any], source: str = "the options") -> TrainConfig:

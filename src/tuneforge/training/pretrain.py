@@ -2,7 +2,8 @@
 a base model on unlabelled in-domain text. The output folder is a Hugging Face folder usable as ``--base-model``.
 
 A share of the lines is held out and masked once with a fixed seed, so the masked-LM loss before and after
-training is measured on exactly the same masked tokens; both are recorded in the folder's ``tuneforge.json``.
+training is measured on exactly the same masked tokens; both are recorded in the folder's manifest
+(``tuneforge.json``, written through :mod:`tuneforge.runs`).
 """
 
 from __future__ import annotations
@@ -16,30 +17,38 @@ from typing import Any
 
 from rich.console import Console
 
+from tuneforge import runs
 from tuneforge.errors import ConfigError, RunError
-from tuneforge.models.registry import resolve_base_model
 from tuneforge.settings import Settings
-from tuneforge.utils.fs import atomic_dir, atomic_write_json
+from tuneforge.training.setup import read_texts
+from tuneforge.utils.fs import atomic_dir
 
 __all__ = ["masked_lm_loss", "pretrain", "read_corpus"]
 
 
 def read_corpus(path: Path) -> list[str]:
     """One text per non-empty line of a .txt file, or the text column of a data file."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"data: {path} does not exist")
-    if path.suffix in (".txt", ".text"):
-        lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines()]
-    else:
-        from tuneforge.data import load_dataset
+    return read_texts(path, option="data", at_least=2, purpose="pretraining")
 
-        lines = [ex["text"] for ex in load_dataset(path, "classification", require_labels=False,
-                                                   allow_empty=True).examples]
-    lines = [x for x in lines if x]
-    if len(lines) < 2:
-        raise ConfigError(f"data: {path} holds {len(lines)} texts; pretraining needs at least 2")
-    return lines
+
+def _check_options(*, epochs: float, learning_rate: float, batch_size: int, max_length: int,
+                   mlm_probability: float, eval_share: float) -> None:
+    """Every bad number at once, named by its option, before anything is loaded."""
+    problems = []
+    if not epochs > 0:
+        problems.append(f"epochs: must be greater than 0 (got {epochs})")
+    if not 0 < learning_rate < 1:
+        problems.append(f"learning_rate: must be between 0 and 1 (got {learning_rate})")
+    if batch_size < 1:
+        problems.append(f"batch_size: must be 1 or more (got {batch_size})")
+    if not 8 <= max_length <= 8192:
+        problems.append(f"max_length: must be between 8 and 8192 tokens (got {max_length})")
+    if not 0 < mlm_probability < 1:
+        problems.append(f"mlm_probability: must be between 0 and 1 (got {mlm_probability})")
+    if not 0 < eval_share < 1:
+        problems.append(f"eval_share: must be between 0 and 1 (got {eval_share})")
+    if problems:
+        raise ConfigError(problems, hint="Fix these options and run `tuneforge pretrain` again.")
 
 
 def _masked_eval_set(texts: list[str], tokenizer: Any, max_length: int, p: float, seed: int) -> list[dict[str, Any]]:
@@ -106,10 +115,12 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
     settings = settings or Settings()
     console = console or Console(stderr=True)
     output = Path(output)
+    _check_options(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                   mlm_probability=mlm_probability, eval_share=eval_share)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise RunError(f"{output} already exists.", hint="Choose another --output, or pass --overwrite.")
     texts = read_corpus(data)
-    base = resolve_base_model(base_model, settings.cache_dir)
+    base = runs.resolve_base_model(base_model, settings.cache_dir)
     quiet_transformers()
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base.path))
@@ -145,7 +156,7 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         manifest = {
-            "format_version": 1, "name": output.name, "task": "masked-lm", "method": "pretrain",
+            "format_version": runs.FORMAT_VERSION, "name": output.name, "task": "masked-lm", "method": "pretrain",
             "base_model": {"name": base.name, "model_id": base.spec.model_id if base.spec else str(base.path)},
             "data": {"path": str(data), "train_texts": len(train_texts), "held_out_texts": len(held_out)},
             "pretrain": {"eval_loss_before": round(before, 5), "eval_loss_after": round(after, 5),
@@ -156,6 +167,6 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
                          "train_seconds": round(time.time() - t0, 2)},
             "usage": f"tuneforge train --base-model {output} ...",
         }
-        atomic_write_json(tmp / "tuneforge.json", manifest)
+        runs.write_manifest(tmp, manifest)
     console.print(f"Held-out masked-LM loss after: {after:.4f} (before {before:.4f})")
     return manifest

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from tuneforge.errors import ConfigError
+from tuneforge.methods import get_method
 from tuneforge.settings import Settings
 from tuneforge.training.config import make_config
 from tuneforge.utils.fs import atomic_write_json
@@ -30,7 +31,7 @@ def default_space(trial: Any, values: dict[str, Any]) -> dict[str, Any]:
         "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
         "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1),
     }
-    if values.get("method") in ("lora", "adalora"):
+    if "lora_r" in get_method(values.get("method") or "full").options_class.model_fields:  # lora, adalora
         params["lora_r"] = trial.suggest_categorical("lora_r", [4, 8, 16])
     return params
 

@@ -3,7 +3,7 @@ console's Datasets page)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -16,6 +16,7 @@ from tuneforge.api.schemas import (
     ProblemPublic,
     SplitCreate,
     SplitPublic,
+    TaskName,
 )
 from tuneforge.data import CleanOptions
 from tuneforge.store.datasets import clean_file, inspect_file, split_file
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1/files", tags=["datasets"])
 @router.get("/{file_id}/preview", response_model=FilePreviewPublic,
             summary="Preview a file and validate it for a task")
 def preview(file_id: str, principal: TrainPrincipal, session: SessionDep, storage: StorageDep,
-            task: Literal["classification", "ner", "qa"] | None = None,
+            task: TaskName | None = None,
             limit: Annotated[int, Query(ge=0, le=200)] = 20) -> FilePreviewPublic:
     r = inspect_file(session, tenant_id=principal.tenant_id, storage=storage, file_id=file_id, task=task,
                      limit=limit)

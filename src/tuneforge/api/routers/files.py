@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from typing import Annotated, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import Files, IdempotencyKey, SessionDep, SettingsDep, StorageDep, TrainPrincipal
 from tuneforge.api.idempotency import fingerprint, idempotent
 from tuneforge.api.schemas import FileDeleted, FilePublic, ListPublic
-from tuneforge.errors import PayloadTooLargeError
 from tuneforge.store.artifacts import delete_file, upload_file
 from tuneforge.store.models import File as FileRow
 
@@ -27,13 +27,11 @@ def _content_hash(upload: UploadFile) -> str:
 
 
 @router.post("", response_model=FilePublic, summary="Upload a file")
-def create_file(request: Request, file: Annotated[UploadFile, File(description="JSONL, JSON, CSV, TSV or CoNLL.")],
+def create_file(file: Annotated[UploadFile, File(description="JSONL, JSON, CSV, TSV or CoNLL.")],
                 purpose: Annotated[str, Form()], principal: TrainPrincipal, session: SessionDep,
                 settings: SettingsDep, storage: StorageDep, idempotency_key: IdempotencyKey = None) -> object:
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > settings.max_upload_bytes + 64 * 1024:
-        raise PayloadTooLargeError(f"The upload is larger than the limit of {settings.max_upload_bytes:,} bytes.",
-                                   param="file")
+    # The body was cut off at the limit while it was read (BodyLimits in api/middleware.py): a larger upload never
+    # reaches the temp folder; upload_file checks the file itself against max_upload_bytes.
     digest = _content_hash(file) if idempotency_key else ""
     return idempotent(
         session, tenant_id=principal.tenant_id, key=idempotency_key, endpoint="POST /v1/files",
@@ -67,4 +65,12 @@ def file_content(file_id: str, files: Files, storage: StorageDep) -> StreamingRe
     f = files.get(file_id)
     files.session.close()  # release the connection before streaming
     return StreamingResponse(storage.iter_bytes(f.storage_key), media_type="application/octet-stream",
-                             headers={"content-disposition": f'attachment; filename="{f.filename}"'})
+                             headers={"content-disposition": content_disposition(f.filename)})
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name as RFC 6266 wants it: an ASCII ``filename=`` for old clients (characters
+    outside printable ASCII, quotes and backslashes replaced) and the exact name as RFC 5987 ``filename*``."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in filename).strip() or "download"
+    exact = quote(filename, safe="!#$&+-.^_`|~")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"

@@ -1,9 +1,15 @@
-"""/v1/predict and /v1/embeddings: served from the model cache through the micro-batcher."""
+"""/v1/predict and /v1/embeddings: served from the model cache through the micro-batcher.
+
+The routes are plain ``def`` on purpose: FastAPI runs them in its thread pool, so tokenizing and the forward
+pass never hold the event loop that answers other requests (and ``/healthz``). The request body is capped by
+:class:`~tuneforge.api.middleware.BodyLimits`; here the number of inputs and the characters of each are.
+"""
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -22,10 +28,34 @@ def _check_count(n: int, limit: int, param: str) -> None:
                                   code="too_many_inputs")
 
 
+def _chars(value: Any) -> int:
+    """Characters of the texts in one input (a string, or the strings and string lists of an object)."""
+    total, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return total
+
+
+def _check_lengths(inputs: list[Any], limit: int, param: str) -> None:
+    for i, x in enumerate(inputs):
+        n = _chars(x)
+        if n > limit:
+            raise InvalidRequestError(f"{param}[{i}]: {n:,} characters, more than the limit of {limit:,} per input; "
+                                      "shorten it or split it into several inputs.", param=param,
+                                      code="input_too_long")
+
+
 @router.post("/predict", response_model=PredictPublic, summary="Predict with a fine-tuned model")
 def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
             settings: SettingsDep) -> PredictPublic:
     _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
+    _check_lengths(body.inputs, settings.max_input_chars, "inputs")
     m = models.get(body.model)
     path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
     meter_model(request, model_id)
@@ -57,6 +87,7 @@ def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrinci
         raise InvalidRequestError("input: a string or a list of strings (token arrays are not supported)",
                                   param="input", code="invalid_input")
     _check_count(len(texts), settings.max_predict_inputs, "input")
+    _check_lengths(texts, settings.max_input_chars, "input")
     name, path = _encoder(body.model, settings)
     meter_model(request, name)
     vectors, tokens = state.inference.embed(name, path, texts)

@@ -39,6 +39,7 @@ from tuneforge.solutions.monitor.service import (
 from tuneforge.store.ids import new_id
 from tuneforge.store.repositories import ModelRepo
 from tuneforge.store.solution_tables.monitor import MonitorRule, MonitorSource, MonitorWatch
+from tuneforge.tasks import get_task, task_names
 from tuneforge.utils.net import check_public_url, public_client
 
 router = APIRouter(prefix="/v1/solutions/monitor", tags=["solutions"])
@@ -158,7 +159,7 @@ def _classifier(state: ServiceState, models: ModelRepo, model: str | None, model
         if not name:
             return None
         m = models.get(name)
-        if m.task != "classification":
+        if m.task not in task_names() or not get_task(m.task).sequence_level:  # one prediction per text
             raise InvalidRequestError(f"{param}: '{name}' is a {m.task} model; the monitor needs a classification "
                                       "model (e.g. one trained on twitter_financial_news_sentiment).", param=param)
         path, model_id = state.storage.local_path(m.storage_key), m.id

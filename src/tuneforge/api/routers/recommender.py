@@ -22,8 +22,8 @@ router = APIRouter(prefix="/v1/solutions/recommender", tags=["solutions"])
 class RecommenderCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="A name to show in lists.")
     bundle: str = Field(min_length=1, max_length=255, description=(
-        "The name of a bundle folder in the server's import folder (<data_dir>/imports), as written by "
-        "`tuneforge solution recommender train --output`."))
+        "The name of a bundle folder in the tenant's import folder (<data_dir>/imports/<tenant id>), as "
+        "written by `tuneforge solution recommender train --output`."))
 
 
 class RecommenderPublic(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 from tuneforge.errors import ConfigError
 from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
+from tuneforge.methods.bottleneck.config import AdapterOptions
 from tuneforge.methods.bottleneck.layer import insert_adapters
 from tuneforge.methods.common import auto_model_class, head_module_names, no_own_loop
 
@@ -28,18 +29,19 @@ class BottleneckAdapters(MethodDefaults):
     name = "adapter"
     summary = ("Bottleneck adapters after the attention and feed-forward sublayers (Houlsby): adapters, layer "
                "norms and head train; not mergeable (non-linear).")
-    tasks = frozenset({"classification", "ner", "qa"})
+    options_class = AdapterOptions
     own_loop = False
     mergeable = False
     reload_best = True
     lr_scale = 5.0
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
-        wrapped = insert_adapters(model, config.adapter_size)
+        size = self.options(config).adapter_size
+        wrapped = insert_adapters(model, size)
         trainable = set(_trainable_names(model))
         for n, p in model.named_parameters():
             p.requires_grad_(n in trainable)
-        model.tuneforge_adapter = {"adapter_size": config.adapter_size, "wrapped": wrapped}
+        model.tuneforge_adapter = {"adapter_size": size, "wrapped": wrapped}
         return model
 
     def fit(self, ctx: FitContext) -> FitResult:
@@ -56,7 +58,7 @@ class BottleneckAdapters(MethodDefaults):
         files = [WEIGHTS, CONFIG]
         return {"files": files, "saved_bytes": sum((folder / f).stat().st_size for f in files)}
 
-    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None, task: Any) -> Any:
         from safetensors.torch import load_file
         from transformers import AutoConfig
 
@@ -66,7 +68,7 @@ class BottleneckAdapters(MethodDefaults):
             raise ConfigError(f"{run_dir} holds bottleneck adapters but its base model cannot be found")
         quiet_transformers()
         cfg = AutoConfig.from_pretrained(str(run_dir))
-        model = auto_model_class(manifest["task"]).from_pretrained(
+        model = auto_model_class(task).from_pretrained(
             str(base_path), config=cfg, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True)
         info = json.loads((run_dir / CONFIG).read_text())
         insert_adapters(model, int(info["adapter_size"]))

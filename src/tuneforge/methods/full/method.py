@@ -14,7 +14,6 @@ __all__ = ["FullFineTuning"]
 class FullFineTuning(MethodDefaults):
     name = "full"
     summary = "Train every weight (the encoder and the task head): the most accurate, the largest to save."
-    tasks = frozenset({"classification", "ner", "qa"})
     own_loop = False
     mergeable = True
     reload_best = True
@@ -30,6 +29,6 @@ class FullFineTuning(MethodDefaults):
     def save(self, model: Any, folder: Path) -> dict[str, Any]:
         return save_plain(model, folder)
 
-    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
-        return load_plain(manifest["task"], run_dir)
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None, task: Any) -> Any:
+        return load_plain(task, run_dir)
 

@@ -1,4 +1,4 @@
-"""One class for the peft family; each instance knows how to build its peft config from a TrainConfig."""
+"""One class for the peft family; each instance knows how to build its peft config from its options."""
 
 from __future__ import annotations
 
@@ -8,19 +8,25 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
+from tuneforge.methods.base import FitContext, FitResult, MethodDefaults, MethodOptions
 from tuneforge.methods.common import auto_model_class, head_module_names, no_own_loop
+from tuneforge.methods.peft.config import LoraOptions, PromptOptions
 
 __all__ = ["PEFT_METHODS", "PeftMethod"]
 
 ADAPTER_FILES = ["adapter_model.safetensors", "adapter_config.json"]
-ALL_TASKS = frozenset({"classification", "ner", "qa"})
+#: a task's ``auto_model_kind`` -> peft's TaskType name
+TASK_TYPES = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
+              "question-answering": "QUESTION_ANS"}
 
 
-def _task_type(task: str) -> Any:
+def _task_type(task: Any) -> Any:
     from peft import TaskType
 
-    return {"classification": TaskType.SEQ_CLS, "ner": TaskType.TOKEN_CLS, "qa": TaskType.QUESTION_ANS}[task]
+    kind = getattr(task, "auto_model_kind", "")
+    if kind not in TASK_TYPES:
+        raise ConfigError(f"task: peft methods do not know the head of {task.name} (auto_model_kind {kind!r})")
+    return TaskType[TASK_TYPES[kind]]
 
 
 #: Every linear layer of a BERT/RoBERTa/XLM-R encoder block: the four attention projections and the feed-forward
@@ -32,26 +38,26 @@ def _task_type(task: str) -> Any:
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
-def lora_targets(config: Any, model: Any) -> list[str] | None:
+def lora_targets(options: LoraOptions, model: Any) -> list[str] | None:
     """The layers LoRA adapts: the configured ones, else every linear layer of a BERT-like encoder block, else
     peft's default for the architecture."""
-    if config.lora_target_modules:
-        return list(config.lora_target_modules)
+    if options.lora_target_modules:
+        return list(options.lora_target_modules)
     names = {n for n, _ in model.named_modules()}
     if all(any(n.endswith(t) for n in names) for t in ENCODER_LINEARS):
         return ENCODER_LINEARS
     return None
 
 
-def _lora(config: Any, model: Any, task: str, total_steps: int) -> Any:
+def _lora(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(task_type=_task_type(task), r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=lora_targets(config, model),
+    return LoraConfig(task_type=_task_type(task), r=opts.lora_r, lora_alpha=opts.lora_alpha,
+                      lora_dropout=opts.lora_dropout, target_modules=lora_targets(opts, model),
                       modules_to_save=head_module_names(model))
 
 
-def _adalora(config: Any, model: Any, task: str, total_steps: int) -> Any:
+def _adalora(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import AdaLoraConfig
 
     # AdaLoRA starts every matrix at a larger rank and prunes to lora_r on average; budget schedule in steps
@@ -59,30 +65,30 @@ def _adalora(config: Any, model: Any, task: str, total_steps: int) -> Any:
     tfinal = max(1, total_steps // 5)
     if tinit + tfinal >= total_steps:
         tinit, tfinal = 0, max(0, total_steps // 2 - 1)
-    return AdaLoraConfig(task_type=_task_type(task), init_r=max(config.lora_r + 4, int(config.lora_r * 1.5)),
-                         target_r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                         target_modules=lora_targets(config, model), total_step=max(total_steps, 2),
+    return AdaLoraConfig(task_type=_task_type(task), init_r=max(opts.lora_r + 4, int(opts.lora_r * 1.5)),
+                         target_r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+                         target_modules=lora_targets(opts, model), total_step=max(total_steps, 2),
                          tinit=tinit, tfinal=tfinal, deltaT=max(1, total_steps // 20),
                          modules_to_save=head_module_names(model))
 
 
-def _ia3(config: Any, model: Any, task: str, total_steps: int) -> Any:
+def _ia3(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import IA3Config
 
     return IA3Config(task_type=_task_type(task), modules_to_save=head_module_names(model))
 
 
-def _prompt(config: Any, model: Any, task: str, total_steps: int) -> Any:
+def _prompt(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import PromptTuningConfig
 
-    return PromptTuningConfig(task_type=_task_type(task), num_virtual_tokens=config.num_virtual_tokens,
+    return PromptTuningConfig(task_type=_task_type(task), num_virtual_tokens=opts.num_virtual_tokens,
                               modules_to_save=head_module_names(model))
 
 
-def _ptuning(config: Any, model: Any, task: str, total_steps: int) -> Any:
+def _ptuning(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import PromptEncoderConfig
 
-    return PromptEncoderConfig(task_type=_task_type(task), num_virtual_tokens=config.num_virtual_tokens,
+    return PromptEncoderConfig(task_type=_task_type(task), num_virtual_tokens=opts.num_virtual_tokens,
                                encoder_hidden_size=model.config.hidden_size,
                                modules_to_save=head_module_names(model))
 
@@ -91,8 +97,12 @@ def _ptuning(config: Any, model: Any, task: str, total_steps: int) -> Any:
 class PeftMethod(MethodDefaults):
     name: str
     summary: str
-    make_config: Callable[[Any, Any, str, int], Any]
-    tasks: frozenset[str] = ALL_TASKS
+    #: builds the peft config from (the method's options, the task model, the task, total training steps)
+    make_config: Callable[[Any, Any, Any, int], Any]
+    options_class: type[MethodOptions] = MethodOptions
+    #: whether tasks with per-token outputs (NER, QA) are supported: virtual tokens shift them, and peft 0.21 does
+    #: not realign their labels
+    per_token: bool = True
     mergeable: bool = True
     lr_scale: float = 5.0
     own_loop: bool = False
@@ -101,11 +111,14 @@ class PeftMethod(MethodDefaults):
     #: Trainer's reload feeds through the encoder again): those keep their last state
     reload_best: bool = True
 
+    def supports(self, task: Any) -> bool:
+        return not task.generative and (self.per_token or not task.per_token)
+
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         from peft import get_peft_model
 
         try:
-            peft_config = self.make_config(config, model, task.name, total_steps)
+            peft_config = self.make_config(self.options(config), model, task, total_steps)
             return get_peft_model(model, peft_config)
         except ValueError as e:  # e.g. no default target modules for this architecture
             raise ConfigError(f"method: {self.name} cannot wrap {type(model).__name__}: {e}",
@@ -132,7 +145,7 @@ class PeftMethod(MethodDefaults):
         return {"files": ADAPTER_FILES,
                 "saved_bytes": sum((folder / f).stat().st_size for f in ADAPTER_FILES if (folder / f).exists())}
 
-    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
+    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None, task: Any) -> Any:
         from peft import PeftModel
 
         from tuneforge.utils.hf import quiet_transformers
@@ -140,7 +153,7 @@ class PeftMethod(MethodDefaults):
         if base_path is None:
             raise ConfigError(f"{run_dir} holds a {self.name} adapter but its base model cannot be found")
         quiet_transformers()
-        base = _base_with_head(manifest, base_path)
+        base = _base_with_head(manifest, base_path, task)
         model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
         model.eval()
         return model
@@ -153,32 +166,32 @@ class PeftMethod(MethodDefaults):
         return model.merge_and_unload()
 
 
-def _base_with_head(manifest: dict[str, Any], base_path: Path) -> Any:
+def _base_with_head(manifest: dict[str, Any], base_path: Path, task: Any) -> Any:
     """The base model with an (untrained) head of the run's shape; peft restores the trained head over it."""
     labels = manifest.get("labels") or ["start_end"]
     id2label = {i: x for i, x in enumerate(labels)}
     kwargs: dict[str, Any] = {}
-    if manifest["task"] != "qa":
+    if task.labelled:
         kwargs = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-    if manifest["task"] == "classification":
+    if task.multi_label_capable:
         kwargs["problem_type"] = ("multi_label_classification" if manifest.get("multi_label")
                                   else "single_label_classification")
-    return auto_model_class(manifest["task"]).from_pretrained(str(base_path), use_safetensors=True,
+    return auto_model_class(task).from_pretrained(str(base_path), use_safetensors=True,
                                                               trust_remote_code=False, ignore_mismatched_sizes=True,
                                                               **kwargs)
 
 
 PEFT_METHODS = [
     PeftMethod("lora", "Low-rank updates of the attention projections (peft LoRA): ~0.3% of minilm's weights "
-                       "train, a few MB saved; merges into the base for export.", _lora),
+                       "train, a few MB saved; merges into the base for export.", _lora, LoraOptions),
     PeftMethod("adalora", "LoRA whose ranks are re-allocated during training to the matrices that need them "
-                          "(peft AdaLoRA).", _adalora, reload_best=False),
+                          "(peft AdaLoRA).", _adalora, LoraOptions, reload_best=False),
     PeftMethod("ia3", "Learned rescaling of keys, values and feed-forward activations (peft IA3): the fewest "
                       "trainable weights.", _ia3, lr_scale=20.0),
     PeftMethod("prompt_tuning", "Trainable virtual tokens prepended to the input (peft prompt tuning); "
-                                "classification only.", _prompt, tasks=frozenset({"classification"}),
+                                "classification only.", _prompt, PromptOptions, per_token=False,
                mergeable=False, lr_scale=50.0),
     PeftMethod("p_tuning", "Virtual tokens produced by a small prompt encoder (peft P-tuning); classification "
-                           "only.", _ptuning, tasks=frozenset({"classification"}), mergeable=False, lr_scale=10.0,
+                           "only.", _ptuning, PromptOptions, per_token=False, mergeable=False, lr_scale=10.0,
                reload_best=False),
 ]

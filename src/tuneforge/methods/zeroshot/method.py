@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tuneforge.methods.base import FitContext, FitResult, MethodDefaults
-from tuneforge.methods.sentence import (
-    SentenceClassifier,
-    choose_encoder,
-    label_texts,
-    load_sentence_classifier,
-    uses_normalize,
-)
+from tuneforge.methods.base import FitContext, FitResult
+from tuneforge.methods.sentence import SentenceClassifier, SentenceMethod, label_texts, uses_normalize
+from tuneforge.methods.zeroshot.config import ZeroShotOptions
 
 __all__ = ["ZeroShot"]
 
@@ -22,24 +16,11 @@ __all__ = ["ZeroShot"]
 SCALE = 20.0
 
 
-class ZeroShot(MethodDefaults):
+class ZeroShot(SentenceMethod):
     name = "zeroshot"
     summary = ("No training: the label whose description or template is closest to the text in the sentence "
                "encoder's space. A starting point before any labels exist.")
-    tasks = frozenset({"classification"})
-    own_loop = True
-    mergeable = True
-    reload_best = True
-    lr_scale = 1.0
-
-    def check(self, config: Any) -> list[str]:
-        return ["multi_label: zeroshot is single-label"] if config.multi_label else []
-
-    def base_model(self, config: Any, requested: Any, settings: Any) -> tuple[Any, str | None]:
-        return choose_encoder(config, requested, settings)
-
-    def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
-        raise NotImplementedError("zeroshot does not train")
+    options_class = ZeroShotOptions
 
     def fit(self, ctx: FitContext) -> FitResult:
         from transformers import AutoModel
@@ -49,20 +30,13 @@ class ZeroShot(MethodDefaults):
         quiet_transformers()
         encoder = AutoModel.from_pretrained(str(ctx.base_path), use_safetensors=True, trust_remote_code=False)
         module = SentenceClassifier(encoder, len(ctx.labels), normalize=uses_normalize(ctx.base_path))
-        texts = label_texts(ctx.labels, ctx.config.label_template, ctx.config.label_descriptions)
+        o: ZeroShotOptions = self.options(ctx.config)
+        texts = label_texts(ctx.labels, o.label_template, o.label_descriptions)
         vecs = embed_texts(module, ctx.tokenizer, texts)
         vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         module.set_head(vecs * SCALE, np.zeros(len(texts)))
         module.eval().requires_grad_(False)  # nothing is trained: the run reports 0 trainable parameters
         return FitResult(module, info={"label_texts": texts, "scale": SCALE})
-
-    def save(self, model: Any, folder: Path) -> dict[str, Any]:
-        files = model.save(folder)
-        return {"files": files, "saved_bytes": sum((folder / f).stat().st_size for f in files)}
-
-    def load(self, run_dir: Path, manifest: dict[str, Any], base_path: Path | None) -> Any:
-        return load_sentence_classifier(run_dir)
-
 
 
 def embed_texts(module: SentenceClassifier, tokenizer: Any, texts: list[str]) -> np.ndarray:

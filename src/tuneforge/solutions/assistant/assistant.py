@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tuneforge import runs
 from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError, RunError
 from tuneforge.solutions.assistant.index import VectorIndex
 from tuneforge.solutions.assistant.knowledge import Passage, read_passages, write_passages
@@ -188,12 +189,12 @@ class Assistant:
         if len(index) != len(passages):
             raise ModelFormatError(f"{folder}: the index has {len(index)} vectors for {len(passages)} passages; "
                                    "rebuild the bundle.")
-        if intent_model is None and (folder / "intent" / "tuneforge.json").exists():
+        if intent_model is None and runs.has_manifest(folder / "intent"):
             from tuneforge.inference import load_predictor
 
             intent_model = load_predictor(folder / "intent")
         qa_model = None
-        if (folder / "qa" / "tuneforge.json").exists():
+        if runs.has_manifest(folder / "qa"):
             from tuneforge.inference import load_predictor
 
             qa_model = load_predictor(folder / "qa")
@@ -365,7 +366,7 @@ def read_bundle_info(folder: Path) -> dict[str, Any]:
 
 def encoder_path(folder: Path, encoder: str, resolve: EncoderResolver | None) -> Path:
     if encoder == "intent":
-        if not (folder / "intent" / "tuneforge.json").exists():
+        if not runs.has_manifest(folder / "intent"):
             raise ConfigError("encoder: 'intent' needs the bundle's intent model (intent/), which it does not have")
         return folder / "intent"
     return (resolve or encoder_resolver())(encoder)
@@ -396,7 +397,7 @@ def build_bundle(output: Path, *, passages: list[Passage], config: AssistantConf
         write_passages(tmp / "passages.jsonl", passages)
         labels: list[str] = []
         if intent_run is not None:
-            labels = list(json.loads((Path(intent_run) / "tuneforge.json").read_text()).get("labels", []))
+            labels = list(runs.read_manifest(intent_run, require_weights=False).get("labels", []))
         atomic_write_json(tmp / BUNDLE_FILE, {
             "format": FORMAT, "version": VERSION, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config.model_dump(mode="json"), "encoder": config.encoder, "labels": labels,

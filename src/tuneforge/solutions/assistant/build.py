@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from tuneforge.data import load_dataset
-from tuneforge.data.splitting import split_dataset, write_dataset
 from tuneforge.errors import ConfigError
 from tuneforge.solutions.assistant.assistant import (
     Assistant,
@@ -25,6 +23,7 @@ from tuneforge.solutions.assistant.assistant import (
     encoder_resolver,
 )
 from tuneforge.solutions.assistant.knowledge import Passage, load_knowledge
+from tuneforge.tasks import load_dataset, split_dataset, write_dataset
 from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
 __all__ = ["BuildOptions", "build_assistant", "ticket_passages"]

@@ -183,8 +183,8 @@ def evaluate(bundle: Annotated[Path, typer.Argument(help="An assistant bundle fo
                                                      "assistant does not know count as should-hand-over.")],
              as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
     """Intent accuracy, retrieval hit-rate@1/@k and handover precision/recall on labelled messages."""
-    from tuneforge.data import load_dataset
     from tuneforge.solutions.assistant.assistant import evaluate_assistant
+    from tuneforge.tasks import load_dataset
 
     ds = load_dataset(data, "classification", require_labels=True)
     if not ds.examples:

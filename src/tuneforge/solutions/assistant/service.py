@@ -1,7 +1,7 @@
 """The assistant as a multi-tenant service: tenant-scoped repositories over the solution's tables, and the
 service functions the API routes call (create an assistant, converse, record and export feedback).
 
-Tenant scoping happens only in the repositories (subclasses of the store's ``_Scoped``): another tenant's
+Tenant scoping happens only in the repositories (subclasses of the store's ``TenantRepo``): another tenant's
 assistant, session or feedback is reported exactly like a missing one.
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,21 +32,23 @@ from tuneforge.solutions.assistant.knowledge import (
     passages_from_rows,
 )
 from tuneforge.store.ids import new_id
-from tuneforge.store.repositories import ModelRepo, _Scoped
+from tuneforge.store.repositories import ModelRepo, TenantRepo
 from tuneforge.store.solution_tables.assistant import Assistant as AssistantRow
 from tuneforge.store.solution_tables.assistant import AssistantFeedback, AssistantSession, AssistantTurn
+from tuneforge.tasks import get_task, task_names
+from tuneforge.utils.lru import LRUCache
 
 __all__ = ["AssistantCache", "AssistantRepo", "ConversationRepo", "FeedbackRepo", "add_feedback", "create_assistant",
            "delete_assistant", "export_feedback", "send_message", "start_session"]
 
 
-class AssistantRepo(_Scoped[Any]):
+class AssistantRepo(TenantRepo[Any]):
     model = AssistantRow
     noun = "assistant"
     param = "assistant_id"
 
 
-class ConversationRepo(_Scoped[Any]):
+class ConversationRepo(TenantRepo[Any]):
     """The tenant's conversations (sessions) and their turns."""
 
     model = AssistantSession
@@ -62,8 +62,7 @@ class ConversationRepo(_Scoped[Any]):
         return s
 
     def turns(self, session_id: str) -> list[AssistantTurn]:
-        return list(self.session.scalars(select(AssistantTurn).where(
-            AssistantTurn.tenant_id == self.tenant_id, AssistantTurn.session_id == session_id)
+        return list(self.session.scalars(self.select(of=AssistantTurn).where(AssistantTurn.session_id == session_id)
             .order_by(AssistantTurn.seq)))
 
     def add_turn(self, session_id: str, *, role: str, text: str, reply: dict[str, Any] | None = None
@@ -76,46 +75,31 @@ class ConversationRepo(_Scoped[Any]):
         return turn
 
 
-class FeedbackRepo(_Scoped[Any]):
+class FeedbackRepo(TenantRepo[Any]):
     model = AssistantFeedback
     noun = "feedback"
     param = "feedback_id"
 
     def of_assistant(self, assistant_id: str) -> list[AssistantFeedback]:
-        return list(self.session.scalars(self._select().where(AssistantFeedback.assistant_id == assistant_id)
+        return list(self.session.scalars(self.select().where(AssistantFeedback.assistant_id == assistant_id)
                                          .order_by(AssistantFeedback.created_at, AssistantFeedback.id)))
 
 
-class AssistantCache:
-    """Loaded assistants by id (encoders and models stay in memory between messages); least recently used out."""
+class AssistantCache(LRUCache[Assistant]):
+    """Loaded assistants (encoders and models stay in memory between messages), ``capacity`` of them, least
+    recently used out. Keys are ``<assistant id>:<config hash>``."""
 
     def __init__(self, capacity: int = 4) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, Assistant] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(capacity)
 
-    def get(self, key: str, load: Callable[[], Assistant]) -> Assistant:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        assistant = load()
-        with self._lock:
-            self._items[key] = assistant
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return assistant
-
-    def evict(self, assistant_id: str) -> None:
-        """Forget every loaded copy of the assistant (keys are ``<id>:<config hash>``)."""
-        with self._lock:
-            for key in [k for k in self._items if k.split(":", 1)[0] == assistant_id]:
-                del self._items[key]
+    def evict(self, key: str) -> None:
+        """Forget the entry ``key``, or every loaded copy of the assistant when ``key`` is an assistant id."""
+        self.evict_where(lambda k: k == key or k.split(":", 1)[0] == key)
 
 
 def _intent_model_folder(db: DbSession, tenant_id: str, storage: Any, model_id: str) -> Path:
     m = ModelRepo(db, tenant_id).get(model_id)
-    if m.task != "classification":
+    if m.task not in task_names() or not get_task(m.task).sequence_level:  # an intent per message
         raise InvalidRequestError(f"intent_model: '{model_id}' is a {m.task} model; the assistant needs an intent "
                                   "classifier (a classification model).", param="intent_model",
                                   code="wrong_task")
@@ -160,7 +144,7 @@ def create_assistant(db: DbSession, *, tenant_id: str, storage: Any, settings: A
     intent_folder = _intent_model_folder(db, tenant_id, storage, intent_model) if intent_model else None
     labels: list[str] = []
     if intent_folder is not None:
-        from tuneforge.inference import read_manifest
+        from tuneforge.runs import read_manifest
 
         labels = list(read_manifest(intent_folder).get("labels", []))
     unknown = sorted(set(cfg.handover_intents) - set(labels) - {p.intent for p in passages if p.intent})

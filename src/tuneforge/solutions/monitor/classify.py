@@ -123,7 +123,7 @@ class SentimentClassifier:
             if not path:
                 return None
             p = load_predictor(path)
-            if p.task.name != "classification":
+            if not p.task.sequence_level:  # one sentiment per text
                 raise ConfigError(f"{path}: a {p.task.name} model; the monitor needs a classification model")
             return lambda texts: list(p.predict(texts))
 

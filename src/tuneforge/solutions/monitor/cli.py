@@ -84,7 +84,7 @@ def _ner(path: Path | None) -> Any:
     from tuneforge.inference import load_predictor
 
     p = load_predictor(path)
-    if p.task.name != "ner":
+    if not (p.task.per_token and p.task.labelled):  # entity types tagged per token
         raise ConfigError(f"--ner: {path} is a {p.task.name} model, not a NER model")
     return lambda texts: list(p.predict(texts))
 
@@ -396,15 +396,15 @@ def chart(tenant: TenantOpt,
           days: Annotated[float, typer.Option(help="Days back from the newest item.")] = 7.0,
           topic: Annotated[str | None, typer.Option()] = None) -> None:
     """Sentiment over time of an entity: a table in the console, or a PNG with --output."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func
 
     from tuneforge.solutions.monitor.charts import series_png, series_text
-    from tuneforge.solutions.monitor.service import AlertRepo, series
+    from tuneforge.solutions.monitor.service import AlertRepo, ItemRepo, series
     from tuneforge.store.solution_tables.monitor import MonitorItem
     from tuneforge.utils.fs import atomic_write_bytes
 
     with _session(tenant) as (s, tenant_id):
-        newest = s.scalar(select(func.max(MonitorItem.published_at)).where(MonitorItem.tenant_id == tenant_id))
+        newest = s.scalar(ItemRepo(s, tenant_id).select(func.max(MonitorItem.published_at)))
         if newest is None:
             raise ConfigError(f"tenant {tenant} has no items yet; ingest some first")
         start = newest - timedelta(days=days)

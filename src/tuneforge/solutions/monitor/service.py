@@ -1,7 +1,7 @@
 """The monitor's service layer: store classified items, keep the per-entity series, run the alert rules.
 
 Shared by the API and the CLI. Functions take a SQLAlchemy session and a tenant id; every query goes through
-the tenant-scoped repositories below (subclasses of :class:`tuneforge.store.repositories._Scoped`), so one
+the tenant-scoped repositories below (subclasses of :class:`tuneforge.store.repositories.TenantRepo`), so one
 tenant never reads another's rows. Rules are evaluated at the publication times of newly stored items (event
 time, not wall-clock time), so ingesting a historical file detects exactly what a live stream would have.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import ConfigError, InvalidRequestError
@@ -32,7 +32,7 @@ from tuneforge.solutions.monitor.notify import (
 )
 from tuneforge.store.db import utcnow
 from tuneforge.store.ids import new_id
-from tuneforge.store.repositories import _Scoped
+from tuneforge.store.repositories import TenantRepo
 from tuneforge.store.solution_tables.monitor import (
     MonitorAlert,
     MonitorItem,
@@ -48,28 +48,28 @@ __all__ = ["AlertRepo", "IngestReport", "ItemRepo", "RuleRepo", "SourceRepo", "W
 Classify = Callable[[list[str]], list[Classified]]
 
 
-class WatchRepo(_Scoped[Any]):
+class WatchRepo(TenantRepo[Any]):
     model = MonitorWatch
     noun = "watch-list entry"
     param = "watch_id"
 
     def all(self) -> list[MonitorWatch]:
-        return list(self.session.scalars(self._select().order_by(MonitorWatch.name)))
+        return list(self.session.scalars(self.select().order_by(MonitorWatch.name)))
 
     def by_name(self, name: str) -> MonitorWatch | None:
-        return cast(MonitorWatch | None, self.session.scalar(self._select().where(MonitorWatch.name == name)))
+        return cast(MonitorWatch | None, self.session.scalar(self.select().where(MonitorWatch.name == name)))
 
 
-class SourceRepo(_Scoped[Any]):
+class SourceRepo(TenantRepo[Any]):
     model = MonitorSource
     noun = "source"
     param = "source_id"
 
     def all(self) -> list[MonitorSource]:
-        return list(self.session.scalars(self._select().order_by(MonitorSource.created_at)))
+        return list(self.session.scalars(self.select().order_by(MonitorSource.created_at)))
 
 
-class ItemRepo(_Scoped[Any]):
+class ItemRepo(TenantRepo[Any]):
     model = MonitorItem
     noun = "item"
     param = "item_id"
@@ -77,55 +77,54 @@ class ItemRepo(_Scoped[Any]):
     def by_ids(self, ids: Sequence[str]) -> list[MonitorItem]:
         if not ids:
             return []
-        return list(self.session.scalars(self._select().where(MonitorItem.id.in_(list(ids)))
+        return list(self.session.scalars(self.select().where(MonitorItem.id.in_(list(ids)))
                                          .order_by(MonitorItem.published_at)))
 
     def existing_hashes(self, hashes: Sequence[str]) -> set[str]:
         if not hashes:
             return set()
-        return set(self.session.scalars(select(MonitorItem.text_hash).where(
-            MonitorItem.tenant_id == self.tenant_id, MonitorItem.text_hash.in_(list(hashes)))))
+        return set(self.session.scalars(self.select(MonitorItem.text_hash).where(
+            MonitorItem.text_hash.in_(list(hashes)))))
 
     def recent(self, limit: int) -> list[MonitorItem]:
-        return list(self.session.scalars(self._select().order_by(MonitorItem.created_at.desc()).limit(limit)))
+        return list(self.session.scalars(self.select().order_by(MonitorItem.created_at.desc()).limit(limit)))
 
     def mentions(self, entity: str, start: datetime, end: datetime) -> list[MonitorMention]:
-        return list(self.session.scalars(select(MonitorMention).where(
-            MonitorMention.tenant_id == self.tenant_id, MonitorMention.entity == entity,
+        return list(self.session.scalars(self.select(of=MonitorMention).where(
+            MonitorMention.entity == entity,
             MonitorMention.published_at >= start, MonitorMention.published_at <= end)
             .order_by(MonitorMention.published_at)))
 
     def in_range(self, start: datetime, end: datetime, topic: str | None = None) -> list[MonitorItem]:
-        q = self._select().where(MonitorItem.published_at >= start, MonitorItem.published_at <= end)
+        q = self.select().where(MonitorItem.published_at >= start, MonitorItem.published_at <= end)
         if topic:
             q = q.where(MonitorItem.topic == topic)
         return list(self.session.scalars(q.order_by(MonitorItem.published_at)))
 
     def entities(self) -> list[tuple[str, int]]:
-        rows = self.session.execute(select(MonitorMention.entity, func.count()).where(
-            MonitorMention.tenant_id == self.tenant_id).group_by(MonitorMention.entity)
+        rows = self.session.execute(self.select(MonitorMention.entity, func.count(), of=MonitorMention)
+            .group_by(MonitorMention.entity)
             .order_by(func.count().desc()))
         return [(str(e), int(n)) for e, n in rows]
 
 
-class RuleRepo(_Scoped[Any]):
+class RuleRepo(TenantRepo[Any]):
     model = MonitorRule
     noun = "alert rule"
     param = "rule_id"
 
     def enabled(self) -> list[MonitorRule]:
-        return list(self.session.scalars(self._select().where(MonitorRule.enabled.is_(True))))
+        return list(self.session.scalars(self.select().where(MonitorRule.enabled.is_(True))))
 
 
-class AlertRepo(_Scoped[Any]):
+class AlertRepo(TenantRepo[Any]):
     model = MonitorAlert
     noun = "alert"
     param = "alert_id"
 
     def last_at(self, rule_id: str, entity: str) -> datetime | None:
-        return cast(datetime | None, self.session.scalar(select(func.max(MonitorAlert.at)).where(
-            MonitorAlert.tenant_id == self.tenant_id, MonitorAlert.rule_id == rule_id,
-            MonitorAlert.entity == entity)))
+        return cast(datetime | None, self.session.scalar(self.select(func.max(MonitorAlert.at)).where(
+            MonitorAlert.rule_id == rule_id, MonitorAlert.entity == entity)))
 
 
 def rule_params(rule: MonitorRule) -> RuleParams:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.inference.embeddings import mean_pool
+from tuneforge.models.tensors import mean_pool
 
 __all__ = ["FineTuneStats", "TextTower"]
 

@@ -1,4 +1,4 @@
-"""The recommender: training, scoring, explanations and the bundle folder it is saved as.
+"""The recommender: training, scoring and explanations.
 
 Scoring has two stages:
 
@@ -9,91 +9,36 @@ Scoring has two stages:
    user's latest liked item), on which neither the encoder nor the kNN was trained.
 
 Users with no history get the most popular items; items with no interactions (cold start) are reached through
-their text alone. A bundle is a folder (written atomically)::
-
-    manifest.json         format, config, blend weights, validation metrics, counts
-    encoder/              the fine-tuned encoder (safetensors) and its tokenizer
-    items.jsonl           item_id, title, text (in index order)
-    item_embeddings.npy   unit vectors, one row per item
-    neighbors.npz         item-kNN: neighbour indices and similarities per item
-    popularity.npy        training interactions per item
-    history.npz           users' training histories (seen and liked item indices, CSR)
+their text alone. A trained recommender is saved as a bundle folder (see
+:mod:`tuneforge.solutions.recommender.bundle`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError, NotFoundError, RunError
+from tuneforge.errors import ConfigError, DataError, DataProblem, NotFoundError
+from tuneforge.solutions.recommender.bundle import BUNDLE_FORMAT, Bundle, read_bundle, write_bundle
 from tuneforge.solutions.recommender.collab import ItemKNN, popularity
+from tuneforge.solutions.recommender.config import Blend, RecommenderConfig
 from tuneforge.solutions.recommender.data import Interaction, Item, check_known_items
 from tuneforge.solutions.recommender.encoder import TextTower
 from tuneforge.solutions.recommender.metrics import rank_metrics, top_k
-from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
 __all__ = ["BUNDLE_FORMAT", "Blend", "Recommendation", "Recommender", "RecommenderConfig", "SimilarItem",
            "train_recommender"]
 
-BUNDLE_FORMAT = "tuneforge-recommender/1"
 MODES = ("hybrid", "text", "knn", "popularity")
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class RecommenderConfig:
-    """How to train a recommender. Every bad field is reported at once when the config is created."""
-
-    base_model: str = "minilm"  #: encoder to start from: minilm, bert-tiny, e5-multilingual or a local folder
-    steps: int = 300  #: contrastive fine-tuning steps (0: use the base encoder as it is)
-    batch_size: int = 64  #: (user, liked item) pairs per step; the other targets are the negatives
-    history_size: int = 5  #: liked items pooled into the user vector during fine-tuning
-    lr: float = 1e-4
-    temperature: float = 0.05
-    train_layers: int = 2  #: top encoder layers trained (0: all; fewer is faster on a CPU)
-    refresh_every: int = 100  #: steps between re-embeddings of the catalogue for the user side
-    max_length: int = 64  #: tokens per item text
-    positive_threshold: float = 4.0  #: a rating at or above this is a "like" (events without a rating are likes)
-    neighbors: int = 100  #: item-kNN neighbours kept per item
-    candidates: int = 200  #: items each retriever nominates for re-ranking
-    validation: bool = True  #: tune the blend on each user's latest liked item (else use default weights)
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("batch_size", "history_size", "max_length", "neighbors", "candidates"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}: must be at least 1 (got {getattr(self, name)})")
-        if self.batch_size < 2:
-            problems.append(f"batch_size: in-batch negatives need at least 2 (got {self.batch_size})")
-        if self.train_layers < 0 or self.refresh_every < 0:
-            problems.append("train_layers / refresh_every: must be 0 or more")
-        if self.steps < 0:
-            problems.append(f"steps: must be 0 (no fine-tuning) or more (got {self.steps})")
-        if not self.lr > 0:
-            problems.append(f"lr: must be positive (got {self.lr})")
-        if not self.temperature > 0:
-            problems.append(f"temperature: must be positive (got {self.temperature})")
-        if problems:
-            raise ConfigError(problems)
-
-
-@dataclass(frozen=True)
-class Blend:
-    """Weights of the standardised scores in the re-ranking stage."""
-
-    text: float = 0.5
-    knn: float = 0.5
-    popularity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -363,66 +308,17 @@ class Recommender:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the bundle folder atomically (a reader never sees half of it)."""
-        if self.tower is None:
-            raise RunError("This recommender was loaded without its encoder, so it cannot be saved again.")
-        p = Path(path)
-        if p.exists() and not overwrite:
-            raise RunError(f"{p} already exists.", hint="Choose another --output, or pass --overwrite.")
-        with atomic_dir(p, overwrite=overwrite) as tmp:
-            self.tower.save(tmp / "encoder")
-            with storage_errors(tmp):
-                (tmp / "items.jsonl").write_text("".join(
-                    json.dumps({"item_id": it.item_id, "title": it.title, "text": it.text, "genres": list(it.genres)},
-                               ensure_ascii=False) + "\n" for it in self.items), encoding="utf-8")
-                np.save(tmp / "item_embeddings.npy", self.embeddings)
-                np.savez(tmp / "neighbors.npz", neighbors=self.knn.neighbors, sims=self.knn.sims)
-                np.save(tmp / "popularity.npy", self.popularity)
-                np.savez(tmp / "history.npz", users=np.array(self.users, dtype=object).astype(str),
-                         seen_indptr=self.seen.indptr, seen_indices=self.seen.indices,
-                         liked_indptr=self.liked.indptr, liked_indices=self.liked.indices)
-            atomic_write_json(tmp / "manifest.json", {
-                "format": BUNDLE_FORMAT, "config": asdict(self.config), "blend": asdict(self.blend),
-                "n_items": self.n_items, "n_users": len(self.users), "dim": int(self.embeddings.shape[1]),
-                **self.info})
-        return p
+        return write_bundle(path, Bundle(
+            config=self.config, items=self.items, embeddings=self.embeddings, knn=self.knn,
+            popularity=self.popularity, users=self.users, seen=self.seen, liked=self.liked, blend=self.blend,
+            tower=self.tower, info=self.info), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, with_encoder: bool = False) -> Recommender:
         """Load a bundle folder. The encoder is only needed to embed new text, so it is loaded on request."""
-        p = Path(path)
-        manifest_path = p / "manifest.json"
-        if not manifest_path.is_file():
-            raise RunError(f"{p} is not a recommender bundle (no manifest.json).",
-                           hint="Point at the folder written by `tuneforge solution recommender train --output`.")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if manifest.get("format") != BUNDLE_FORMAT:
-                raise ModelFormatError(f"{manifest_path}: format {manifest.get('format')!r}, expected "
-                                       f"{BUNDLE_FORMAT!r}.", hint="Train the bundle again with this version.")
-            config = RecommenderConfig(**manifest["config"])
-            items = [Item(r["item_id"], r["text"], r["title"], tuple(r.get("genres", ())))
-                     for r in map(json.loads, (p / "items.jsonl").read_text(encoding="utf-8").splitlines())]
-            embeddings = np.load(p / "item_embeddings.npy")
-            nb = np.load(p / "neighbors.npz")
-            hist = np.load(p / "history.npz")
-            users = [str(u) for u in hist["users"]]
-            n = len(items)
-            seen = sp.csr_matrix((np.ones(hist["seen_indices"].size, np.float32), hist["seen_indices"],
-                                  hist["seen_indptr"]), shape=(len(users), n))
-            liked = sp.csr_matrix((np.ones(hist["liked_indices"].size, np.float32), hist["liked_indices"],
-                                   hist["liked_indptr"]), shape=(len(users), n))
-            pop = np.load(p / "popularity.npy")
-            blend = Blend(**manifest["blend"])
-        except (OSError, KeyError, ValueError, TypeError) as e:
-            raise ModelFormatError(f"{p}: the recommender bundle is incomplete or corrupt ({e}).",
-                                   hint="Train it again with `tuneforge solution recommender train`.") from e
-        if embeddings.shape[0] != n or nb["neighbors"].shape[0] != n or pop.shape[0] != n:
-            raise ModelFormatError(f"{p}: the bundle's files disagree on the number of items.",
-                                   hint="Train it again; do not mix files from different bundles.")
-        tower = TextTower(p / "encoder", max_length=config.max_length) if with_encoder else None
-        info = {k: v for k, v in manifest.items() if k not in ("format", "config", "blend")}
-        return cls(config=config, items=items, embeddings=embeddings, knn=ItemKNN(nb["neighbors"], nb["sims"]),
-                   popularity=pop, users=users, seen=seen, liked=liked, blend=blend, tower=tower, info=info)
+        b = read_bundle(path, with_encoder=with_encoder)
+        return cls(config=b.config, items=b.items, embeddings=b.embeddings, knn=b.knn, popularity=b.popularity,
+                   users=b.users, seen=b.seen, liked=b.liked, blend=b.blend, tower=b.tower, info=b.info)
 
 
 @dataclass
@@ -474,7 +370,7 @@ def train_recommender(interactions: Sequence[Interaction], items: Sequence[Item]
     """Train a recommender: fine-tune the text tower, fit item-kNN and popularity, tune the re-ranking blend."""
     import torch
 
-    from tuneforge.models.registry import resolve_base_model
+    from tuneforge.runs import resolve_base_model
 
     t0 = time.perf_counter()
     items = list(items)

@@ -1,8 +1,8 @@
 """The recommender as a service: registered bundles, posted interactions, recommendations per tenant.
 
-Tenant scoping happens only in the repositories below (subclasses of the store's ``_Scoped``): another tenant's
-recommender is reported exactly like a missing one. A bundle is registered from the server's import folder
-(``<data_dir>/imports``, where an operator or a deployment puts folders written by
+Tenant scoping happens only in the repositories below (subclasses of the store's ``TenantRepo``): another tenant's
+recommender is reported exactly like a missing one. A bundle is registered from the tenant's import folder
+(``<data_dir>/imports/<tenant id>``, where an operator or a deployment puts folders written by
 ``tuneforge solution recommender train``); it is copied into artifact storage, so the import can be removed.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,10 @@ from sqlalchemy.orm import Session as DbSession
 from tuneforge.errors import InvalidRequestError, NotFoundError, TuneforgeError
 from tuneforge.solutions.recommender.model import Recommendation, Recommender, SimilarItem
 from tuneforge.store.ids import new_id
-from tuneforge.store.repositories import _Scoped
+from tuneforge.store.repositories import TenantRepo
 from tuneforge.store.solution_tables.recommender import Recommender as RecommenderRow
 from tuneforge.store.solution_tables.recommender import RecommenderEvent
+from tuneforge.utils.lru import LRUCache
 
 __all__ = ["EventRepo", "RecommenderCache", "RecommenderRepo", "add_events", "delete_recommender", "import_root",
            "recommend", "register_recommender", "similar"]
@@ -34,13 +33,13 @@ __all__ = ["EventRepo", "RecommenderCache", "RecommenderRepo", "add_events", "de
 MAX_USER_EVENTS = 1000
 
 
-class RecommenderRepo(_Scoped[Any]):
+class RecommenderRepo(TenantRepo[Any]):
     model = RecommenderRow
     noun = "recommender"
     param = "recommender_id"
 
 
-class EventRepo(_Scoped[Any]):
+class EventRepo(TenantRepo[Any]):
     """Interactions posted to a recommender after training."""
 
     model = RecommenderEvent
@@ -48,56 +47,42 @@ class EventRepo(_Scoped[Any]):
     param = "event_id"
 
     def of_user(self, recommender_id: str, user: str, limit: int = MAX_USER_EVENTS) -> list[RecommenderEvent]:
-        q = (self._select().where(RecommenderEvent.recommender_id == recommender_id,
+        q = (self.select().where(RecommenderEvent.recommender_id == recommender_id,
                                   RecommenderEvent.user_id == user)
              .order_by(RecommenderEvent.id.desc()).limit(limit))
         return list(reversed(list(self.session.scalars(q))))
 
     def count_for(self, recommender_id: str) -> int:
-        q = self._select().where(RecommenderEvent.recommender_id == recommender_id).with_only_columns(
+        q = self.select().where(RecommenderEvent.recommender_id == recommender_id).with_only_columns(
             func.count())
         return int(self.session.scalar(q) or 0)
 
 
-class RecommenderCache:
-    """Loaded bundles by recommender id (item embeddings and neighbours stay in memory); least recently used out."""
+class RecommenderCache(LRUCache[Recommender]):
+    """Loaded bundles by recommender id (item embeddings and neighbours stay in memory), ``capacity`` of them,
+    least recently used out."""
 
     def __init__(self, capacity: int = 4) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, Recommender] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str, load: Callable[[], Recommender]) -> Recommender:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        model = load()
-        with self._lock:
-            self._items[key] = model
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return model
-
-    def evict(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
+        super().__init__(capacity)
 
 
-def import_root(data_dir: Path) -> Path:
-    """The folder bundles are registered from."""
-    return data_dir / "imports"
+def import_root(data_dir: Path, tenant_id: str) -> Path:
+    """The folder a tenant's bundles are registered from: ``<data_dir>/imports/<tenant id>``, one per tenant, so
+    that no tenant can register a bundle put there for another."""
+    return data_dir / "imports" / tenant_id
 
 
-def _bundle_source(data_dir: Path, bundle: str) -> Path:
-    root = import_root(data_dir).resolve()
+def _bundle_source(data_dir: Path, tenant_id: str, bundle: str) -> Path:
+    root = import_root(data_dir, tenant_id).resolve()
     path = (root / bundle).resolve()
+    shown = f"imports/{tenant_id}"  # relative to the data folder: never the server's absolute path
     if not path.is_relative_to(root) or path == root:
         raise InvalidRequestError(f"bundle: '{bundle}' is not a folder inside the import folder.",
-                                  param="bundle", hint=f"Give the name of a bundle folder under {root}.")
+                                  param="bundle", hint=f"Give the name of a bundle folder in {shown}.")
     if not path.is_dir():
         raise NotFoundError(f"No bundle folder '{bundle}' in the import folder.", param="bundle",
-                            hint="Copy the folder written by `tuneforge solution recommender train` there first.")
+                            hint=f"Copy the folder written by `tuneforge solution recommender train` into {shown} "
+                                 "in the server's data folder first.")
     return path
 
 
@@ -110,11 +95,13 @@ def _load(db: DbSession, storage: Any, row: RecommenderRow, cache: RecommenderCa
 def register_recommender(db: DbSession, *, tenant_id: str, storage: Any, data_dir: Path, name: str,
                          bundle: str) -> RecommenderRow:
     """Check the bundle loads, copy it into artifact storage and record it."""
-    source = _bundle_source(data_dir, bundle)
+    source = _bundle_source(data_dir, tenant_id, bundle)
     try:
         model = Recommender.load(source)
     except TuneforgeError as e:
-        raise InvalidRequestError(f"bundle: {e.message}", param="bundle", hint=e.hint) from e
+        # the bundle's name, never the server path it was read from
+        message = e.message.replace(str(source), repr(bundle)).replace(str(data_dir.resolve()), "<data dir>")
+        raise InvalidRequestError(f"bundle: {message}", param="bundle", hint=e.hint) from e
     rid = new_id("rec")
     key = f"solutions/recommender/{tenant_id}/{rid}"
     with tempfile.TemporaryDirectory() as tmp:

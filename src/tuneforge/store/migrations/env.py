@@ -5,10 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from tuneforge.store.models import Base
+from tuneforge.store.tables import metadata as target_metadata
 
 config = context.config
-target_metadata = Base.metadata
 
 
 def run() -> None:

@@ -1,5 +1,8 @@
-"""The solutions' tables. Imported at the end of :mod:`tuneforge.store.models`, so they are on ``Base.metadata``
-for Alembic and the migration test. Modules here import only ``Base`` and column types from the store, nothing
-from ``tuneforge.store.repositories``."""
+"""The solutions' tables, one module per solution; :mod:`tuneforge.store.tables` gathers them with the core
+tables for Alembic. Modules here import only the store's base and column types, nothing from the repositories.
 
-from tuneforge.store.solution_tables import assistant, monitor, recommender  # noqa: F401
+Importing this package registers the core tables too (:mod:`tuneforge.store.models`): the solutions' foreign keys
+point at ``tenants``, which must be on the same metadata.
+"""
+
+from tuneforge.store import models  # noqa: F401

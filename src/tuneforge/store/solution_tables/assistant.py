@@ -16,17 +16,16 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tuneforge.store.base import Base, TenantScoped
 from tuneforge.store.db import utcnow
-from tuneforge.store.models import Base
 
 __all__ = ["Assistant", "AssistantFeedback", "AssistantSession", "AssistantTurn"]
 
 
-class Assistant(Base):
+class Assistant(TenantScoped, Base):
     __tablename__ = "assistants"
     __table_args__ = (Index("ix_assistants_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     storage_key: Mapped[str] = mapped_column(String(255))
     intent_model: Mapped[str | None] = mapped_column(String(255))
@@ -36,21 +35,20 @@ class Assistant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AssistantSession(Base):
+class AssistantSession(TenantScoped, Base):
     __tablename__ = "assistant_sessions"
     __table_args__ = (Index("ix_assistant_sessions_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | handed_over
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AssistantTurn(Base):
+class AssistantTurn(TenantScoped, Base):
     __tablename__ = "assistant_turns"
+    tenant_index = True
     __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_assistant_turns_session_seq"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("assistant_sessions.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))  # user | assistant
@@ -59,11 +57,10 @@ class AssistantTurn(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AssistantFeedback(Base):
+class AssistantFeedback(TenantScoped, Base):
     __tablename__ = "assistant_feedback"
     __table_args__ = (Index("ix_assistant_feedback_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[str | None] = mapped_column(ForeignKey("assistant_sessions.id", ondelete="SET NULL"))
     message: Mapped[str] = mapped_column(Text)

@@ -13,30 +13,30 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tuneforge.store.base import Base, TenantScoped
 from tuneforge.store.db import utcnow
-from tuneforge.store.models import Base
 
 __all__ = ["MonitorAlert", "MonitorItem", "MonitorMention", "MonitorRule", "MonitorSource", "MonitorWatch"]
 
 
-class MonitorWatch(Base):
+class MonitorWatch(TenantScoped, Base):
     """A watch-list entry: an entity (ticker or company) and the aliases it is mentioned by."""
 
     __tablename__ = "monitor_watch"
+    tenant_index = True
     __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_monitor_watch_name"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class MonitorSource(Base):
+class MonitorSource(TenantScoped, Base):
     """An RSS/Atom feed or a web page polled every ``interval_s`` seconds."""
 
     __tablename__ = "monitor_sources"
+    tenant_index = True
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100), default="")
     kind: Mapped[str] = mapped_column(String(8))  # feed | page
     url: Mapped[str] = mapped_column(String(2000))
@@ -48,7 +48,7 @@ class MonitorSource(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class MonitorItem(Base):
+class MonitorItem(TenantScoped, Base):
     """One classified item."""
 
     __tablename__ = "monitor_items"
@@ -56,7 +56,6 @@ class MonitorItem(Base):
                       Index("ix_monitor_items_tenant_published", "tenant_id", "published_at"),
                       Index("ix_monitor_items_tenant_created", "tenant_id", "created_at"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(255), default="")
     url: Mapped[str | None] = mapped_column(String(2000))
     guid: Mapped[str | None] = mapped_column(String(500))
@@ -73,14 +72,13 @@ class MonitorItem(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class MonitorMention(Base):
+class MonitorMention(TenantScoped, Base):
     """An item's mention of one entity: the rows the time series and the detection read."""
 
     __tablename__ = "monitor_mentions"
     __table_args__ = (Index("ix_monitor_mentions_entity", "tenant_id", "entity", "published_at"),
                       Index("ix_monitor_mentions_topic", "tenant_id", "topic", "published_at"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     item_id: Mapped[str] = mapped_column(ForeignKey("monitor_items.id", ondelete="CASCADE"), index=True)
     entity: Mapped[str] = mapped_column(String(100))
     topic: Mapped[str | None] = mapped_column(String(64))
@@ -89,12 +87,12 @@ class MonitorMention(Base):
     score: Mapped[float] = mapped_column(Float)
 
 
-class MonitorRule(Base):
+class MonitorRule(TenantScoped, Base):
     """An alert rule: which entity (or ``*``: each entity), what detection, and where alerts go."""
 
     __tablename__ = "monitor_rules"
+    tenant_index = True
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100), default="")
     entity: Mapped[str] = mapped_column(String(100), default="*")
     metric: Mapped[str] = mapped_column(String(32))
@@ -111,14 +109,13 @@ class MonitorRule(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class MonitorAlert(Base):
+class MonitorAlert(TenantScoped, Base):
     """A fired alert, with the items that triggered it and what each delivery channel answered."""
 
     __tablename__ = "monitor_alerts"
     __table_args__ = (Index("ix_monitor_alerts_tenant_created", "tenant_id", "created_at"),
                       Index("ix_monitor_alerts_rule_entity", "rule_id", "entity", "at"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     rule_id: Mapped[str] = mapped_column(ForeignKey("monitor_rules.id", ondelete="CASCADE"))
     entity: Mapped[str] = mapped_column(String(100))
     metric: Mapped[str] = mapped_column(String(32))

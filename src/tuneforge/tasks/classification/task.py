@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,9 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.data.cleaning import CleanOptions, CleanReport
+from tuneforge.data.dataset import Dataset
+from tuneforge.data.splitting import SplitKeys
 from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
+from tuneforge.tasks.classification.data import clean_classification, read_classification
 from tuneforge.tasks.common import load_with_head, softmax
+from tuneforge.tasks.datasets import read_options
 from tuneforge.tasks.encoder import EncoderTask
 
 __all__ = ["ClassificationTask"]
@@ -23,13 +29,41 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class ClassificationTask(EncoderTask):
     name = "classification"
-    columns = ("text", "text_pair", "label")
+    columns: tuple[str, ...] = ("text", "text_pair", "label")
     label_noun = "class"
     multi_label_capable = True
     sequence_level = True
+    auto_model_kind = "sequence-classification"
     per_token = False
     main_metric = "accuracy"
     default_max_length = 256
+    closed_label_set = True
+    detect_order = 100  # the fallback: any file that no other task recognises is read as classification
+
+    # --- data: the reader and cleaner live in data.py -------------------------------------------------------
+
+    def read(self, path: str | os.PathLike[str], **options: Any) -> Dataset:
+        return read_classification(path, read_options(self, options), task=self.name)
+
+    def clean(self, ds: Dataset, options: CleanOptions) -> tuple[Dataset, CleanReport]:
+        return clean_classification(ds, options)
+
+    def split_keys(self, examples: Sequence[dict[str, Any]]) -> SplitKeys:
+        """Stratified by label (multi-label: by each example's first label); unlabelled data splits at random."""
+        keys: list[Any] = []
+        for ex in examples:
+            label = ex["label"]
+            if label is None:
+                return SplitKeys()  # unlabelled data: nothing to stratify on
+            keys.append((label[0] if label else "") if isinstance(label, list) else label)
+        return SplitKeys(strata=keys)
+
+    def recognises(self, columns: Sequence[str]) -> bool:
+        return True
+
+    def label_occurrences(self, example: dict[str, Any]) -> list[str]:
+        label = example.get("label")
+        return [str(x) for x in (label if isinstance(label, list) else [label]) if x is not None]
 
     def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
         """A raw input (a string, or ``{"text", "text_pair"}``) as an example, or the problem with it."""

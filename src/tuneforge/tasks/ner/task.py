@@ -4,16 +4,21 @@ decoded (constrained Viterbi) to entities with character spans."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tuneforge.data.cleaning import CleanOptions, CleanReport
+from tuneforge.data.dataset import Dataset
 from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import is_cjk, join_tokens, load_with_head, softmax, split_words
+from tuneforge.tasks.datasets import read_options
 from tuneforge.tasks.encoder import EncoderTask
+from tuneforge.tasks.ner.data import ALIASES, clean_ner, read_ner
 
 __all__ = ["NerTask", "bio_to_spans", "bio_viterbi", "kept_positions", "label_positions"]
 
@@ -125,11 +130,29 @@ def kept_positions(word_ids: Sequence[int | None], tokens: Sequence[str], words:
 
 class NerTask(EncoderTask):
     name = "ner"
-    columns = ("tokens", "tags")
+    columns: tuple[str, ...] = ("tokens", "tags")
     label_noun = "entity type"
+    auto_model_kind = "token-classification"
     per_token = True
     main_metric = "f1"
     default_max_length = 256
+    detect_order = 10
+
+    # --- data: the reader and cleaner live in data.py -------------------------------------------------------
+
+    def read(self, path: str | os.PathLike[str], **options: Any) -> Dataset:
+        return read_ner(path, read_options(self, options), task=self.name)
+
+    def clean(self, ds: Dataset, options: CleanOptions) -> tuple[Dataset, CleanReport]:
+        return clean_ner(ds, options)
+
+    def recognises(self, columns: Sequence[str]) -> bool:
+        """A tokens (or words) column."""
+        return bool({c.lower() for c in columns} & set(ALIASES["tokens"]))
+
+    def label_occurrences(self, example: dict[str, Any]) -> list[str]:
+        """The type of each entity (one per B- tag)."""
+        return [t[2:] for t in example.get("tags") or [] if t.startswith("B-")]
 
 
     def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:
@@ -206,6 +229,12 @@ class NerTask(EncoderTask):
                                  "score": round(score, 6), "words": [a, b]})
             preds.append({"tags": tags, "entities": entities})
         return preds
+
+    def public_prediction(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """The entities, without the word tags and word positions (what scoring uses)."""
+        out = {k: v for k, v in prediction.items() if k != "tags"}
+        out["entities"] = [{k: v for k, v in e.items() if k != "words"} for e in prediction.get("entities", [])]
+        return out
 
     def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
               multi_label: bool = False) -> dict[str, Any]:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tuneforge.data.cleaning import CleanOptions, CleanReport
+from tuneforge.data.dataset import Dataset
+from tuneforge.data.splitting import SplitKeys
 from tuneforge.errors import DataProblem
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.common import softmax
+from tuneforge.tasks.datasets import read_options
 from tuneforge.tasks.encoder import EncoderTask
+from tuneforge.tasks.qa.data import ALIASES, clean_qa, read_qa
 from tuneforge.tasks.qa.metrics import squad_em_f1
 
 __all__ = ["QaTask"]
@@ -23,13 +29,44 @@ MAX_QUESTION_TOKENS = 64
 
 class QaTask(EncoderTask):
     name = "qa"
-    columns = ("question", "context", "answers", "id")
+    columns: tuple[str, ...] = ("question", "context", "answers", "id")
     labelled = False
     label_noun = "answer span"
     long_input_note = "split into overlapping windows."
+    windowed = True
+    auto_model_kind = "question-answering"
     per_token = True
     main_metric = "f1"
     default_max_length = 384
+    detect_order = 20
+
+    # --- data: the reader and cleaner live in data.py -------------------------------------------------------
+
+    def read(self, path: str | os.PathLike[str], **options: Any) -> Dataset:
+        return read_qa(path, read_options(self, options), task=self.name)
+
+    def clean(self, ds: Dataset, options: CleanOptions) -> tuple[Dataset, CleanReport]:
+        return clean_qa(ds, options)
+
+    def record(self, example: dict[str, Any]) -> dict[str, Any]:
+        """The Hugging Face SQuAD layout: id, title (when set), context, question, answers."""
+        rec: dict[str, Any] = {"id": example["id"]}
+        if example.get("title") is not None:
+            rec["title"] = example["title"]
+        rec.update(context=example["context"], question=example["question"], answers=example["answers"])
+        return rec
+
+    def split_keys(self, examples: Sequence[dict[str, Any]]) -> SplitKeys:
+        """Grouped by article (title, or context when titles are missing), so no passage is in two splits."""
+        titled = all(ex.get("title") for ex in examples)
+        return SplitKeys(groups=[ex["title"] if titled else ex["context"] for ex in examples],
+                         group_noun="articles (titles)" if titled else "distinct contexts",
+                         group_hint="questions about one passage must stay in one split; add more passages")
+
+    def recognises(self, columns: Sequence[str]) -> bool:
+        """A question column and a context (or passage, paragraph) column."""
+        cols = {c.lower() for c in columns}
+        return "question" in cols and bool(cols & set(ALIASES["context"]))
 
 
     def parse_input(self, item: Any, index: int) -> dict[str, Any] | DataProblem:

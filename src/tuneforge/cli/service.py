@@ -1,6 +1,6 @@
 """``tuneforge serve``, ``tuneforge worker`` and ``tuneforge admin ...``: the service's commands.
 
-Registered by :mod:`tuneforge.cli`. Configuration comes from the environment (``TUNEFORGE_DATA_DIR``,
+Registered by :mod:`tuneforge.cli` (``register``). Configuration comes from the environment (``TUNEFORGE_DATA_DIR``,
 ``TUNEFORGE_DATABASE_URL``, ... see ``docs/service.md``); options override it.
 """
 
@@ -15,13 +15,11 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-__all__ = ["register"]
+from tuneforge.cli.options import err, offline, out
 
-out = Console()
-err = Console(stderr=True)
+__all__ = ["register"]
 
 admin_app = typer.Typer(no_args_is_help=True, help="Manage tenants, plans, quotas and API keys.")
 
@@ -252,9 +250,8 @@ def serve(
     import uvicorn
 
     from tuneforge.api import create_app
-    from tuneforge.cli import _offline
 
-    _offline()
+    offline()
     _serving_threads()
     _logging(log_level)
     settings = _settings(embedded_workers=workers)
@@ -269,13 +266,12 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a worker that trains queued jobs (on this machine or another sharing the database and data dir)."""
-    from tuneforge.cli import _offline
     from tuneforge.jobs.worker import Worker
     from tuneforge.store.db import make_engine, make_session_factory, upgrade
     from tuneforge.store.storage import LocalStorage
     from tuneforge.store.tenants import ensure_plans
 
-    _offline()
+    offline()
     _logging(log_level)
     settings = _settings(worker_concurrency=concurrency, executor=executor)
     engine = make_engine(settings.db_url)

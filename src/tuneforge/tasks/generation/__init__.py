@@ -1,0 +1,83 @@
+"""Generative fine-tuning (chat SFT and preference pairs): data, chat template rendering, batching, metrics.
+
+The foundations of the ``generation`` task: :mod:`.data` reads and validates the six data layouts into one
+example shape, :mod:`.template` renders them with the tokenizer's own chat template (training labels and
+generation prompts from one function), :mod:`.collate` pads or packs batches, :mod:`.metrics` computes
+OpenAI-named token metrics and EM / F1 / ROUGE-L, and :mod:`.budget` holds OpenAI's epoch and billing rules.
+The task object itself is registered separately.
+"""
+
+from tuneforge.tasks.generation.budget import DEFAULT_EPOCHS, auto_epochs, token_summary
+from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator, left_pad, pad_token_id
+from tuneforge.tasks.generation.data import (
+    FORMATS,
+    MIN_EXAMPLES,
+    PREFERENCE_FORMATS,
+    SFT_FORMATS,
+    CodedProblem,
+    GenerationData,
+    detect_format,
+    normalize_row,
+    parse_prompt,
+    read_generation_data,
+)
+from tuneforge.tasks.generation.metrics import (
+    TokenStats,
+    named_token_metrics,
+    preference_accuracy,
+    rouge_l,
+    sequence_logprobs,
+    text_scores,
+    token_stats,
+)
+from tuneforge.tasks.generation.template import (
+    IGNORE_INDEX,
+    Rendered,
+    RenderedSet,
+    chat_template,
+    end_of_turn_ids,
+    length_problems,
+    render_dataset,
+    render_example,
+    render_pair,
+    render_prompt,
+    render_prompt_text,
+)
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "FORMATS",
+    "IGNORE_INDEX",
+    "MIN_EXAMPLES",
+    "PREFERENCE_FORMATS",
+    "SFT_FORMATS",
+    "CodedProblem",
+    "GenerationData",
+    "PackingCollator",
+    "PaddingCollator",
+    "Rendered",
+    "RenderedSet",
+    "TokenStats",
+    "auto_epochs",
+    "chat_template",
+    "detect_format",
+    "end_of_turn_ids",
+    "left_pad",
+    "length_problems",
+    "named_token_metrics",
+    "normalize_row",
+    "pad_token_id",
+    "parse_prompt",
+    "preference_accuracy",
+    "read_generation_data",
+    "render_dataset",
+    "render_example",
+    "render_pair",
+    "render_prompt",
+    "render_prompt_text",
+    "rouge_l",
+    "sequence_logprobs",
+    "text_scores",
+    "token_stats",
+    "token_summary",
+]
