@@ -48,9 +48,11 @@ demo: setup
 	@echo "  your own data: $(TF) data check FILE --task classification|ner|qa"
 
 test: setup browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: setup browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow"
 
 screenshots: setup browser
@@ -58,6 +60,7 @@ screenshots: setup browser
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy src
 
 clean:
