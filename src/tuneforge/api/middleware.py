@@ -4,6 +4,7 @@ read: a declared ``content-length`` over it is refused at once, a streamed body 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -101,6 +102,8 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        raw_receive = receive
+
         async def too_large(exc: RequestTooLarge) -> None:
             body = json.dumps(error_body(str(exc.detail), "invalid_request_error", param=exc.param,
                                          code=exc.code)).encode()
@@ -109,7 +112,12 @@ class RequestContextMiddleware:
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"content-length", str(len(body)).encode()),
                                             (b"x-should-retry", b"false"), (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
+            # The whole answer goes out at once; the response stays open while the rest of the body is read and
+            # dropped (a lingering close, bounded), so that a client still sending gets the 413 instead of a
+            # connection reset when the server closes with unread data.
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await _drain(raw_receive)
+            await send({"type": "http.response.body", "body": b""})
 
         if self.limits is not None:
             limit, error = self.limits.error(scope["method"], scope["path"])
@@ -149,6 +157,30 @@ class RequestContextMiddleware:
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
         self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - t0)
+
+
+#: how much of a refused body is read and dropped before the connection closes, and for how long at most
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 20.0
+
+
+async def _drain(receive: Any) -> None:
+    """Read and drop what is left of a request body (nothing is kept), up to DRAIN_BYTES / DRAIN_SECONDS."""
+    drained = 0
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while drained < DRAIN_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body") or b"")
+        if not message.get("more_body"):
+            return
 
 
 def _limited(receive: Any, limit: int, error: RequestTooLarge) -> Any:
