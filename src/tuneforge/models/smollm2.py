@@ -15,14 +15,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ModelFormatError, ModelNotFoundError, StorageError
-from tuneforge.utils.fs import atomic_dir, storage_errors
+from tuneforge.utils.fs import atomic_dir, remove_abandoned_dirs, storage_errors
 
 __all__ = [
     "CONVERSION_FILE",
@@ -198,15 +197,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         handle.close()
 
 
-def _remove_abandoned_builds(dest: Path) -> None:
-    # atomic_dir removes its temporary folder on an exception, not when the process is killed (~540 MB each).
-    now = time.time()
-    for tmp in dest.parent.glob(f".{dest.name}.*.partial"):
-        try:
-            if tmp.is_dir() and now - tmp.stat().st_mtime > _ABANDONED_AFTER_S:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def ensure_converted(cache_dir: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None) -> Path:
@@ -224,7 +214,7 @@ def ensure_converted(cache_dir: str | os.PathLike[str], *, source: str | os.Path
     with _exclusive(dest.parent / f".{dest.name}.lock"):
         if is_converted(dest, sha):  # another process converted it while this one waited
             return dest
-        _remove_abandoned_builds(dest)
+        remove_abandoned_dirs(dest, older_than_s=_ABANDONED_AFTER_S)
         # a folder without a matching marker is not a finished conversion (renames are atomic): replace it
         convert_gguf(src, dest, overwrite=dest.exists())
     return dest

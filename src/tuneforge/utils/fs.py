@@ -8,14 +8,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import StorageError
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "storage_errors",
-           "write_jsonl"]
+__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "remove_abandoned_dirs",
+           "storage_errors", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -63,6 +64,20 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
     """Write rows as JSON Lines (UTF-8, one object per line), atomically."""
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def remove_abandoned_dirs(path: str | os.PathLike[str], *, older_than_s: float = 3600.0) -> None:
+    """Remove the temporary folders :func:`atomic_dir` left beside ``path`` when its process was killed (it removes
+    them itself on an exception). Only those older than ``older_than_s``: a younger one may be another process's
+    build in progress."""
+    p = Path(path)
+    now = time.time()
+    for tmp in p.parent.glob(f".{p.name}.*.partial"):
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > older_than_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
 
 
 @contextlib.contextmanager

