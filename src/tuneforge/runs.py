@@ -30,7 +30,7 @@ __all__ = ["CHECKPOINTS", "FORMAT_VERSION", "MANIFEST", "RUN_CONFIG", "base_mode
            "checkpoint_step",
            "complete_checkpoints", "finalize_run", "has_manifest", "is_complete_checkpoint",
            "last_complete_checkpoint", "manifest_path", "read_manifest", "read_run_config", "resolve_base_model",
-           "run_name", "write_manifest", "write_run_config"]
+           "run_name", "write_checkpoint_run", "write_manifest", "write_run_config"]
 
 MANIFEST = "tuneforge.json"
 RUN_CONFIG = "run-config.json"
@@ -251,6 +251,59 @@ def finalize_run(out: Path, manifest: dict[str, Any], write_files: Callable[[Pat
         remove_run_config(out)
         if not keep_checkpoints:
             shutil.rmtree(checkpoints_dir(out), ignore_errors=True)
+
+
+#: files of a Trainer checkpoint that only resuming needs (optimizer, scheduler, RNG and trainer state)
+_TRAINER_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|training_args\.bin|trainer_state\.json|"
+                            r"rng_state.*\.pth)$")
+#: tokenizer files a finished run holds (copied into a checkpoint's run folder when the checkpoint lacks them)
+_TOKENIZER = re.compile(r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|"
+                        r"spiece\.model|sentencepiece.*\.model)$")
+
+
+def write_checkpoint_run(run_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
+                         dest: str | os.PathLike[str]) -> bool:
+    """Make ``dest`` a finished run folder of the model saved in ``checkpoint`` (a complete ``checkpoint-N`` of
+    the finished run ``run_dir``): the checkpoint's weights and config, the run's tokenizer, and the run's manifest
+    with ``training.steps`` set to N and ``checkpoint: {"step": N}`` (its dev ``metrics`` are the final model's,
+    so they are emptied). Written into a staging folder and moved into place whole.
+
+    Returns False, writing nothing, when the checkpoint does not hold the files the run's method saves (a method
+    that saves its weights its own way): such a checkpoint can be resumed from but not served.
+    """
+    run_dir, checkpoint, dest = Path(run_dir), Path(checkpoint), Path(dest)
+    step = checkpoint_step(checkpoint)
+    if step is None or not is_complete_checkpoint(checkpoint):
+        raise RunError(f"{checkpoint.name} is not a complete checkpoint-N folder.")
+    manifest = read_manifest(run_dir)
+    needed = (manifest.get("method_info") or {}).get("files") or []
+    if not all((checkpoint / f).is_file() for f in needed) or not any(checkpoint.glob("*.safetensors")):
+        return False
+    staging = dest.with_name(f".{dest.name}.partial")
+    with storage_errors(dest):
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for f in checkpoint.iterdir():
+            if f.is_file() and not _TRAINER_STATE.match(f.name):
+                _link_or_copy(f, staging / f.name)
+        for f in run_dir.iterdir():
+            if f.is_file() and _TOKENIZER.match(f.name) and not (staging / f.name).exists():
+                _link_or_copy(f, staging / f.name)
+        manifest["metrics"] = {}
+        manifest["checkpoint"] = {"step": step}
+        manifest.setdefault("training", {})["steps"] = step
+        write_manifest(staging, manifest)
+        read_manifest(staging)  # the weights are whole
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(staging, dest)
+    return True
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 # --- the base model a run was trained from -----------------------------------------------------------------------

@@ -287,3 +287,23 @@ def test_checkpoint_ids_name_the_fine_tuned_model(api):
         s.commit()
     ck = c.get(f"/v1/fine_tuning/jobs/{jid}/checkpoints").json()["data"][0]
     assert ck["fine_tuned_model_checkpoint"] == f"ft:tiny-bert:{name}:v2:{jid.split('-', 1)[1][:8]}:ckpt-step-6"
+
+
+def test_a_checkpoint_that_was_not_kept_is_a_clear_404_for_predict(api):
+    from tuneforge.store.models import Model
+
+    _, key = api.tenant()
+    c = api.as_(key)
+    jid = c.post("/v1/fine_tuning/jobs", json=_body(_file(c))).json()["id"]
+    with api.sessions() as s:
+        job = s.get(Job, jid)
+        s.add(Model(id="ft:tiny-bert:t:x:abcd1234", tenant_id=job.tenant_id, job_id=jid, base_model="tiny-bert",
+                    task="classification", storage_key=f"models/{job.tenant_id}/{jid}", bytes=0,
+                    created_at=utcnow()))
+        s.add(Checkpoint(id="ftckpt-old", job_id=jid, step=2, attempt=2, metrics={}, created_at=utcnow()))
+        s.commit()
+    r = c.post("/v1/predict", json={"model": "ft:tiny-bert:t:x:abcd1234:ckpt-step-2", "inputs": ["hi"]})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+    assert "was not kept" in r.json()["error"]["message"]
+    r = c.post("/v1/predict", json={"model": "ft:tiny-bert:t:x:abcd1234:ckpt-step-3", "inputs": ["hi"]})
+    assert r.status_code == 404 and "No such model" in r.json()["error"]["message"]

@@ -50,6 +50,7 @@ def test_a_whole_job_through_the_openai_client(served):
         job = a.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model and ":e2e:" in job.fine_tuned_model and job.trained_tokens > 0
+    assert job.model_extra["attempt"] == 1 and job.model_extra["failed_attempts"] == 0  # a first run is attempt 1
 
     assert job.hyperparameters.learning_rate_multiplier == 2.0
     state = app.state.tuneforge
@@ -104,6 +105,17 @@ def test_a_whole_job_through_the_openai_client(served):
         r = httpx.post(f"{url}/v1/predict", json={"model": job.fine_tuned_model, "inputs": texts},
                        headers={"Authorization": f"Bearer {kb}"})
         assert r.status_code == 404 and r.headers["x-request-id"]
+        for c in ckpts:  # each kept checkpoint is a model of its own
+            r = http.post("/v1/predict", json={"model": c.fine_tuned_model_checkpoint, "inputs": texts})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == c.fine_tuned_model_checkpoint and r.json()["task"] == "classification"
+            assert all(p["label"] in {"positive", "negative"} for p in r.json()["data"])
+            other = httpx.post(f"{url}/v1/predict", json={"model": c.fine_tuned_model_checkpoint, "inputs": texts},
+                               headers={"Authorization": f"Bearer {kb}"})
+            assert other.status_code == 404 and c.fine_tuned_model_checkpoint in other.text
+        for missing in (f"{job.fine_tuned_model}:ckpt-step-5", "ft:tiny-bert:nobody:xxxxxxxx:ckpt-step-12"):
+            r = http.post("/v1/predict", json={"model": missing, "inputs": texts})
+            assert r.status_code == 404 and r.json()["error"]["param"] == "model", r.text
         emb = a.embeddings.create(model="tiny-bert", input=["a good movie", "a bad movie"])
         vec = np.array(emb.data[0].embedding)
         assert len(emb.data) == 2 and vec.shape == (32,) and abs(np.linalg.norm(vec) - 1) < 1e-4

@@ -236,6 +236,30 @@ def test_pause_resume_and_cancel_a_job(page, server, acme):
     assert status.inner_text() == "Cancelled" and page.locator("#cancel-button").is_hidden()
 
 
+def test_a_running_job_shows_its_progress_and_finish_in_both_languages(page, server, acme):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {acme['key']}"}) as http:
+        job = http.post("/v1/fine_tuning/jobs", json={
+            "model": "tiny-bert", "training_file": acme["train"], "metadata": {"task": "classification"},
+            "logging_steps": 1, "max_length": 16,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 500}}}}).json()
+        try:
+            sign_in(page, acme["key"], then=f"/console/jobs/{job['id']}")
+            page.wait_for_function("() => /^Step [0-9,]+ of [0-9,]+ \\([0-9]+%\\)$/"
+                                   ".test(document.getElementById('progress-text').textContent)", timeout=120_000)
+            page.wait_for_function("() => /^Estimated finish .+, in (about [0-9]+ min|under a minute)$/"
+                                   ".test(document.getElementById('progress-eta').textContent)", timeout=60_000)
+            assert 0 < float(page.locator("#progress-bar").get_attribute("value") or 0) < 1
+            assert page.locator("#job-attempt").inner_text().endswith("1")
+            page.goto(f"{server.url}/console/jobs/{job['id']}?lang=zh")
+            page.wait_for_function("() => /^第 [0-9,]+ \\/ [0-9,]+ 步（[0-9]+%）$/"
+                                   ".test(document.getElementById('progress-text').textContent)", timeout=60_000)
+            page.wait_for_function("() => /^预计 .+ 完成，/"
+                                   ".test(document.getElementById('progress-eta').textContent)", timeout=60_000)
+            assert page.locator("#progress-h").inner_text() == "进度"
+        finally:
+            http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+
+
 def test_the_accessibility_checks_find_what_they_look_for(page):
     page.set_content('<html><body><h1>Title</h1><h3>Skipped a level</h3><input id="nameless">'
                      '<button></button><p style="color:#aaa;background:#fff">faint text</p><canvas></canvas>'

@@ -72,13 +72,17 @@ def _cases() -> list[tuple[str, str, bytes, tuple[str, ...], dict[str, bool]]]:
     add("header-only.csv", cls, b"text,label\n", "no records")
     add("empty.csv", cls, b"", "empty")
     add("blank-lines.csv", cls, b"\n \n\t\n", "empty")
-    add("gbk.csv", cls, ("text,label\n" + "".join(f"{ZH}{i},pos\n" for i in range(4))).encode("gbk"), "line 2",
-        "utf-8", "iconv -f GBK")
-    add("big5.csv", cls, ("text,label\n" + "".join(f"{TW}{i},pos\n" for i in range(4))).encode("big5"), "line 2",
-        "iconv -f BIG5")
-    add("shift-jis.csv", cls, ("text,label\n" + "".join(f"{JA}{i},pos\n" for i in range(4))).encode("shift_jis"),
-        "line 2", "iconv -f CP932")
-    add("latin1.csv", cls, "text,label\ncafé crème,pos\nthé,neg\n".encode("latin-1"), "line 2", "-t UTF-8")
+    # a legacy encoding told with confidence is read, with a warning naming it; one that cannot be told is refused
+    two = ("pos", "neg")
+    add("gbk.csv", cls, ("text,label\n" + "".join(f"{ZH}{i},{two[i % 2]}\n" for i in range(4))).encode("gbk"),
+        "not UTF-8", "GBK", "--encoding", warn=True)
+    add("big5.csv", cls, ("text,label\n" + "".join(f"{TW}{i},{two[i % 2]}\n" for i in range(4))).encode("big5"),
+        "Big5", "--encoding", warn=True)
+    add("shift-jis.csv", cls, ("text,label\n" + "".join(f"{JA}{i},{two[i % 2]}\n" for i in range(4)))
+        .encode("shift_jis"), "Shift-JIS", "--encoding", warn=True)
+    add("latin1.csv", cls, "text,label\ncafé crème,pos\nthé,neg\n".encode("latin-1"), "Windows-1252", warn=True)
+    add("ambiguous-encoding.csv", cls, "text,label\n啊,pos\n哦,neg\n".encode("gbk"), "line 2", "-t UTF-8",
+        "--encoding")
     add("png-named.csv", cls, PNG, "not text", "PNG")
     add("excel-workbook.csv", cls, XLSX, "not text", "save it as CSV")
     add("nul-only.csv", cls, b"\x00" * 4096, "not text")
@@ -150,7 +154,8 @@ def _cases() -> list[tuple[str, str, bytes, tuple[str, ...], dict[str, bool]]]:
         "question")
     add("squad-article-string.json", qa, b'{"data": ["article"]}', "item 0", "not an object")
     add("squad-deep.json", qa, b'{"data": [{"paragraphs": ' + b"[" * 2000 + b"]" * 2000 + b"}]}", "levels deep")
-    add("squad-gbk.json", qa, _squad(context=ZH * 3).decode().encode("gbk"), "utf-8", "GBK")
+    add("squad-gbk.json", qa, _squad(context=ZH * 3, qas=[{"id": "1", "question": "什么很好？", "answers": [
+        {"text": "酒店", "answer_start": 2}]}]).decode().encode("gbk"), "not UTF-8", "GBK", warn=True)
     # --- CoNLL (ner)
     add("token-without-tag.conll", ner, b"john B-PER\nlives O\nparis\n\nmary B-PER\n", "line 3", "no tag")
     add("i-without-b.conll", ner, b"john I-PER\nlives O\n\nmary B-PER\nworks O\n", "line 1", "I-PER")

@@ -164,3 +164,74 @@ def test_backends_are_chosen_by_name():
     assert svc.cache.keys() == []
     svc.close()
     assert loaded == [("predict", "run-folder"), ("embed", "encoder-folder")]
+
+
+def test_a_models_tokenizer_is_used_by_one_thread_only():
+    """A fast tokenizer is not thread-safe: a request thread counting tokens while the batcher thread encodes a
+    batch switched that batch's truncation off (a 500 under load). Counting happens in the batcher's thread."""
+    threads: dict[str, set[str]] = {"run": set(), "count_tokens": set()}
+
+    class Recording(_Fake):
+        def run(self, items: list[Any]) -> list[Any]:
+            threads["run"].add(threading.current_thread().name)
+            return super().run(items)
+
+        def count_tokens(self, items: list[Any]) -> int:
+            threads["count_tokens"].add(threading.current_thread().name)
+            return super().count_tokens(items)
+
+    class Backend:
+        def load_predictor(self, path: Any) -> _Fake:
+            return Recording(10)
+
+        load_embedder = load_predictor
+
+    svc = InferenceService(capacity_bytes=1000, backend=Backend())  # type: ignore[arg-type]
+    try:
+        with ThreadPoolExecutor(8, thread_name_prefix="request") as pool:
+            out = list(pool.map(lambda i: svc.predict("m", "run", ["ab", "c" * i]), range(1, 17)))
+            emb = list(pool.map(lambda i: svc.embed("m", "enc", ["x" * i]), range(1, 9)))
+    finally:
+        svc.close()
+    assert out == [([{"label": "AB"}, {"label": "C" * i}], 2 + i) for i in range(1, 17)]  # per request, as before
+    assert [n for _, n in emb] == list(range(1, 9))
+    assert len(threads["run"]) == 2 and threads["count_tokens"] == threads["run"]  # the two batchers' threads
+
+
+def test_a_large_request_does_not_hold_the_batcher_for_its_whole_length():
+    """A request of many inputs runs max_items at a time; a small request sent meanwhile is answered between its
+    parts, long before the large one ends."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    class Slow(_Fake):
+        def run(self, items: list[Any]) -> list[Any]:
+            calls.append(len(items))
+            if len(calls) == 1:
+                started.set()
+                release.wait(10)  # the large request's first part holds until the small one is queued
+            return super().run(items)
+
+    class Backend:
+        def load_predictor(self, path: Any) -> _Fake:
+            return Slow(10)
+
+        load_embedder = load_predictor
+
+    svc = InferenceService(capacity_bytes=1000, max_items=4, backend=Backend())  # type: ignore[arg-type]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            large = pool.submit(svc.predict, "m", "run", [f"x{i}" for i in range(10)])
+            assert started.wait(10)
+            small = pool.submit(svc.predict, "m", "run", ["hi"])
+            deadline = time.monotonic() + 10
+            while svc.cache.get("predict:m", lambda: None).batcher._q.qsize() < 1:  # type: ignore[arg-type, return-value]
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            release.set()
+            assert small.result(10) == ([{"label": "HI"}], 2)
+            preds, tokens = large.result(10)
+    finally:
+        svc.close()
+    assert [p["label"] for p in preds] == [f"X{i}" for i in range(10)] and tokens == 20
+    assert calls[:2] == [4, 1] and sum(calls) == 11 and max(calls) <= 4  # the small one ran after the first part

@@ -47,15 +47,15 @@ def stoppable_runner(spec: Any, emit: Any, should_stop: Any) -> dict[str, Any]:
 
 
 def gated_training(spec: Any, emit: Any, should_stop: Any) -> dict[str, Any]:
-    """The real training, except that the first training attempt (attempt 2, after validation) waits after its
-    second step until it is asked to stop: a cancel or pause then always arrives mid-training."""
+    """The real training, except that the job's first training attempt waits after its second step until it is
+    asked to stop: a cancel or pause then always arrives mid-training."""
     from tuneforge.jobs.runner import run_training
 
     steps = {"n": 0}
 
     def gate() -> bool:
         steps["n"] += 1
-        if spec.attempt == 2 and steps["n"] >= 2:
+        if spec.training_attempt == 1 and steps["n"] >= 2:
             while not should_stop():
                 time.sleep(0.02)
             return True

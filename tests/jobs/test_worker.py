@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from tests.jobs import fakes
 from tests.service_support import jsonl, new_tenant, rows
+from tuneforge import runs
+from tuneforge.inference import load_predictor
 from tuneforge.jobs.executors import ProcessExecutor, ThreadExecutor
 from tuneforge.jobs.service import cancel_job, pause_job, resume_job
 from tuneforge.jobs.worker import Worker
@@ -112,6 +114,43 @@ def test_a_crashing_training_process_is_retried_then_fails(sqlite_env):
     assert sum("about to crash" in m for m in msgs) == 2 and any("queued again" in m for m in msgs)
 
 
+def test_a_first_successful_training_is_attempt_1(sqlite_env):
+    env = sqlite_env
+    fakes.GATE.set()
+    _, key = new_tenant(env.sessions)
+    job_id = env.job(key)
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=ThreadExecutor(),
+               train_runner="tests.jobs.fakes:blocking_runner", validate_runner=FAKE_VALIDATE)
+    w.run_until_idle(timeout=60)
+    j = _job(env, job_id)
+    assert j.status == "succeeded" and j.training_attempt == 1
+    assert j.attempt == 2  # the queue's fencing token: the validation's claim, then the training's
+    msgs = [e.message for e in _events(env, job_id)]
+    assert "Training started (attempt 1)." in msgs and any(m.startswith("Attempt 1: training on worker") for m in msgs)
+    assert not any("attempt 2" in m.lower() for m in msgs), msgs
+
+
+def test_an_unexpected_error_starting_a_training_names_no_server_path(sqlite_env):
+    env = sqlite_env
+    secret = env.settings.work_dir / "some" / "inner" / "folder"
+
+    class Broken(ThreadExecutor):
+        def start(self, runner, spec):
+            raise OSError(f"[Errno 28] No space left on device: '{secret}'")
+
+    _, key = new_tenant(env.sessions)
+    job_id = env.job(key)
+    w = Worker(sessions=env.sessions, settings=env.settings, storage=env.storage, executor=Broken(),
+               validate_runner=FAKE_VALIDATE)
+    w.run_until_idle(timeout=60)
+    j = _job(env, job_id)
+    assert j.status == "failed" and j.error_code == "max_attempts_exceeded"
+    assert "OSError" in j.error_message and "No space left on device" in j.error_message
+    texts = [j.error_message] + [e.message for e in _events(env, job_id)]
+    assert not any(str(env.settings.data_dir) in t or "/some/inner" in t for t in texts), texts
+    assert "'folder'" in j.error_message  # the last component only
+
+
 # ------------------------------------------------------------------------------------------- real trainings
 GATED = "tests.jobs.fakes:gated_training"  # the real training, held after step 2 of its first attempt
 
@@ -164,7 +203,8 @@ def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
         w.shutdown()
     j = _job(env, job_id)
     assert j.status == "succeeded", j.error_message
-    assert j.failures == 0 and j.attempt == 3 and j.trained_tokens and j.trained_tokens > 0
+    assert j.failures == 0 and j.trained_tokens and j.trained_tokens > 0
+    assert j.training_attempt == 2 and j.attempt == 3  # two trainings (paused, resumed); 3 claims with validation
     resumed = [e for e in _events(env, job_id) if "Resuming from the checkpoint" in e.message]
     assert len(resumed) == 1 and resumed[0].data["resumed_from_step"] == 2
     with env.sessions() as s:
@@ -173,6 +213,21 @@ def test_pause_then_resume_continues_from_the_checkpoint(sqlite_env):
     assert manifest["training"]["steps"] == 6  # continued, not restarted
     metric_steps = [e.data["step"] for e in _events(env, job_id) if e.type == "metrics" and "loss" in e.data]
     assert sorted(set(metric_steps)) == [1, 2, 3, 4, 5, 6]
+    # the last checkpoints are finished run folders of their own, published inside the model's key
+    folder = env.storage.local_path(model.storage_key)
+    kept = sorted(int(d.name.rsplit("-", 1)[1]) for d in folder.glob("ckpt-step-*"))
+    assert kept and kept[-1] == 6 and len(kept) <= 3
+    with env.sessions() as s:
+        recorded = {c.step for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))}
+    assert set(kept) <= recorded
+    for step in kept:
+        ck = folder / f"ckpt-step-{step}"
+        m = runs.read_manifest(ck)
+        assert m["checkpoint"] == {"step": step} and m["training"]["steps"] == step and m["task"] == "classification"
+        assert not (ck / "optimizer.pt").exists() and not (ck / "trainer_state.json").exists()
+        assert load_predictor(ck).predict(["a good movie"])[0]["label"] in {"positive", "negative"}
+    done = [e for e in _events(env, job_id) if e.message.startswith("The job has successfully completed")]
+    assert done[0].data["checkpoint_models"] == [f"{j.fine_tuned_model}:ckpt-step-{s}" for s in kept]
 
 
 @pytest.mark.parametrize("field", ["training_file_id"])

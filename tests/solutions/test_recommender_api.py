@@ -116,3 +116,14 @@ def test_bundles_come_only_from_the_import_folder_and_need_the_train_scope(api, 
     shutil.copytree(bundle, _imports(api, settings, name2) / "ok")
     r = api.as_(predict_key).post(BASE, json={"name": "x", "bundle": "ok"})
     assert r.status_code == 403
+
+
+def test_a_nul_character_in_the_bundle_name_is_a_clear_400(api, settings, bundle):  # noqa: F811
+    name, key = api.tenant()
+    shutil.copytree(bundle, _imports(api, settings, name) / "films")
+    for bad in ("films\x00", "\x00", "films/\x00/x"):
+        r = api.as_(key).post(BASE, json={"name": "x", "bundle": bad})
+        assert r.status_code == 400, (bad, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["param"] == "bundle" and "NUL" in err["message"]
+        assert str(settings.data_dir.resolve()) not in r.text

@@ -129,7 +129,7 @@ def test_load_dataset_dispatches_to_the_tasks_reader(tmp_path: Path) -> None:
     path = jsonl(tmp_path, [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     direct = get_task("classification").read(path, min_classes=2)
     assert load_dataset(path, "classification", min_classes=2) == direct
-    with pytest.raises(ConfigError, match="unknown task 'nope' \\(choose from classification, ner, qa\\)"):
+    with pytest.raises(ConfigError, match="unknown task 'nope' \\(choose from classification, generation, ner, qa\\)"):
         load_dataset(path, "nope")
     with pytest.raises(ConfigError) as exc:
         load_dataset(path, "nope", min_classes=0)

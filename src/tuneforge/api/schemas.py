@@ -176,7 +176,7 @@ class JobPublic(BaseModel):
     user_provided_suffix: str | None = None
     task: str
     options: dict[str, Any] = Field(default_factory=dict, description="TuneForge training options of the job.")
-    attempt: int = 0
+    attempt: int = Field(0, description="Trainings started: 1 for the first (0 while its files are validated).")
     failed_attempts: int = 0
 
     @classmethod
@@ -194,7 +194,7 @@ class JobPublic(BaseModel):
                    estimated_finish=_ts(estimated_finish), result_files=list(result_files or []),
                    training_file=j.training_file_id, validation_file=j.validation_file_id, metadata=j.meta,
                    method={"type": "supervised", "supervised": {"hyperparameters": hp}},
-                   user_provided_suffix=j.suffix, task=j.task, options=j.options or {}, attempt=j.attempt,
+                   user_provided_suffix=j.suffix, task=j.task, options=j.options or {}, attempt=j.training_attempt,
                    failed_attempts=j.failures)
 
 

@@ -12,6 +12,8 @@ from rich.table import Table
 from tuneforge.cli.options import (
     AnswersCol,
     ContextCol,
+    DelimiterOpt,
+    EncodingOpt,
     FormatOpt,
     LabelCol,
     PairCol,
@@ -25,6 +27,7 @@ from tuneforge.cli.options import (
     get_task,
     offline,
     out,
+    print_warnings,
 )
 
 __all__ = ["app"]
@@ -42,6 +45,7 @@ def data_check(
     multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
                                                      help="Several labels per example (default: detect).")] = None,
     lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
+    delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
 ) -> None:
     """Validate a data file and summarize it. Every problem is listed with its file, line and field."""
     from tuneforge.tasks import load_dataset
@@ -50,9 +54,8 @@ def data_check(
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column, question=question_column, context=context_column, answers=answers_column)
     ds = load_dataset(file, task, columns=cols, format=fmt, multi_label=multi_label, strict_bio=not lenient_bio,
-                      min_classes=2)  # the same rules as train
-    for w in ds.warnings:
-        out.print(f"[yellow]warning:[/] {w}")
+                      min_classes=2, delimiter=delimiter, encoding=encoding)  # the same rules as train
+    print_warnings(ds)
     out.print(f"[green]OK[/] {file}: {len(ds)} {task} examples ({ds.format}), fingerprint {ds.fingerprint}")
     _summarize(spec, ds.examples)
 
@@ -100,6 +103,7 @@ def data_clean(
     no_near_dedupe: Annotated[bool, typer.Option("--no-near-dedupe", help="Keep near-duplicates.")] = False,
     no_html: Annotated[bool, typer.Option("--keep-html", help="Do not strip HTML tags and entities.")] = False,
     lowercase: Annotated[bool, typer.Option(help="Lower-case the text.")] = False,
+    delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
 ) -> None:
     """Normalize (Unicode NFKC, whitespace, HTML), dedupe and filter; print what was removed and why."""
     from tuneforge.data import CleanOptions
@@ -109,11 +113,13 @@ def data_clean(
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column)
     with err.status("Cleaning..."):
-        ds = load_dataset(file, task, columns=cols, format=fmt, require_labels=False, allow_empty=True)
+        ds = load_dataset(file, task, columns=cols, format=fmt, require_labels=False, allow_empty=True,
+                          delimiter=delimiter, encoding=encoding)
         opts = CleanOptions(min_chars=min_chars, max_chars=max_chars, near_threshold=near_threshold,
                             near_dedupe=not no_near_dedupe, strip_html=not no_html, lowercase=lowercase)
         cleaned, report = clean_dataset(ds, opts)
         write_dataset(cleaned, output)
+    print_warnings(ds)
     out.print(f"Kept {report.kept} of {len(ds)} examples; modified the text of {report.changed}; wrote {output}")
     counts = report.counts()
     if counts:
@@ -140,6 +146,7 @@ def data_split(
                                                     help="Folder for train/dev/test.jsonl (default: beside FILE).")]
     = None,
     text_column: TextCol = None, label_column: LabelCol = None, fmt: FormatOpt = None,
+    delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
 ) -> None:
     """Split into train/dev/test: stratified by label for classification, by context for QA; seeded."""
     from tuneforge.tasks import load_dataset, split_dataset, write_dataset
@@ -147,7 +154,8 @@ def data_split(
     spec = get_task(task)
     # a sequence-level task's unlabelled rows still split (the labelled ones are stratified)
     ds = load_dataset(file, task, columns=column_map(text=text_column, label=label_column), format=fmt,
-                      require_labels=not spec.sequence_level)
+                      require_labels=not spec.sequence_level, delimiter=delimiter, encoding=encoding)
+    print_warnings(ds)
     parts = split_dataset(ds, dev=dev, test=test, seed=seed)
     folder = output_dir or file.parent
     stem = file.stem
@@ -167,6 +175,7 @@ def data_augment(
     rate: Annotated[float, typer.Option(help="Share of words changed.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     text_column: TextCol = None, label_column: LabelCol = None,
+    delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
 ) -> None:
     """EDA augmentation (synonym replacement, insertion, swap, deletion; English and Chinese). Use the output for
     training only, never as dev or test data."""
@@ -177,7 +186,9 @@ def data_augment(
     from tuneforge.tasks import load_dataset
     from tuneforge.utils.fs import write_jsonl
 
-    ds = load_dataset(file, "classification", columns=column_map(text=text_column, label=label_column))
+    ds = load_dataset(file, "classification", columns=column_map(text=text_column, label=label_column),
+                      delimiter=delimiter, encoding=encoding)
+    print_warnings(ds)
     syn = EmbeddingSynonyms.from_model_dir(resolve_base_model(base_model, Settings().cache_dir).path)
     rows = augment_examples(ds.examples, synonyms=syn, copies=copies, rate=rate, seed=seed)
     write_jsonl(output, [{k: v for k, v in r.items() if v is not None} for r in rows])

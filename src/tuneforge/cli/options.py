@@ -9,15 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["COLUMN_FLAGS", "AnswersCol", "ContextCol", "FormatOpt", "LabelCol", "PairCol", "QuestionCol",
-           "TASK_HELP", "TagsCol", "TaskOpt", "TextCol", "TokensCol", "column_map", "err", "get_task",
-           "offline", "out", "print_metrics"]
+__all__ = ["COLUMN_FLAGS", "AnswersCol", "ContextCol", "DelimiterOpt", "EncodingOpt", "FormatOpt", "LabelCol",
+           "PairCol", "QuestionCol", "TASK_HELP", "TagsCol", "TaskOpt", "TextCol", "TokensCol", "column_map", "err",
+           "get_task", "offline", "out", "print_metrics", "print_warnings"]
 
 out = Console()
 err = Console(stderr=True)
 
 #: the task is checked against the registry when the command runs, so a task a plugin registers works too
-TASK_HELP = "classification, ner or qa (or a task registered by a plugin)."
+TASK_HELP = "classification, ner, qa or generation (or a task registered by a plugin)."
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help=TASK_HELP)]
 
 TextCol = Annotated[str | None, typer.Option(help="Column holding the text (default: text, sentence, ...).")]
@@ -30,6 +30,11 @@ ContextCol = Annotated[str | None, typer.Option(help="Column holding the context
 AnswersCol = Annotated[str | None, typer.Option(help="Column holding the answers (QA).")]
 FormatOpt = Annotated[str | None, typer.Option("--format", help="jsonl, json, csv, tsv, conll or squad "
                                                                 "(default: from the file extension).")]
+DelimiterOpt = Annotated[str | None, typer.Option(
+    "--delimiter", help="CSV/TSV field separator: one character, or tab, comma, semicolon, pipe (default: detected).")]
+EncodingOpt = Annotated[str | None, typer.Option(
+    "--encoding", help="Text encoding of the file, e.g. big5, shift_jis, gbk, cp1252 (default: UTF-8, or detected "
+                       "with a warning).")]
 
 #: column key -> its option, in the order the commands list them (train builds its signature from this)
 COLUMN_FLAGS: dict[str, Any] = {"text": TextCol, "text_pair": PairCol, "label": LabelCol, "tokens": TokensCol,
@@ -56,6 +61,14 @@ def offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def print_warnings(ds: Any) -> None:
+    """What a dataset's reader accepted but the user should know (the encoding a file was read as ...)."""
+    from rich.markup import escape
+
+    for w in ds.warnings:
+        out.print(f"[yellow]warning:[/] {escape(str(w))}")
 
 
 def print_metrics(metrics: dict[str, Any], title: str) -> None:

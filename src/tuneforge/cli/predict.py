@@ -76,6 +76,8 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSONL here.")] = None,
     question: Annotated[str | None, typer.Option(help="QA: the question to ask of each text.")] = None,
     batch_size: BatchOpt = 64,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation: the most tokens per reply "
+                                                                    "(default 256).")] = None,
     text_column: TextCol = None, text_pair_column: PairCol = None, tokens_column: TokensCol = None,
     question_column: QuestionCol = None, context_column: ContextCol = None,
 ) -> None:
@@ -87,6 +89,11 @@ def predict(
     check_run(run)
     predictor = load_predictor(run)
     task = predictor.task
+    options: dict[str, Any] = {}
+    if max_new_tokens is not None:
+        if not task.generative:
+            raise ConfigError(f"max_new_tokens: applies to generation models, not {task.name}")
+        options["max_new_tokens"] = max_new_tokens
     if data is not None:
         from rich.progress import Progress
 
@@ -98,7 +105,7 @@ def predict(
         with Progress(console=err, transient=True) as progress:
             tid = progress.add_task("Predicting", total=len(ds))
             preds = predictor.predict_examples(ds.examples, batch_size=batch_size,
-                                               on_batch=lambda n: progress.advance(tid, n))
+                                               on_batch=lambda n: progress.advance(tid, n), **options)
         inputs: list[Any] = ds.examples
     else:
         if not texts:
@@ -107,7 +114,7 @@ def predict(
         if asks and not question:
             raise ConfigError(f"question: a {task.name} model needs --question")
         inputs = [{"question": question, "context": t} for t in texts] if asks else list(texts)
-        preds = predictor.predict(inputs, batch_size=batch_size)
+        preds = predictor.predict(inputs, batch_size=batch_size, **options)
     if output is not None:
         write_jsonl(output, preds)
         out.print(f"Wrote {len(preds)} predictions to {output}")
@@ -132,6 +139,8 @@ def _shown(inp: Any, p: dict[str, Any]) -> str:
     if "entities" in p:
         ents = "; ".join(f"{e['text']} [{e['type']}] {e['start']}-{e['end']}" for e in p["entities"]) or "none"
         return f"{shown}\n  entities: {escape(ents)}"
+    if set(p) == {"text"}:  # a generated reply
+        return f"{shown}\n  {escape(p['text'])}"
     if "answer" in p:
         return f"{shown}\n  answer: {escape(repr(p['answer']))} at {p['start']}-{p['end']} ({p['score']:.3f})"
     return f"{shown}\n  {escape(json.dumps(p, ensure_ascii=False))}"

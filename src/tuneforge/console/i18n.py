@@ -219,6 +219,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "job.no_checkpoints": ("No checkpoint yet: one is saved at the end of each epoch.",
                            "还没有检查点：每轮结束时保存一个。"),
     "job.trained_tokens": ("Trained tokens", "已训练 token"),
+    "job.attempt": ("Attempt", "第几次训练"),
+    "job.progress": ("Progress", "进度"),
+    "job.progress_alt": ("Training progress", "训练进度"),
+    "job.progress_steps": ("Step {step} of {total} ({percent}%)", "第 {step} / {total} 步（{percent}%）"),
+    "job.progress_waiting": ("Waiting for the first training step…", "正在等待第一个训练步…"),
+    "job.eta": ("Estimated finish {time}, in about {minutes} min", "预计 {time} 完成，约剩 {minutes} 分钟"),
+    "job.eta_soon": ("Estimated finish {time}, in under a minute", "预计 {time} 完成，不到一分钟"),
     # models
     "models.yours": ("Your fine-tuned models", "你的微调模型"),
     "models.empty": ("No fine-tuned models yet: a job that succeeds adds one.",
@@ -236,7 +243,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "model.no_eval": ("This model was trained without a validation file, so it has no evaluation.",
                       "此模型训练时没有验证文件，因此没有评估结果。"),
     "model.steps": ("Steps", "步数"),
-    "model.final_loss": ("Final loss", "最终损失"),
+    "model.mean_train_loss": ("Mean training loss", "平均训练损失"),
+    "model.mean_train_loss_help": ("The training loss averaged over every step of the training.",
+                                   "整个训练过程中各步训练损失的平均值。"),
     "model.labels": ("Labels", "标签数"),
     "model.playground": ("Playground", "在线试用"),
     "model.code": ("Use it from code", "在代码中调用"),
@@ -294,10 +303,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "quota.limit": ("limit", "上限"),
 }
 
-# each solution's page keeps its text beside the page's name
-from tuneforge.console import i18n_assistant, i18n_monitor, i18n_recommender  # noqa: E402
+# each solution's page keeps its text beside the page's name; what the server says is in i18n_server
+from tuneforge.console import i18n_assistant, i18n_monitor, i18n_recommender, i18n_server  # noqa: E402
 
-for _extra in (i18n_assistant.MESSAGES, i18n_monitor.MESSAGES, i18n_recommender.MESSAGES):
+for _extra in (i18n_assistant.MESSAGES, i18n_monitor.MESSAGES, i18n_recommender.MESSAGES, i18n_server.MESSAGES):
     MESSAGES.update(_extra)
 
 

@@ -82,6 +82,7 @@ class ReadOptions:
     strict_bio: bool = True
     allow_empty: bool = False
     delimiter: str | None = None
+    encoding: str | None = None
 
 
 @dataclass
@@ -245,7 +246,8 @@ def open_rows(path: str | os.PathLike[str], options: ReadOptions) -> ReadContext
     """Read the records of ``path`` for a task's reader; a file without records is a DataError."""
     file = str(path)
     warnings: list[DataProblem] = []  # what the reader accepted but should be said (a repeated JSON key)
-    fmt, rows = read_rows(path, format=options.format, delimiter=options.delimiter, warnings=warnings)
+    fmt, rows = read_rows(path, format=options.format, delimiter=options.delimiter, encoding=options.encoding,
+                          warnings=warnings)
     problems = Problems(file)
     if not rows:
         problems.add(None, None, "the file holds no records", hint="a CSV/TSV file needs rows below its header")

@@ -78,16 +78,18 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 def read_rows(path: str | os.PathLike[str], *, format: str | None = None, delimiter: str | None = None,
               encoding: str | None = None, max_bytes: int | None = MAX_FILE_BYTES,
-              warnings: list[DataProblem] | None = None) -> tuple[str, list[Row]]:
+              warnings: list[DataProblem] | None = None, detect_encoding: bool = True) -> tuple[str, list[Row]]:
     """Read ``path`` into rows. Returns ``(format, rows)``; the format is the one actually read.
 
     ``format`` is one of :data:`FORMATS`; when None it comes from the extension. A ``.json`` file holding
     JSON Lines is read as JSON Lines, and a JSON file in SQuAD layout is flattened (format ``"squad"``).
     ``delimiter`` is the CSV/TSV field separator (one character, or ``tab``/``comma``/``semicolon``/``pipe``);
-    None sniffs it (``,``, ``;``, tab or ``|``, the format's own first). ``encoding`` forces a text encoding
-    (None: UTF-8, or a marked or evident UTF-16/32). Only a regular file of at most ``max_bytes`` is read.
-    Problems that do not stop the file being read (a key repeated in one JSON object) are appended to
-    ``warnings`` when it is given.
+    None sniffs it (``,``, ``;``, tab or ``|``, the format's own first). ``encoding`` forces a text encoding;
+    None means UTF-8, a marked or evident UTF-16/32, or (unless ``detect_encoding`` is False) a legacy encoding
+    such as GBK, Big5, Shift-JIS or Windows-1252 detected with confidence (a warning names it); a file whose
+    encoding cannot be told is refused. Only a regular file of at most ``max_bytes`` is read.
+    Problems that do not stop the file being read (a key repeated in one JSON object, a detected encoding) are
+    appended to ``warnings`` when it is given.
     """
     file = str(path)
     if format is not None and format not in FORMATS:
@@ -96,11 +98,11 @@ def read_rows(path: str | os.PathLike[str], *, format: str | None = None, delimi
     if not os.path.isfile(path) and (os.path.isdir(path) or not os.path.lexists(path)):
         raise open_error(path, IsADirectoryError(file) if os.path.isdir(path) else FileNotFoundError(file))
     fmt = format or detect_format(path)
-    text = read_text(path, encoding=encoding, max_bytes=max_bytes)
+    found = warnings if warnings is not None else []
+    text = read_text(path, encoding=encoding, max_bytes=max_bytes, warnings=found, detect=detect_encoding)
     if not text.strip():
         raise DataError([DataProblem(file, None, None, "the file is empty",
                                      hint="check that the path points at the data file and that it was fully written")])
-    found = warnings if warnings is not None else []
     if fmt == "jsonl":
         return "jsonl", _read_jsonl(text, file, found)
     if fmt in ("csv", "tsv"):

@@ -1,10 +1,11 @@
 """Reading a data file as text, refusing what is not one: special files (a named pipe would hang the reader, a link
-to ``/dev/zero`` would be read until memory runs out), files over a size cap, binary files and text that is not
-UTF-8 (its real encoding is named, with the command that converts it).
+to ``/dev/zero`` would be read until memory runs out), files over a size cap and binary files.
 
 UTF-8 (with or without a BOM) is read, and so is UTF-16/UTF-32 with a BOM or UTF-16 without one (Excel's
-"Unicode text"), which cannot be mistaken for anything else. Other encodings are never guessed silently: the
-error names what the file looks like (detected with ``charset-normalizer``) unless the caller passes ``encoding``.
+"Unicode text"), which cannot be mistaken for anything else. A file in a legacy encoding (GBK, Big5, Shift-JIS,
+Windows-1252 ...) is read when :mod:`tuneforge.data.charsets` can tell which one with confidence, with a warning
+naming it; when it cannot, the file is refused with what it looks like and the command that converts it. An
+``encoding`` given by the caller always wins.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import codecs
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
+from tuneforge.data.charsets import detect_legacy
 from tuneforge.errors import ConfigError, DataError, DataProblem
 
 __all__ = ["MAX_FILE_BYTES", "open_error", "open_regular", "read_text"]
@@ -117,9 +120,12 @@ def open_regular(path: str | os.PathLike[str], *, max_bytes: int | None = MAX_FI
 
 
 def read_text(path: str | os.PathLike[str], *, encoding: str | None = None,
-              max_bytes: int | None = MAX_FILE_BYTES) -> str:
+              max_bytes: int | None = MAX_FILE_BYTES, warnings: list[DataProblem] | None = None,
+              detect: bool = True) -> str:
     """The text of the data file at ``path``; :class:`DataError` naming what to fix when it is not a readable text
-    file. ``encoding`` forces a codec (e.g. ``"big5"``); None means UTF-8, or UTF-16/32 when marked or evident."""
+    file. ``encoding`` forces a codec (e.g. ``"big5"``); None means UTF-8, or UTF-16/32 when marked or evident,
+    or (``detect``) a legacy encoding detected with confidence, which appends a warning naming it to
+    ``warnings``. ``detect=False`` refuses every file that is not UTF-8/16/32 (formats that require UTF-8)."""
     fd, size = open_regular(path, max_bytes=max_bytes)
     limit = max_bytes if max_bytes is not None else -1
     try:
@@ -130,24 +136,27 @@ def read_text(path: str | os.PathLike[str], *, encoding: str | None = None,
     if max_bytes is not None and len(raw) > max_bytes:
         raise DataError([DataProblem(str(path), None, None, f"the file is more than the limit of {max_bytes:,} "
                                                             "bytes", hint="split it into smaller files")])
-    return decode(raw, str(path), encoding=encoding)
+    return decode(raw, str(path), encoding=encoding, warnings=warnings, detect=detect)
 
 
-def decode(raw: bytes, file: str, *, encoding: str | None = None) -> str:
+def decode(raw: bytes, file: str, *, encoding: str | None = None, warnings: list[DataProblem] | None = None,
+           detect: bool = True) -> str:
     """``raw`` as text (see :func:`read_text`)."""
     if encoding is not None:
         try:
             codecs.lookup(encoding)
         except LookupError:
             raise ConfigError(f"encoding: unknown encoding {encoding!r} (e.g. utf-8, big5, shift_jis, gbk, "
-                              "utf-16)") from None
+                              "cp1252, utf-16)") from None
         try:
-            return raw.decode(encoding)
+            text = raw.decode(encoding)
         except UnicodeDecodeError as e:
             line = raw.count(b"\n", 0, e.start) + 1
             raise DataError([DataProblem(file, line, None, f"line {line} cannot be decoded as {encoding}: byte "
                                                            f"0x{raw[e.start]:02x} at byte offset {e.start}",
-                                         hint="check the encoding the file was saved in")]) from None
+                                         hint="check the encoding the file was saved in, or leave --encoding "
+                                              "out to have it detected")]) from None
+        return text[1:] if text.startswith("\ufeff") else text
     for bom, codec in _BOMS:
         if raw.startswith(bom):
             try:
@@ -162,18 +171,29 @@ def decode(raw: bytes, file: str, *, encoding: str | None = None) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         offset = e.start
+        found = detect_legacy(raw) if detect else None
+        if found is not None:
+            if warnings is not None:
+                other = {"big5": "gbk", "cp950": "gbk", "big5hkscs": "gbk", "cp1252": "cp1250"}.get(found.codec, "big5")
+                warnings.append(DataProblem(
+                    file, None, None, f"the file is not UTF-8: it was read as {found.label} ({found.codec})",
+                    hint=f"if the text looks wrong, pass the right encoding with --encoding (e.g. --encoding {other}), "
+                         "or save the file as UTF-8"))
+            return found.text
         line = raw.count(b"\n", 0, offset) + 1
         column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
         name, label = guess_encoding(raw)
         base = Path(file).name
-        hint = f"it looks like {label}; save the file as UTF-8 (e.g. iconv -f {name} -t UTF-8 {base} > utf8-{base})"
+        hint = (f"it looks like {label}; save the file as UTF-8 (e.g. iconv -f {name} -t UTF-8 {base} > "
+                f"utf8-{base})" + (", or pass its encoding with --encoding" if detect else ""))
         message = (f"line {line} is not valid UTF-8: byte 0x{raw[offset]:02x} at byte offset {offset} "
                    f"(byte {column} of the line) cannot be decoded")
         raise DataError([DataProblem(file, line, None, message, hint=hint)]) from None
 
 
 def _utf16_without_bom(raw: bytes) -> str | None:
-    """UTF-16 text without a BOM: mostly-ASCII text then has a NUL in every other byte, and only there."""
+    """UTF-16 text without a BOM: mostly-ASCII text then has a NUL in every other byte, and only there; text in
+    another script (Chinese, Japanese ...) has its line ends and separators aligned the same way instead."""
     sample = raw[: 1 << 16]
     if len(sample) < 4 or len(sample) % 2 and len(raw) == len(sample):
         return None
@@ -184,7 +204,26 @@ def _utf16_without_bom(raw: bytes) -> str | None:
                 return raw[: len(raw) - len(raw) % 2].decode(codec)
             except UnicodeDecodeError:
                 return None
-    return None
+    if len(raw) % 2 or b"\x00" not in sample:
+        return None
+    texts = [_strict_utf16(raw, codec) for codec in ("utf-16-le", "utf-16-be")]
+    found = [text for text in texts if text is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _strict_utf16(raw: bytes, codec: str) -> str | None:
+    """``raw`` in ``codec`` if that gives lines of text: line ends, a fair share of ASCII (separators, quotes,
+    keys) and no control, unassigned or private-use characters."""
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    sample = text[: 1 << 15]
+    if "\n" not in sample or sum(1 for c in sample if c.isascii()) < 0.1 * len(sample):
+        return None
+    if any(c not in "\t\r\n" and unicodedata.category(c) in ("Cc", "Cn", "Co", "Cs") for c in sample):
+        return None
+    return text
 
 
 def _refuse_binary(raw: bytes, file: str) -> None:

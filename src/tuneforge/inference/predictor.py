@@ -76,13 +76,14 @@ class Predictor:
         return examples
 
     def predict_examples(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64,
-                         on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        """One prediction per example, as the task decodes it (scored by the evaluation as it is)."""
+                         on_batch: Callable[[int], None] | None = None, **options: Any) -> list[dict[str, Any]]:
+        """One prediction per example, as the task decodes it (scored by the evaluation as it is); ``options``
+        go to the task's ``predict`` (a generative task's ``max_new_tokens``)."""
         # NER sentences with no words (only spaces) produce no first-subword positions; decode handles that.
         return self.task.predict(self.model, self.tokenizer, examples, self.labels,
                                  max_length=int(self.manifest["max_length"]),
                                  stride=int(self.manifest.get("stride", 128)), multi_label=self.multi_label,
-                                 batch_size=batch_size, bf16=self.bf16, on_batch=on_batch)
+                                 batch_size=batch_size, bf16=self.bf16, on_batch=on_batch, **options)
 
     def predict_proba(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64) -> np.ndarray:
         """Sequence-level tasks (classification): the probability of every label (columns in ``labels`` order),
@@ -98,9 +99,10 @@ class Predictor:
             return 1.0 / (1.0 + np.exp(-logits))
         return softmax(logits, axis=-1)
 
-    def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64,
+                **options: Any) -> list[dict[str, Any]]:
         """Predictions for raw inputs, as users see them (the task drops what only decoding needed)."""
-        preds = self.predict_examples(self.to_examples(inputs), batch_size=batch_size)
+        preds = self.predict_examples(self.to_examples(inputs), batch_size=batch_size, **options)
         return [self.task.public_prediction(p) for p in preds]
 
 

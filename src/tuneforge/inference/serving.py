@@ -72,6 +72,17 @@ class ModelCache:
         self._lru.clear()
 
 
+def _run_and_count(model: LoadedModel, items: list[Any]) -> list[tuple[Any, int]]:
+    """Each item's result and its tokens, both in the batcher's thread: a fast tokenizer is not thread-safe (a
+    call in another thread can switch off the truncation or padding of one under way, and the batch then fails
+    or is cut wrong), so every call of a model's tokenizer happens in its batcher's one thread."""
+    return [(r, model.count_tokens([x])) for r, x in zip(model.run(items), items, strict=True)]
+
+
+def _split(results: list[tuple[Any, int]]) -> tuple[list[Any], int]:
+    return [r for r, _ in results], sum(n for _, n in results)
+
+
 class InferenceService:
     """Predictions and embeddings for the API: cached models, batched requests.
 
@@ -84,21 +95,29 @@ class InferenceService:
 
         def make_batcher(key: str, model: LoadedModel) -> MicroBatcher:
             cb = (lambda n, r, s: on_batch(model.task, n, r, s)) if on_batch else None
-            return MicroBatcher(model.run, max_items=max_items, max_wait_s=max_wait_s, name=key[:40], on_batch=cb)
+            return MicroBatcher(lambda items: _run_and_count(model, items), max_items=max_items,
+                                max_wait_s=max_wait_s, name=key[:40], on_batch=cb)
 
         self.cache = ModelCache(capacity_bytes, make_batcher=make_batcher)
+        self.max_items = max_items
 
     def predict(self, key: str, path: Path, inputs: Sequence[Any]) -> tuple[list[Any], int]:
         """Predictions for ``inputs`` and the tokens they took."""
         entry = self.cache.get(f"predict:{key}", lambda: self.backend.load_predictor(path))
-        items = entry.model.prepare(inputs)
-        return entry.batcher.submit(items), entry.model.count_tokens(items)
+        return self._submit(entry, entry.model.prepare(inputs))
 
     def embed(self, key: str, path: Path, texts: Sequence[Any]) -> tuple[list[Any], int]:
         """Embeddings of ``texts`` and the tokens they took."""
         entry = self.cache.get(f"embed:{key}", lambda: self.backend.load_embedder(path))
-        items = entry.model.prepare(texts)
-        return entry.batcher.submit(items), entry.model.count_tokens(items)
+        return self._submit(entry, entry.model.prepare(texts))
+
+    def _submit(self, entry: CachedModel, items: list[Any]) -> tuple[list[Any], int]:
+        """A large request goes to the batcher ``max_items`` at a time, one part after the other: the requests
+        that arrive meanwhile queue between its parts instead of waiting behind the whole of it."""
+        results: list[tuple[Any, int]] = []
+        for i in range(0, len(items), self.max_items):
+            results.extend(entry.batcher.submit(items[i: i + self.max_items]))
+        return _split(results)
 
     def unload(self, key: str) -> None:
         self.cache.evict(f"predict:{key}")

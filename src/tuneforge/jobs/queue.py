@@ -51,6 +51,9 @@ class Claim:
     phase: str  # "validate" or "train"
     failures: int = 0
     job: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: the attempt number users see: trainings started, 1 for the first (0 while its files are validated);
+    #: ``attempt`` is the fencing token that guards the writes
+    training_attempt: int = 0
 
 
 def add_event(session: Session, job_id: str, message: str, *, attempt: int = 0, level: str = "info",
@@ -90,10 +93,12 @@ class JobQueue:
             training = Job.status == "queued"
             stmt = (update(Job)
                     .where(Job.id == pick.scalar_subquery(), Job.status.in_(statuses), Job.lease_owner.is_(None))
-                    .values(attempt=Job.attempt + 1, lease_owner=owner, lease_expires_at=now + self.lease,
+                    .values(attempt=Job.attempt + 1,
+                            training_attempt=case((training, Job.training_attempt + 1), else_=Job.training_attempt),
+                            lease_owner=owner, lease_expires_at=now + self.lease,
                             heartbeat_at=now, status=case((training, "running"), else_=Job.status),
                             started_at=case((training, func.coalesce(Job.started_at, now)), else_=Job.started_at))
-                    .returning(Job.id, Job.attempt, Job.status, Job.failures)
+                    .returning(Job.id, Job.attempt, Job.status, Job.failures, Job.training_attempt)
                     .execution_options(synchronize_session=False))
             row = s.execute(stmt).first()
             if row is None:
@@ -102,10 +107,12 @@ class JobQueue:
             job = s.get(Job, row.id, populate_existing=True)
             assert job is not None
             phase = "train" if row.status == "running" else "validate"
-            add_event(s, job.id, f"Attempt {row.attempt}: {'training' if phase == 'train' else 'validating files'} "
-                                 f"on worker {owner}.", attempt=row.attempt,
-                      data={"worker": owner, "phase": phase})
-            claim = Claim(job.id, job.tenant_id, row.attempt, owner, phase, row.failures, _job_snapshot(job))
+            what = f"Attempt {row.training_attempt}: training" if phase == "train" else "Validating files"
+            add_event(s, job.id, f"{what} on worker {owner}.", attempt=row.attempt,
+                      data={"worker": owner, "phase": phase,
+                            **({"attempt": row.training_attempt} if phase == "train" else {})})
+            claim = Claim(job.id, job.tenant_id, row.attempt, owner, phase, row.failures, _job_snapshot(job),
+                          training_attempt=row.training_attempt)
             s.commit()
             return claim
 
@@ -244,16 +251,18 @@ class JobQueue:
     def _retry_or_fail(self, s: Session, job: Job, *, attempt: int, why: str) -> None:
         job.failures += 1
         limit = job.max_attempts or self.max_attempts
+        # what users call it: training attempts count from 1; a validation is not one
+        what = f"Attempt {job.training_attempt}" if job.status == "running" else "File validation"
         if job.failures >= limit:
             self._set_failed(s, job, {"code": "max_attempts_exceeded", "param": None,
-                                      "message": f"Attempt {attempt} failed ({why}); the job failed after "
+                                      "message": f"{what} failed ({why}); the job failed after "
                                                  f"{job.failures} failed attempts (the limit is {limit})."},
                              attempt=attempt)
             return
         job.status = "queued" if job.status == "running" else job.status
         job.lease_owner = job.lease_expires_at = None
         job.run_after = utcnow() + self.backoff
-        add_event(s, job.id, f"Attempt {attempt} failed ({why}); the job is queued again and will resume from "
+        add_event(s, job.id, f"{what} failed ({why}); the job is queued again and will resume from "
                              f"its last checkpoint (failed attempts: {job.failures} of {limit}).",
                   attempt=attempt, level="warn", data={"failures": job.failures, "max_attempts": limit})
 

@@ -32,10 +32,12 @@ from tuneforge.errors import (
     TuneforgeError,
 )
 
-__all__ = ["FileRef", "RunSpec", "ValidateSpec", "complete_checkpoints", "run_training", "train_values",
-           "validate_files"]
+__all__ = ["KEPT_CHECKPOINTS", "FileRef", "RunSpec", "ValidateSpec", "checkpoint_runs", "complete_checkpoints",
+           "run_training", "scrub_paths", "train_values", "validate_files"]
 
 Emit = Callable[[dict[str, Any]], None]
+#: checkpoints of a succeeded job kept as models (``ft:...:ckpt-step-N``), the latest ones, as OpenAI does
+KEPT_CHECKPOINTS = 3
 #: an absolute POSIX path in a message (not part of a URL or a relative path)
 _ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^\s'\"/:,;()\[\]<>]+)+/?")
 
@@ -65,13 +67,14 @@ class ValidateSpec:
 @dataclass(frozen=True)
 class RunSpec:
     job_id: str
-    attempt: int
+    attempt: int  # the queue's fencing token: names the attempt's folder
     work_root: str  # <work>/<job>: holds attempt-<n> folders
     values: dict[str, Any]  # TrainConfig fields except output
     files: tuple[FileRef, ...]
     cache_dir: str
     torch_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    training_attempt: int = 1  # the number users see: 1 for the first training of the job
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -193,6 +196,21 @@ def _lr_from_multiplier(values: dict[str, Any], multiplier: float, cache_dir: Pa
 def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run folder (the run-folder contract's rule), oldest first."""
     return runs.complete_checkpoints(runs.checkpoints_dir(run_dir))
+
+
+def checkpoint_runs(out: Path, dest_root: Path, keep: int = KEPT_CHECKPOINTS) -> list[tuple[int, Path]]:
+    """Servable run folders (``dest_root/ckpt-step-N``) of the latest ``keep`` complete checkpoints of the finished
+    run ``out``, oldest first. A checkpoint that cannot be served (its method saves weights its own way, or it is
+    damaged) is skipped: the job's model does not depend on it."""
+    made = []
+    for step, ckpt in complete_checkpoints(out)[-keep:] if keep > 0 else []:
+        dest = dest_root / f"ckpt-step-{step}"
+        try:
+            if runs.write_checkpoint_run(out, ckpt, dest):
+                made.append((step, dest))
+        except (OSError, TuneforgeError):
+            shutil.rmtree(dest, ignore_errors=True)
+    return made
 
 
 def checkpoint_metrics(ckpt: Path, step: int) -> dict[str, Any]:

@@ -20,15 +20,25 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneforge import runs
 from tuneforge.errors import TuneforgeError
 from tuneforge.jobs.executors import Executor, RunHandle, ThreadExecutor, make_executor
 from tuneforge.jobs.options import resolve_options
 from tuneforge.jobs.queue import Claim, JobQueue
-from tuneforge.jobs.runner import FileRef, RunSpec, ValidateSpec, checkpoint_metrics, complete_checkpoints, train_values
+from tuneforge.jobs.runner import (
+    FileRef,
+    RunSpec,
+    ValidateSpec,
+    checkpoint_metrics,
+    checkpoint_runs,
+    complete_checkpoints,
+    scrub_paths,
+    train_values,
+)
 from tuneforge.jobs.service import model_name, resolve_base_for_training
 from tuneforge.settings import Settings
 from tuneforge.store.models import Tenant
-from tuneforge.store.repositories import FileRepo
+from tuneforge.store.repositories import FileRepo, checkpoint_model_id, checkpoint_storage_key
 from tuneforge.store.storage import Storage
 
 __all__ = ["Worker"]
@@ -132,15 +142,15 @@ class Worker:
             spec, model_id = self._train_spec(claim)
             handle = self.executor.start(self.train_runner, spec)
             self.active[claim.job_id] = _Active(claim, handle, Path(spec.work_root), model_id)
-            self.queue.record(claim, [{"message": f"Training started (attempt {claim.attempt}).",
+            self.queue.record(claim, [{"message": f"Training started (attempt {claim.training_attempt}).",
                                        "data": {"pid": handle.pid, "worker": self.name}}])
         except TuneforgeError as e:
             self.queue.fail(claim, {"code": getattr(e, "code", None) or "invalid_request",
                                     "param": getattr(e, "param", None), "message": e.message}, retryable=False)
         except Exception as e:  # noqa: BLE001
             log.exception("could not start job %s", claim.job_id)
-            self.queue.fail(claim, {"code": "worker_error", "param": None, "message": f"{type(e).__name__}: {e}"},
-                            retryable=True)
+            self.queue.fail(claim, {"code": "worker_error", "param": None,
+                                    "message": scrub_paths(f"{type(e).__name__}: {e}")}, retryable=True)
 
     def _file_refs(self, s: Session, claim: Claim) -> tuple[FileRef, FileRef | None]:
         files = FileRepo(s, claim.tenant_id)
@@ -185,7 +195,7 @@ class Worker:
         threads = self.settings.train_threads or max(1, (os.cpu_count() or 1) // max(1, self.slots))
         spec = RunSpec(claim.job_id, claim.attempt, str(self.settings.work_dir / claim.job_id), values,
                        tuple(f for f in (training, validation) if f is not None), str(self.settings.cache_dir),
-                       torch_threads=threads)
+                       torch_threads=threads, training_attempt=claim.training_attempt)
         return spec, model_id
 
     # ----------------------------------------------------------------------------------------- supervising
@@ -242,13 +252,22 @@ class Worker:
         if status == "succeeded":
             out = Path(result["output"])
             self._record_checkpoints(run, out)
+            # the latest checkpoints become models of their own (ft:...:ckpt-step-N), published with the model
+            servable = checkpoint_runs(out, run.work_root / "checkpoint-models")
             if not claim.job["options"].get("keep_checkpoints"):
-                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                shutil.rmtree(runs.checkpoints_dir(out), ignore_errors=True)
             key = f"models/{claim.tenant_id}/{claim.job_id}"
-            if self.queue.complete(claim, model_id=run.model_id, storage_key=key,
-                                   publish=lambda: self.storage.put_dir(key, out),
-                                   trained_tokens=int(result.get("trained_tokens") or 0),
-                                   summary=result.get("summary") or {}):
+
+            def publish() -> int:
+                size = self.storage.put_dir(key, out)
+                return size + sum(self.storage.put_dir(checkpoint_storage_key(key, step), folder)
+                                  for step, folder in servable)
+
+            summary = dict(result.get("summary") or {})
+            if servable:
+                summary["checkpoint_models"] = [checkpoint_model_id(run.model_id, step) for step, _ in servable]
+            if self.queue.complete(claim, model_id=run.model_id, storage_key=key, publish=publish,
+                                   trained_tokens=int(result.get("trained_tokens") or 0), summary=summary):
                 shutil.rmtree(run.work_root, ignore_errors=True)
         elif status == "stopped":
             if run.control:

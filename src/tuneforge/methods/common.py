@@ -12,7 +12,7 @@ __all__ = ["AUTO_CLASSES", "auto_model_class", "head_module_names", "load_plain"
 #: a task's ``auto_model_kind`` -> the transformers Auto class of its models
 AUTO_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification",
                 "token-classification": "AutoModelForTokenClassification",
-                "question-answering": "AutoModelForQuestionAnswering"}
+                "question-answering": "AutoModelForQuestionAnswering", "causal-lm": "AutoModelForCausalLM"}
 
 
 def auto_model_class(task: Any) -> Any:

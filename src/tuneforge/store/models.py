@@ -82,9 +82,11 @@ class Job(TenantScoped, Base):
     """A fine-tuning job, and its row in the job queue.
 
     Queue columns: ``attempt`` is a fencing token, incremented by every claim, that guards every write a worker
-    makes; ``failures`` counts attempts that ended because their worker died or crashed (up to
-    ``max_attempts``); ``lease_owner``/``lease_expires_at`` is the lease a worker renews by heartbeats;
-    ``control`` carries a cancel or pause request to the worker running the job; ``run_after`` delays a retry.
+    makes; ``training_attempt`` is the number users see (trainings started: 1 for the first, whatever the
+    validation of its files and the queue's claims took); ``failures`` counts attempts that ended because their
+    worker died or crashed (up to ``max_attempts``); ``lease_owner``/``lease_expires_at`` is the lease a worker
+    renews by heartbeats; ``control`` carries a cancel or pause request to the worker running the job;
+    ``run_after`` delays a retry.
     """
 
     __tablename__ = "fine_tuning_jobs"
@@ -112,6 +114,7 @@ class Job(TenantScoped, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    training_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failures: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(120))

@@ -8,6 +8,7 @@ services never write ``where(tenant_id == ...)`` themselves: every repository, t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -20,7 +21,7 @@ from tuneforge.store.base import TenantScoped
 from tuneforge.store.models import ApiKey, Checkpoint, File, IdempotencyRecord, Job, JobEvent, Model, UsageRecord
 
 __all__ = ["ACTIVE_STATUSES", "ApiKeyRepo", "FileRepo", "IdempotencyRepo", "JobRepo", "ModelRepo", "Page", "TenantRepo",
-           "UsageRepo"]
+           "UsageRepo", "checkpoint_model_id", "checkpoint_storage_key"]
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -113,6 +114,20 @@ class ApiKeyRepo(TenantRepo[ApiKey]):
     param = "key_id"
 
 
+#: a checkpoint's model id: ``<fine_tuned_model>:ckpt-step-<N>`` (the id the job's checkpoints list shows)
+_CHECKPOINT_ID = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>[0-9]{1,9})$")
+
+
+def checkpoint_model_id(model_id: str, step: int) -> str:
+    return f"{model_id}:ckpt-step-{step}"
+
+
+def checkpoint_storage_key(model_key: str, step: int) -> str:
+    """Where the servable run folder of a model's checkpoint at ``step`` is kept: inside the model's own key, so
+    deleting the model deletes its checkpoints too."""
+    return f"{model_key}/ckpt-step-{step}"
+
+
 class ModelRepo(TenantRepo[Model]):
     model = Model
     noun = "model"
@@ -120,6 +135,25 @@ class ModelRepo(TenantRepo[Model]):
 
     def bytes_used(self) -> int:
         return self.sum(Model.bytes)
+
+    def servable(self, model_id: str) -> Model:
+        """A model to run inference with: one of the tenant's fine-tuned models, or one of their checkpoints by its
+        ``<model>:ckpt-step-<N>`` id (an unsaved :class:`Model` whose ``storage_key`` is the checkpoint's folder;
+        whether that folder was kept is the storage's to say). Anything else, another tenant's included, is
+        :class:`NotFoundError`."""
+        found = self.find(model_id)
+        if found is not None:
+            return found
+        m = _CHECKPOINT_ID.match(model_id)
+        if m is not None:
+            parent, step = self.find(m["model"]), int(m["step"])
+            if parent is not None and self.session.scalar(
+                    select(Checkpoint.id).where(Checkpoint.job_id == parent.job_id, Checkpoint.step == step)):
+                return Model(id=model_id, tenant_id=parent.tenant_id, job_id=parent.job_id,
+                             base_model=parent.base_model, task=parent.task,
+                             storage_key=checkpoint_storage_key(parent.storage_key, step), bytes=0,
+                             created_at=parent.created_at)
+        raise NotFoundError(f"No such {self.noun}: '{model_id}'", param=self.param)
 
 
 class JobRepo(TenantRepo[Job]):

@@ -41,6 +41,8 @@ def load_dataset(
     min_classes: int = 1,
     strict_bio: bool = True,
     allow_empty: bool = False,
+    delimiter: str | None = None,
+    encoding: str | None = None,
 ) -> Dataset:
     """Read ``path`` and validate it for ``task`` (a registered task's name) with the task's reader.
 
@@ -58,6 +60,10 @@ def load_dataset(
             and is rewritten to ``B-X`` (conlleval's reading of it)
             (some public corpora, such as Weibo NER, contain a few).
         allow_empty: keep blank texts instead of reporting them (``data clean`` removes them with a reason).
+        delimiter: the CSV/TSV field separator (one character, or ``tab``/``comma``/``semicolon``/``pipe``);
+            None sniffs it.
+        encoding: the file's text encoding (e.g. ``big5``, ``shift_jis``, ``cp1252``); None reads UTF-8/16/32,
+            or a legacy encoding detected with confidence, with a warning naming it in ``Dataset.warnings``.
 
     Raises:
         ConfigError: an unknown task or an option that does not apply to it.
@@ -65,7 +71,7 @@ def load_dataset(
     """
     options = dict(columns=columns, format=format, require_labels=require_labels, label_set=label_set,
                    multi_label=multi_label, label_separator=label_separator, min_classes=min_classes,
-                   strict_bio=strict_bio, allow_empty=allow_empty)
+                   strict_bio=strict_bio, allow_empty=allow_empty, delimiter=delimiter, encoding=encoding)
     if task not in task_names():
         errors = [f"task: unknown task {task!r} (choose from {', '.join(task_names())})"]
         raise ConfigError(errors + generic_option_errors(_options(options)))

@@ -8,11 +8,31 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EncoderTask", "encoder_auto_hyperparameters", "forward_features", "model_dtype_context"]
+__all__ = ["EncoderTask", "clip_texts", "encoder_auto_hyperparameters", "forward_features", "model_dtype_context"]
 
 _OUTPUT_KEYS = ("logits", "start_logits", "end_logits")
 #: characters per token of max_length kept before counting tokens (a token is rarely longer than 4)
 _CHARS_PER_TOKEN = 16
+
+
+#: tokens a cut text must keep past max_length, so that the word cut in half cannot reach the kept tokens
+_CLIP_MARGIN = 16
+
+
+def clip_texts(texts: Sequence[str], tokenizer: Any, max_length: int) -> list[str]:
+    """``texts`` with each huge one cut to a prefix that surely holds its first ``max_length`` tokens, so that
+    tokenizing with truncation gives the same features without tokenizing the whole text (a 100,000-character input
+    costs seconds of CPU otherwise). A cut prefix with too few tokens (long blanks, very long words) is not cut."""
+    chars = max_length * _CHARS_PER_TOKEN
+    out = list(texts)
+    cut = [i for i, t in enumerate(texts) if isinstance(t, str) and len(t) > chars]
+    if not cut:
+        return out
+    enc = tokenizer([texts[i][:chars] for i in cut], add_special_tokens=False)
+    for i, ids in zip(cut, enc["input_ids"], strict=True):
+        if len(ids) >= max_length + _CLIP_MARGIN:
+            out[i] = texts[i][:chars]
+    return out
 
 
 def _clip(example: dict[str, Any], chars: int) -> tuple[dict[str, Any], bool]:

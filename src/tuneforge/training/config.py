@@ -54,6 +54,10 @@ class CoreConfig(BaseModel):
     label_separator: str | None = Field(None, description="Separator of labels in one CSV cell for multi-label.")
     lenient_bio: bool = Field(False, description="NER: read a stray I-X (no B-X before it) as the start of an "
                                                  "entity instead of refusing the file.")
+    delimiter: str | None = Field(None, description="CSV/TSV field separator of the data files: one character, or "
+                                                    "tab, comma, semicolon, pipe (default: detected).")
+    encoding: str | None = Field(None, description="Text encoding of the data files, e.g. big5, shift_jis, gbk, "
+                                                   "cp1252 (default: UTF-8, or detected with a warning).")
 
     epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
     learning_rate: float | None = Field(None, gt=0, lt=1,
@@ -121,6 +125,8 @@ class TrainingOptions(BaseModel):
         "auto", description="Freeze the embeddings and this many lower encoder layers. auto: the lower third in "
                             "short full fine-tuning runs (at most 10,000 training examples seen, epochs x "
                             "examples) whose embeddings are frozen; none otherwise.")
+    packing: bool = Field(False, description="Generation: padding-free batches (the batch's conversations "
+                                             "concatenated, positions restarting per conversation).")
 
     @field_validator("freeze_layers", mode="before")
     @classmethod
@@ -137,6 +143,17 @@ class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_method(cls, data: Any) -> Any:
+        """No method named: the task's ``default_method`` where it has one (generation: lora), else full."""
+        if isinstance(data, dict) and data.get("method") is None and isinstance(data.get("task"), str) \
+                and data["task"] in task_names():
+            default = getattr(get_task(data["task"]), "default_method", None)
+            if default:
+                data = {**data, "method": default}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         problems: list[str] = []
@@ -146,6 +163,8 @@ class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
             self.early_stopping_patience = None  # nothing to stop on; not an error
         if self.max_length is not None and task.windowed and self.stride >= self.max_length // 2:
             problems.append(f"stride: {self.stride} must be below half of max_length ({self.max_length})")
+        if self.packing and not task.generative:
+            problems.append(f"packing: applies to generation, not {self.task}")
         if self.multi_label and not task.multi_label_capable:
             problems.append(f"multi_label: only classification can be multi-label, not {self.task}")
         if problems:

@@ -26,6 +26,8 @@ class EvalStash:
     def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
         p = self.p
         assert p.eval_enc is not None and p.eval_ds is not None
+        if p.task.generative:  # token metrics from the logits; generating waits for the final report
+            return {k: float(v) for k, v in p.task.token_metrics(eval_pred).items()}  # type: ignore[attr-defined]
         preds = eval_pred.predictions
         preds = preds if isinstance(preds, tuple) else (preds,)
         # Trainer evaluates in its own order (transformers 5 groups eval batches by length too), so rows are
@@ -87,6 +89,9 @@ def dev_predictions(p: Prepared, model: Any, *, batch_size: int, bf16: bool) -> 
     from tuneforge.tasks.encoder import forward_features
 
     assert p.eval_enc is not None and p.eval_ds is not None
+    if p.task.generative:  # the task generates (and measures the reference replies' loss) itself
+        return p.task.predict(model, p.tokenizer, p.eval_ds.examples, p.labels, max_length=p.hp["max_length"],
+                              batch_size=batch_size, bf16=bf16)
     outputs = forward_features(model, p.eval_enc.features, p.task.collator(p.tokenizer), batch_size=batch_size,
                                bf16=bf16)
     return p.task.decode(outputs, p.eval_enc, p.eval_ds.examples, p.labels, multi_label=p.multi_label)

@@ -191,11 +191,15 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
         adversary = EmbeddingAdversary(model, c.adversarial, c.adversarial_epsilon, c.pgd_steps)
     distill = {"alpha": c.distill_alpha, "temperature": c.distill_temperature} if c.distill_from else None
     eval_features = p.eval_enc.features if p.eval_enc is not None else None
+    # packing (generation only, checked by the config) makes padding-free batches
+    collator = p.task.collator(p.tokenizer, packing=True) if c.packing else p.task.collator(p.tokenizer)
+    # a generative task is evaluated on its token metrics from the logits, reduced batch by batch
+    reduce_logits = getattr(p.task, "preprocess_logits", None) if p.task.generative and eval_features else None
     trainer = TuneforgeTrainer(model=model, args=_training_args(p, ckpt_dir, bf16), train_dataset=p.train_features,
                                eval_dataset=eval_features, optimizers=(optimizer, None),
-                               data_collator=p.task.collator(p.tokenizer), processing_class=p.tokenizer,
+                               data_collator=collator, processing_class=p.tokenizer,
                                compute_metrics=stash.compute_metrics if eval_features else None, callbacks=callbacks,
-                               adversary=adversary, distill=distill)
+                               adversary=adversary, distill=distill, preprocess_logits_for_metrics=reduce_logits)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     last = None
@@ -205,8 +209,9 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
         if last is None:
             console.print("No checkpoint was saved before the interruption: training starts from the beginning.")
     n_params, n_trainable = report["parameters"], report["trainable_parameters"]
-    console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples "
-                  f"({len(p.labels) if p.task.labelled else 'span'} labels), {n_trainable / 1e6:.2f}M of "
+    labels_note = "" if p.task.generative else f" ({len(p.labels) if p.task.labelled else 'span'} labels)"
+    console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples"
+                  f"{labels_note}, {n_trainable / 1e6:.2f}M of "
                   f"{n_params / 1e6:.2f}M parameters trainable, lr {p.hp['learning_rate']:g}, "
                   f"batch {p.hp['batch_size']}, {'bf16' if bf16 else 'fp32'}"
                   + (f", embeddings and the lower {p.hp['freeze_layers']} layers frozen" if p.hp["freeze_layers"]
@@ -230,6 +235,8 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
         metrics = write_dev_report(p, out, preds)
 
     manifest = build_manifest(p, out, bf16, metrics)
+    if p.task.generative:
+        manifest["chat_template"] = getattr(p.tokenizer, "chat_template", None)
     manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
     manifest["training"] = training_summary(
         steps=trainer.state.global_step, epochs=round(float(trainer.state.epoch or 0), 3),
@@ -309,7 +316,7 @@ def _training_args(p: Prepared, ckpt_dir: Path, bf16: bool) -> Any:
         save_total_limit=2,
         load_best_model_at_end=has_eval and reload_best,
         metric_for_best_model=p.task.main_metric if has_eval and reload_best else None,
-        greater_is_better=True,
+        greater_is_better=getattr(p.task, "greater_is_better", True),
         logging_steps=c.logging_steps,
         logging_first_step=True,
         # Trainer drops every feature the model's forward() does not name; the teacher's probabilities are no

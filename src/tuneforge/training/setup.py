@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from tuneforge.data import ColumnMap, Dataset
 from tuneforge.errors import ConfigError, DataError, DataProblem
@@ -107,13 +108,15 @@ def _model_max_positions(base_path: Path, tokenizer: Any) -> int:
 
 def load_training_data(task: str, data: Path | str, eval_data: Path | str | None = None, *,
                        columns: ColumnMap | None = None, multi_label: bool | None = None,
-                       label_separator: str | None = None, lenient_bio: bool = False) -> tuple[Dataset, Dataset | None]:
+                       label_separator: str | None = None, lenient_bio: bool = False, delimiter: str | None = None,
+                       encoding: str | None = None) -> tuple[Dataset, Dataset | None]:
     """Load and validate training and dev data as a run will use them; problems in both files are reported
-    together in one DataError. (The service validates uploads with this same function.)"""
+    together in one DataError. (The service validates uploads with this same function.) ``delimiter`` and
+    ``encoding`` apply to both files (None: detected)."""
     problems: list[DataProblem] = []
     train_ds = eval_ds = None
     common: dict[str, Any] = dict(columns=columns, multi_label=multi_label, label_separator=label_separator,
-                                  strict_bio=not lenient_bio)
+                                  strict_bio=not lenient_bio, delimiter=delimiter, encoding=encoding)
     try:
         train_ds = load_dataset(data, task, require_labels=True, min_classes=2, **common)
     except DataError as e:
@@ -190,7 +193,10 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
     with console.status("Reading and validating data..."):
         train_ds, eval_ds = load_training_data(
             task.name, config.data, config.eval_data, columns=ColumnMap(**config.columns.model_dump()),
-            multi_label=config.multi_label, label_separator=config.label_separator, lenient_bio=config.lenient_bio)
+            multi_label=config.multi_label, label_separator=config.label_separator, lenient_bio=config.lenient_bio,
+            delimiter=config.delimiter, encoding=config.encoding)
+    for w in train_ds.warnings + (eval_ds.warnings if eval_ds is not None else []):
+        console.print(f"[yellow]warning:[/] {escape(str(w))}")  # e.g. the encoding a file was read as
     unlabeled = read_texts(config.unlabeled_data, option="unlabeled_data") if config.unlabeled_data else []
     method = get_method(config.method)
     with console.status(f"Loading base model {config.base_model}..."):

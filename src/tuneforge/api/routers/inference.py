@@ -16,8 +16,12 @@ from fastapi import APIRouter, Request
 
 from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep, meter_model
 from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
-from tuneforge.errors import InvalidRequestError
+from tuneforge.api.state import ServiceState
+from tuneforge.errors import InvalidRequestError, NotFoundError
+from tuneforge.jobs.runner import KEPT_CHECKPOINTS
 from tuneforge.jobs.service import available_base_models, registry_name
+from tuneforge.store.models import Model
+from tuneforge.store.repositories import ModelRepo
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -51,12 +55,23 @@ def _check_lengths(inputs: list[Any], limit: int, param: str) -> None:
                                       code="input_too_long")
 
 
+def fine_tuned(models: ModelRepo, state: ServiceState, model_id: str) -> Model:
+    """One of the tenant's fine-tuned models, or a kept checkpoint of one (``<model>:ckpt-step-N``); another
+    tenant's, or a checkpoint that was not kept, is a 404."""
+    m = models.servable(model_id)
+    if not state.storage.exists(m.storage_key):
+        raise NotFoundError(f"model: '{m.id}' is a checkpoint that was not kept as a model (the last "
+                            f"{KEPT_CHECKPOINTS} checkpoints of a succeeded job are); use the job's fine-tuned model "
+                            "or a later checkpoint.", param="model", code="model_not_found")
+    return m
+
+
 @router.post("/predict", response_model=PredictPublic, summary="Predict with a fine-tuned model")
 def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
             settings: SettingsDep) -> PredictPublic:
     _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
     _check_lengths(body.inputs, settings.max_input_chars, "inputs")
-    m = models.get(body.model)
+    m = fine_tuned(models, state, body.model)
     path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
     meter_model(request, model_id)
     models.session.close()  # hold no database connection during the forward pass
@@ -79,17 +94,25 @@ def _encoder(name: str, settings: SettingsDep) -> tuple[str, Path]:
     return name, resolve_base_model(name, settings.cache_dir).path
 
 
-@router.post("/embeddings", response_model=EmbeddingsPublic, summary="Embed texts with a base encoder")
-def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrincipal, state: StateDep,
-               settings: SettingsDep) -> EmbeddingsPublic:
+@router.post("/embeddings", response_model=EmbeddingsPublic,
+             summary="Embed texts with a base encoder or a fine-tuned model")
+def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrincipal, models: Models,
+               state: StateDep, settings: SettingsDep) -> EmbeddingsPublic:
+    """``model`` is a base encoder (``tiny-bert``, ``all-MiniLM-L6-v2`` ...) or one of this tenant's fine-tuned
+    models (``ft:...``, any encoder task): the mean-pooled, L2-normalised last hidden states of its encoder."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidRequestError("input: a string or a list of strings (token arrays are not supported)",
                                   param="input", code="invalid_input")
     _check_count(len(texts), settings.max_predict_inputs, "input")
     _check_lengths(texts, settings.max_input_chars, "input")
-    name, path = _encoder(body.model, settings)
+    if body.model.startswith("ft:"):
+        m = fine_tuned(models, state, body.model)  # another tenant's model is a 404, like a missing one
+        name, path = m.id, state.storage.local_path(m.storage_key)
+    else:
+        name, path = _encoder(body.model, settings)
     meter_model(request, name)
+    models.session.close()  # hold no database connection during the forward pass
     vectors, tokens = state.inference.embed(name, path, texts)
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise InvalidRequestError(f"dimensions: {body.model} gives {len(vectors[0])}-dimensional vectors; it cannot "

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from tuneforge.api.deps import Models, PredictPrincipal, SessionDep, SettingsDep, StateDep, TrainPrincipal
+from tuneforge.api.routers.inference import fine_tuned
 from tuneforge.api.schemas import ListPublic
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, TuneforgeError
@@ -158,7 +159,7 @@ def _classifier(state: ServiceState, models: ModelRepo, model: str | None, model
     def fn(name: str | None, param: str) -> Any:
         if not name:
             return None
-        m = models.get(name)
+        m = fine_tuned(models, state, name)  # a fine-tuned model or a kept checkpoint of one
         if m.task not in task_names() or not get_task(m.task).sequence_level:  # one prediction per text
             raise InvalidRequestError(f"{param}: '{name}' is a {m.task} model; the monitor needs a classification "
                                       "model (e.g. one trained on twitter_financial_news_sentiment).", param=param)

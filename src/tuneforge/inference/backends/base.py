@@ -38,5 +38,6 @@ class Backend(Protocol):
         ...
 
     def load_embedder(self, path: Path) -> LoadedModel:
-        """A base encoder folder, serving sentence embeddings."""
+        """A base encoder folder, or a finished run folder of an encoder task (its fine-tuned encoder), serving
+        sentence embeddings."""
         ...

@@ -44,6 +44,6 @@ class TorchBackend:
         return TorchPredictor(load_predictor(path))
 
     def load_embedder(self, path: Path) -> LoadedModel:
-        from tuneforge.inference.embeddings import Embedder
+        from tuneforge.inference.embeddings import load_embedder
 
-        return Embedder(path)
+        return load_embedder(path)

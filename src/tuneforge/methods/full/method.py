@@ -20,6 +20,9 @@ class FullFineTuning(MethodDefaults):
     lr_scale = 1.0
     trains_encoder = True
 
+    def supports(self, task: Any) -> bool:
+        return True  # every task, generative ones (causal LMs) included
+
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         return model
 

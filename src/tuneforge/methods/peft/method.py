@@ -17,7 +17,7 @@ __all__ = ["PEFT_METHODS", "PeftMethod"]
 ADAPTER_FILES = ["adapter_model.safetensors", "adapter_config.json"]
 #: a task's ``auto_model_kind`` -> peft's TaskType name
 TASK_TYPES = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-              "question-answering": "QUESTION_ANS"}
+              "question-answering": "QUESTION_ANS", "causal-lm": "CAUSAL_LM"}
 
 
 def _task_type(task: Any) -> Any:
@@ -27,6 +27,12 @@ def _task_type(task: Any) -> Any:
     if kind not in TASK_TYPES:
         raise ConfigError(f"task: peft methods do not know the head of {task.name} (auto_model_kind {kind!r})")
     return TaskType[TASK_TYPES[kind]]
+
+
+def _saved_modules(model: Any, task: Any) -> list[str] | None:
+    """The task head, trained and saved whole beside the adapter; a generative model has none (its LM head is
+    the pretrained one, often tied to the embeddings)."""
+    return None if task.generative else head_module_names(model)
 
 
 #: Every linear layer of a BERT/RoBERTa/XLM-R encoder block: the four attention projections and the feed-forward
@@ -54,7 +60,7 @@ def _lora(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
 
     return LoraConfig(task_type=_task_type(task), r=opts.lora_r, lora_alpha=opts.lora_alpha,
                       lora_dropout=opts.lora_dropout, target_modules=lora_targets(opts, model),
-                      modules_to_save=head_module_names(model))
+                      modules_to_save=_saved_modules(model, task))
 
 
 def _adalora(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
@@ -69,20 +75,20 @@ def _adalora(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
                          target_r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                          target_modules=lora_targets(opts, model), total_step=max(total_steps, 2),
                          tinit=tinit, tfinal=tfinal, deltaT=max(1, total_steps // 20),
-                         modules_to_save=head_module_names(model))
+                         modules_to_save=_saved_modules(model, task))
 
 
 def _ia3(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import IA3Config
 
-    return IA3Config(task_type=_task_type(task), modules_to_save=head_module_names(model))
+    return IA3Config(task_type=_task_type(task), modules_to_save=_saved_modules(model, task))
 
 
 def _prompt(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
     from peft import PromptTuningConfig
 
     return PromptTuningConfig(task_type=_task_type(task), num_virtual_tokens=opts.num_virtual_tokens,
-                              modules_to_save=head_module_names(model))
+                              modules_to_save=_saved_modules(model, task))
 
 
 def _ptuning(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
@@ -90,7 +96,7 @@ def _ptuning(opts: Any, model: Any, task: Any, total_steps: int) -> Any:
 
     return PromptEncoderConfig(task_type=_task_type(task), num_virtual_tokens=opts.num_virtual_tokens,
                                encoder_hidden_size=model.config.hidden_size,
-                               modules_to_save=head_module_names(model))
+                               modules_to_save=_saved_modules(model, task))
 
 
 @dataclass
@@ -106,13 +112,17 @@ class PeftMethod(MethodDefaults):
     mergeable: bool = True
     lr_scale: float = 5.0
     own_loop: bool = False
+    #: whether generative tasks (causal LMs) are supported
+    generative: bool = False
     #: whether the best dev checkpoint can be reloaded at the end (AdaLoRA's ranks shrink during training, so an
     #: earlier checkpoint no longer fits the model; P-tuning checkpoints hold the prompt encoder's output, which
     #: Trainer's reload feeds through the encoder again): those keep their last state
     reload_best: bool = True
 
     def supports(self, task: Any) -> bool:
-        return not task.generative and (self.per_token or not task.per_token)
+        if task.generative:
+            return self.generative
+        return self.per_token or not task.per_token
 
     def prepare(self, model: Any, config: Any, task: Any, *, total_steps: int = 100) -> Any:
         from peft import get_peft_model
@@ -183,7 +193,7 @@ def _base_with_head(manifest: dict[str, Any], base_path: Path, task: Any) -> Any
 
 PEFT_METHODS = [
     PeftMethod("lora", "Low-rank updates of the attention projections (peft LoRA): ~0.3% of minilm's weights "
-                       "train, a few MB saved; merges into the base for export.", _lora, LoraOptions),
+                       "train, a few MB saved; merges into the base for export.", _lora, LoraOptions, generative=True),
     PeftMethod("adalora", "LoRA whose ranks are re-allocated during training to the matrices that need them "
                           "(peft AdaLoRA).", _adalora, LoraOptions, reload_best=False),
     PeftMethod("ia3", "Learned rescaling of keys, values and feed-forward activations (peft IA3): the fewest "

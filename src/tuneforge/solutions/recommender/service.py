@@ -73,9 +73,12 @@ def import_root(data_dir: Path, tenant_id: str) -> Path:
 
 
 def _bundle_source(data_dir: Path, tenant_id: str, bundle: str) -> Path:
+    shown = f"imports/{tenant_id}"  # relative to the data folder: never the server's absolute path
+    if "\x00" in bundle:  # a file name cannot hold it (Path.resolve() raises ValueError on it)
+        raise InvalidRequestError("bundle: the name holds a NUL character, which no folder name can contain.",
+                                  param="bundle", hint=f"Give the name of a bundle folder in {shown}.")
     root = import_root(data_dir, tenant_id).resolve()
     path = (root / bundle).resolve()
-    shown = f"imports/{tenant_id}"  # relative to the data folder: never the server's absolute path
     if not path.is_relative_to(root) or path == root:
         raise InvalidRequestError(f"bundle: '{bundle}' is not a folder inside the import folder.",
                                   param="bundle", hint=f"Give the name of a bundle folder in {shown}.")

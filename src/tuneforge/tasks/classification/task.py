@@ -18,7 +18,7 @@ from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.classification.data import clean_classification, read_classification
 from tuneforge.tasks.common import load_with_head, softmax
 from tuneforge.tasks.datasets import read_options
-from tuneforge.tasks.encoder import EncoderTask
+from tuneforge.tasks.encoder import EncoderTask, clip_texts
 
 __all__ = ["ClassificationTask"]
 
@@ -95,10 +95,11 @@ class ClassificationTask(EncoderTask):
 
     def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
                max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
-        texts = [ex["text"] for ex in examples]
+        texts = clip_texts([ex["text"] for ex in examples], tokenizer, max_length)
         pairs = [ex.get("text_pair") for ex in examples]
         has_pairs = any(p is not None for p in pairs)
         if has_pairs:
+            pairs = clip_texts([p or "" for p in pairs], tokenizer, max_length)
             enc = tokenizer(texts, [p or "" for p in pairs], truncation="longest_first", max_length=max_length)
             full = tokenizer(texts, [p or "" for p in pairs], truncation=False)
         else:

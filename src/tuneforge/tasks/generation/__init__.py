@@ -4,9 +4,11 @@ The foundations of the ``generation`` task: :mod:`.data` reads and validates the
 example shape, :mod:`.template` renders them with the tokenizer's own chat template (training labels and
 generation prompts from one function), :mod:`.collate` pads or packs batches, :mod:`.metrics` computes
 OpenAI-named token metrics and EM / F1 / ROUGE-L, and :mod:`.budget` holds OpenAI's epoch and billing rules.
-The task object itself is registered separately.
+:mod:`.task` is the task object (:class:`GenerationTask`), registered when ``tuneforge.tasks`` imports this
+package.
 """
 
+from tuneforge.tasks.base import register_task
 from tuneforge.tasks.generation.budget import DEFAULT_EPOCHS, auto_epochs, token_summary
 from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator, left_pad, pad_token_id
 from tuneforge.tasks.generation.data import (
@@ -30,6 +32,7 @@ from tuneforge.tasks.generation.metrics import (
     text_scores,
     token_stats,
 )
+from tuneforge.tasks.generation.task import GenerationTask, split_reference
 from tuneforge.tasks.generation.template import (
     IGNORE_INDEX,
     Rendered,
@@ -44,15 +47,19 @@ from tuneforge.tasks.generation.template import (
     render_prompt_text,
 )
 
+TASK = register_task(GenerationTask())
+
 __all__ = [
     "DEFAULT_EPOCHS",
     "FORMATS",
+    "TASK",
     "IGNORE_INDEX",
     "MIN_EXAMPLES",
     "PREFERENCE_FORMATS",
     "SFT_FORMATS",
     "CodedProblem",
     "GenerationData",
+    "GenerationTask",
     "PackingCollator",
     "PaddingCollator",
     "Rendered",
@@ -77,6 +84,7 @@ __all__ = [
     "render_prompt_text",
     "rouge_l",
     "sequence_logprobs",
+    "split_reference",
     "text_scores",
     "token_stats",
     "token_summary",

@@ -391,7 +391,7 @@ def _utf8_problems(path: Path, first: DataProblem) -> list[DataProblem]:
 
 def _rows(path: str | os.PathLike[str], format: str | None) -> list[Row]:
     try:
-        return read_rows(path, format=format)[1]
+        return read_rows(path, format=format, detect_encoding=False)[1]  # OpenAI's files are UTF-8
     except DataError as e:
         first = e.problems[0] if e.problems else None
         if first is not None and "not valid UTF-8" in first.message:

@@ -83,7 +83,73 @@ export function statusBadge(status) {
 export function stat(label, value, id) {
   return el("div", { class: "stat", id }, el("span", { class: "k" }, label), el("span", { class: "v" }, value));
 }
-export function errorText(e) { return e instanceof ApiError ? e.message : (e && e.message) || String(e); }
+export function errorText(e) {
+  return e instanceof ApiError ? serverError(e.body && e.body.error, { fallback: e.message }) : (e && e.message) || String(e);
+}
+
+// ---- what the server says, in the page's language (the API's messages are English) ----
+/** A metric's name: `eval_accuracy` -> "Accuracy" (with `dev`: "dev Accuracy"); an unknown one as it is. */
+export function metricName(key, dev = false) {
+  const k = String(key).replace(/^eval_/, "");
+  const name = messages[`metric.${k}`] ?? k;
+  return dev && key.startsWith("eval_") ? t("metric.dev", { name }) : name;
+}
+const what = (w) => {
+  const m = /^Attempt (\d+)$/.exec(w);
+  if (m) return t("event.what_attempt", { n: m[1] });
+  return { "File validation": t("event.what_validation"), Cancel: t("event.what_cancel"), Pause: t("event.what_pause") }[w] ?? w;
+};
+// the job events the server writes (jobs/queue.py, worker.py, runner.py, service.py), newest wording first
+const EVENTS = [
+  [/^Created fine-tuning job: (?<id>\S+)$/, "event.created"],
+  [/^Validating files on worker (?<worker>.+)\.$/, "event.validating"],
+  [/^Validated (?<train>\d+) training examples, (?<dev>\d+) validation examples\.$/, "event.validated_dev"],
+  [/^Validated (?<train>\d+) training examples\.$/, "event.validated"],
+  [/^Files validated; the job is queued for training\.$/, "event.queued"],
+  [/^Attempt (?<n>\d+): training on worker (?<worker>.+)\.$/, "event.attempt"],
+  [/^Training started \(attempt (?<n>\d+)\)\.$/, "event.started"],
+  [/^Step (?<step>\d+(?:\/\d+)?): (?<metrics>.*)$/, "event.step"],
+  [/^Checkpoint saved at step (?<step>\d+)\.$/, "event.checkpoint"],
+  [/^Resuming from the checkpoint at step (?<step>\d+) \(saved by (?<name>.+)\)\.$/, "event.resuming"],
+  [/^An earlier attempt \((?<name>.+)\) had finished training; using its model\.$/, "event.earlier_finished"],
+  [/^The job has successfully completed: new model (?<model>.+)\.$/, "event.succeeded"],
+  [/^Fine-tuning job failed: (?<message>[\s\S]*)$/, "event.failed"],
+  [/^Cancellation requested\.$/, "event.cancel_requested"],
+  [/^(?<what>Cancel|Pause) requested; stopping at the next step\.$/, "event.control_requested"],
+  [/^Fine-tuning job cancelled\.$/, "event.cancelled"],
+  [/^Pause requested\.$/, "event.pause_requested"],
+  [/^Fine-tuning job paused\.$/, "event.paused"],
+  [/^Fine-tuning job paused; resume it to continue from its last checkpoint\.$/, "event.paused_resumable"],
+  [/^Pause request withdrawn\.$/, "event.pause_withdrawn"],
+  [/^Fine-tuning job resumed; it continues from its last checkpoint\.$/, "event.resumed"],
+  [/^(?<what>Attempt \d+|File validation) failed \((?<why>.+)\); the job is queued again and will resume from its last checkpoint \(failed attempts: (?<n>\d+) of (?<limit>\d+)\)\.$/, "event.retry"],
+  [/^(?<reason>.+); the job is queued again and will resume from its last checkpoint\.$/, "event.requeued"],
+];
+/** A message the server wrote (a job event), in the page's language; one it does not know is shown as it is. */
+export function serverText(message) {
+  if (lang !== "zh" || typeof message !== "string") return message;
+  for (const [re, key] of EVENTS) {
+    const m = re.exec(message);
+    if (!m) continue;
+    const vars = { ...m.groups };
+    if (vars.what) vars.what = what(vars.what);
+    if (vars.metrics !== undefined) {
+      vars.metrics = vars.metrics === "logged" ? t("event.logged")
+        : vars.metrics.replace(/([a-z_0-9]+)=/g, (_, k) => `${metricName(k, true)}=`).replace(/, /g, "，");
+    }
+    if (vars.message !== undefined) vars.message = serverText(vars.message);
+    return t(key, vars);
+  }
+  return message;
+}
+/** An API error (`{code, message}`): in Chinese, what its code means and then the server's details. With `code`,
+ * the English form is prefixed by the code, as the job page shows it. */
+export function serverError(err, { fallback = "", code = false } = {}) {
+  const message = (err && err.message) || fallback;
+  const c = err && err.code;
+  if (lang === "zh" && c && `error.${c}` in messages) return `${t(`error.${c}`)}${t("error.detail", { message })}`;
+  return code && c ? `${c}: ${message}` : message;
+}
 export function showError(node, e) { node.textContent = e ? errorText(e) : ""; node.hidden = !e; }
 
 export function flash(text) {
@@ -168,7 +234,7 @@ export async function requireKey() {
   if (!apiKey()) { location.href = loginUrl(); return new Promise(() => {}); }
   const me = await api("/v1/api_keys/current");
   const who = $("#who");
-  if (who) who.textContent = `${me.tenant} · ${me.plan}`;
+  if (who) { who.textContent = `${me.tenant} · ${me.plan}`; who.title = who.textContent; }
   return me;
 }
 export { setupChrome };

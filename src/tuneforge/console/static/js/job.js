@@ -1,4 +1,4 @@
-import { ready, $, api, chart, clear, el, errorText, fmtClock, fmtNumber, fmtTime, palette, params, poll, requireKey, showError, stat, statusBadge, t } from "./app.js";
+import { ready, $, api, chart, clear, el, errorText, fmtClock, fmtNumber, fmtTime, metricName, palette, params, poll, requireKey, serverError, serverText, showError, stat, statusBadge, t } from "./app.js";
 
 await requireKey();
 const jobId = params.job_id;
@@ -22,12 +22,50 @@ function renderJob(j) {
     stat(t("field.epochs"), String(hp.n_epochs)), stat(t("field.batch_size"), String(hp.batch_size)),
     stat(t("field.lr_multiplier"), String(hp.learning_rate_multiplier)),
     stat(t("job.trained_tokens"), fmtNumber(j.trained_tokens)), stat(t("col.created"), fmtTime(j.created_at)));
+  if (j.attempt > 0) stats.append(stat(t("job.attempt"), String(j.attempt), "job-attempt"));
   if (j.fine_tuned_model) {
     stats.append(el("div", { class: "stat", id: "fine-tuned-model" }, el("span", { class: "k" }, t("col.model")),
       el("a", { class: "v", href: `/console/models/${encodeURIComponent(j.fine_tuned_model)}` }, j.fine_tuned_model)));
   }
   const err = $("#job-error");
-  if (j.error) { err.textContent = `${j.error.code}: ${j.error.message}`; err.hidden = false; } else err.hidden = true;
+  if (j.error) { err.textContent = serverError(j.error, { code: true }); err.hidden = false; } else err.hidden = true;
+}
+
+// the latest "Step n/total" of the training: from the metrics events (newest first), or null before the first step
+function latestStep(events) {
+  for (const e of events) {
+    if (e.type !== "metrics" || !e.data || typeof e.data.step !== "number") continue;
+    let total = typeof e.data.total_steps === "number" ? e.data.total_steps : null;
+    if (total === null) { const m = /Step \d+\/(\d+)/.exec(e.message || ""); if (m) total = Number(m[1]); }
+    if (total) return { step: e.data.step, total };
+  }
+  return null;
+}
+
+function renderProgress(j, events) {
+  const box = $("#job-progress");
+  const at = latestStep(events);
+  box.hidden = !(at || j.status === "running");
+  if (box.hidden) return;
+  const bar = $("#progress-bar");
+  const text = $("#progress-text");
+  const eta = $("#progress-eta");
+  if (!at) {
+    bar.removeAttribute("value");
+    text.textContent = t("job.progress_waiting");
+  } else {
+    const done = j.status === "succeeded" ? 1 : Math.min(1, at.step / at.total);
+    const step = j.status === "succeeded" ? at.total : at.step;
+    bar.value = done;
+    text.textContent = t("job.progress_steps", { step: fmtNumber(step), total: fmtNumber(at.total),
+      percent: Math.floor(done * 100) });
+  }
+  eta.textContent = "";
+  if (j.status === "running" && j.estimated_finish) {
+    const minutes = Math.round((j.estimated_finish * 1000 - Date.now()) / 60000);
+    eta.textContent = t(minutes >= 1 ? "job.eta" : "job.eta_soon", { time: fmtClock(j.estimated_finish), minutes });
+  }
+  eta.hidden = !eta.textContent;
 }
 
 function series(events, key) {
@@ -48,12 +86,12 @@ function renderEvents(events) {
   const keys = new Set();
   for (const e of asc) if (e.type === "metrics" && e.data) for (const k of Object.keys(e.data))
     if (k.startsWith("eval_") && !/(loss|runtime|per_second|_n$|epoch)$/.test(k) && typeof e.data[k] === "number") keys.add(k);
-  const dev = [...keys].slice(0, 5).map((k, i) => ds(k.replace(/^eval_/, ""), series(asc, k), i));
+  const dev = [...keys].slice(0, 5).map((k, i) => ds(metricName(k), series(asc, k), i));
   chart("dev-chart", { type: "line", data: { datasets: dev }, options: { scales: linear, plugins: { legend: { position: "bottom" } } } });
   const tbody = clear($("#events-table tbody"));
   for (const e of events) {
     tbody.append(el("tr", { class: e.level }, el("td", { class: "nowrap" }, fmtClock(e.created_at)),
-      el("td", {}, e.type === "metrics" ? t("job.metrics") : e.level), el("td", {}, e.message)));
+      el("td", {}, e.type === "metrics" ? t("job.metrics") : e.level), el("td", {}, serverText(e.message))));
   }
 }
 
@@ -62,7 +100,7 @@ async function renderCheckpoints() {
   const tbody = clear($("#checkpoints-table tbody"));
   for (const c of cps) {
     const m = Object.entries(c.metrics || {}).filter(([k]) => k !== "step")
-      .map(([k, v]) => `${k.replace(/^eval_/, "dev ")} ${typeof v === "number" ? v.toFixed(4) : v}`).join(" · ");
+      .map(([k, v]) => `${metricName(k, true)} ${typeof v === "number" ? v.toFixed(4) : v}`).join(" · ");
     const name = c.fine_tuned_model_checkpoint;
     tbody.append(el("tr", {}, el("td", { class: "num" }, c.step_number),
       el("td", {}, el("code", { title: name }, name.slice(name.lastIndexOf(":") + 1))), el("td", {}, m)));
@@ -74,6 +112,7 @@ async function refresh() {
   const [j, ev] = await Promise.all([api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}`),
     api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events?limit=1000`)]);
   renderJob(j);
+  renderProgress(j, ev.data);
   if (ev.data.length !== nEvents) {
     nEvents = ev.data.length;
     renderEvents(ev.data);

@@ -1,4 +1,4 @@
-import { ready, $, $$, api, clear, copyText, el, errorText, fmtNumber, params, requireKey, stat, t } from "./app.js";
+import { ready, $, $$, api, clear, copyText, el, errorText, fmtNumber, metricName, params, requireKey, stat, t } from "./app.js";
 
 await requireKey();
 const modelId = params.model_id;
@@ -14,12 +14,12 @@ if (model.fine_tuning_job) {
     el("a", { class: "v", href: `/console/jobs/${encodeURIComponent(model.fine_tuning_job)}` }, model.fine_tuning_job)));
 }
 if (ev) {
-  stats.append(stat(t("model.steps"), fmtNumber(ev.training.steps)), stat(t("model.final_loss"), fmtNumber(ev.training.final_loss, 4)));
+  const loss = stat(t("model.mean_train_loss"), fmtNumber(ev.training.final_loss, 4), "mean-train-loss");
+  loss.title = t("model.mean_train_loss_help");
+  stats.append(stat(t("model.steps"), fmtNumber(ev.training.steps)), loss);
   if (ev.labels.length) stats.append(stat(t("model.labels"), String(ev.labels.length)));
 }
 
-const METRIC_NAMES = { accuracy: "Accuracy", macro_f1: "Macro F1", micro_f1: "Micro F1", weighted_f1: "Weighted F1",
-  f1: "F1", precision: "Precision", recall: "Recall", exact_match: "Exact match (EM)" };
 const e = ev && ev.evaluation;
 if (!e) {
   $("#eval-empty").hidden = false;
@@ -29,7 +29,7 @@ if (!e) {
   for (const [k, v] of Object.entries(e.metrics)) {
     if (typeof v !== "number" || k === "n" || k.endsWith("support")) continue;
     const pct = task === "qa" ? v.toFixed(1) : fmtNumber(v, 4);
-    box.append(stat(METRIC_NAMES[k] || k, pct, `metric-${k}`));
+    box.append(stat(metricName(k), pct, `metric-${k}`));
   }
   if (task === "ner") $("#per-class-name").textContent = t("col.entity_type");
   const pc = e.per_class ? Object.entries(e.per_class) : [];

@@ -1,9 +1,32 @@
-import { ready, $, api, chart, clear, el, errorText, fmtNumber, palette, requireKey, show, showError, t } from "./app.js";
+import { ready, $, api, chart, clear, el, errorText, fmtNumber, lang, palette, requireKey, show, showError, t } from "./app.js";
 
 const BASE = "/v1/solutions/monitor";
 await requireKey();
 
-function fmtWhen(iso) { return new Date(iso).toLocaleString(); }
+const LOCALE = lang === "zh" ? "zh-CN" : "en";
+function fmtWhen(iso) { return new Date(iso).toLocaleString(LOCALE, { dateStyle: "medium", timeStyle: "short" }); }
+const HOUR = 3600000, DAY = 86400000;
+// an axis tick: the date, with the hour when the chart spans two days or less
+function fmtTick(ms, spanMs) {
+  const d = new Date(ms);
+  return spanMs <= 2 * DAY ? d.toLocaleString(LOCALE, { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleDateString(LOCALE, { month: "short", day: "numeric" });
+}
+// ticks on local midnights (every few hours for a short window), at most about ten
+function timeTicks(startMs, endMs) {
+  const span = endMs - startMs;
+  const step = span <= 2 * DAY ? 6 * HOUR : Math.max(1, Math.ceil(span / DAY / 10)) * DAY;
+  const first = new Date(startMs);
+  if (step >= DAY) first.setHours(0, 0, 0, 0); else first.setHours(Math.floor(first.getHours() / 6) * 6, 0, 0, 0);
+  const out = [];
+  for (let v = first.getTime(); v <= endMs; ) {
+    if (v >= startMs) out.push({ value: v });
+    const d = new Date(v);
+    if (step >= DAY) d.setDate(d.getDate() + step / DAY); else d.setTime(v + step);  // DST-safe for days
+    v = d.getTime();
+  }
+  return out;
+}
 function polarityBadge(item) {
   const cls = item.polarity === "negative" ? "bad" : item.polarity === "positive" ? "ok" : "";
   return el("span", { class: `badge ${cls}` }, item.label);
@@ -40,7 +63,10 @@ async function loadSeries() {
       { label: t("mon.items"), data: data.map((d) => ({ x: Date.parse(d.start), y: d.count })), type: "bar", borderColor: p[2], backgroundColor: p[2], yAxisID: "n" },
     ] },
     options: { scales: {
-      x: { type: "linear", ticks: { callback: (v) => new Date(v).toLocaleDateString() } },
+      // the requested window, data or not: an empty chart must not fall back to 0..1 (1 January 1970)
+      x: { type: "linear", min: start.getTime(), max: end.getTime(), offset: false, grid: { offset: false },
+        afterBuildTicks: (axis) => { axis.ticks = timeTicks(start.getTime(), end.getTime()); },
+        ticks: { callback: (v) => fmtTick(v, end.getTime() - start.getTime()) } },
       y: { min: -1, max: 1, title: { display: true, text: t("mon.sentiment") } },
       n: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, title: { display: true, text: t("mon.items") } },
     }, plugins: { legend: { position: "bottom" } } },
