@@ -71,9 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for validated, started, finished, status in s.execute(
                     select(Job.validated_at, Job.started_at, Job.finished_at, Job.status)
                     .where(Job.started_at.is_not(None)).order_by(Job.created_at.desc()).limit(10_000)):
-                if validated is not None:
+                if validated is not None and started is not None:
                     stats.queue_wait.append(max(0.0, (started - validated).total_seconds()))
-                if status == "succeeded" and finished is not None:
+                if status == "succeeded" and finished is not None and started is not None:
                     stats.training.append(max(0.0, (finished - started).total_seconds()))
             return stats
 

@@ -155,7 +155,7 @@ def _usage(e: Any) -> int:
     code = getattr(e, "exit_code", 1)
     message = " ".join(e.format_message().split())
     if ctx is not None and code == 2:
-        names = []  # the command's path without the program's name (which is `python -m ...` there)
+        names: list[str] = []  # the command's path without the program's name (which is `python -m ...` there)
         while ctx.parent is not None:
             names.insert(0, ctx.info_name)
             ctx = ctx.parent

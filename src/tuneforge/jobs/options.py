@@ -110,5 +110,7 @@ def resolve_options(session: Session, storage: Storage, tenant_id: str, options:
         if value is None:
             continue
         obj = _find_file(session, tenant_id, value) if kind == "file" else ModelRepo(session, tenant_id).find(value)
+        if obj is None:  # removed since check_owned: reads like any missing id
+            raise InvalidRequestError(f"{name}: no such {kind}: '{value}'", param=name, code=f"{kind}_not_found")
         out[name] = str(storage.local_path(obj.storage_key))
     return out

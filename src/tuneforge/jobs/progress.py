@@ -40,7 +40,8 @@ def estimated_finish(session: Session, job: Job) -> datetime | None:
         return None
     a, b = first.data or {}, last.data or {}
     total, step0, step1 = b.get("total_steps"), a.get("step"), b.get("step")
-    if not all(isinstance(x, int | float) for x in (total, step0, step1)) or step1 <= step0:
+    if not (isinstance(total, int | float) and isinstance(step0, int | float) and isinstance(step1, int | float)) \
+            or step1 <= step0:
         return None
     seconds = (last.created_at - first.created_at).total_seconds()
     if seconds <= 0:

@@ -192,7 +192,8 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     distill = {"alpha": c.distill_alpha, "temperature": c.distill_temperature} if c.distill_from else None
     eval_features = p.eval_enc.features if p.eval_enc is not None else None
     # packing (generation only, checked by the config) makes padding-free batches
-    collator = p.task.collator(p.tokenizer, packing=True) if c.packing else p.task.collator(p.tokenizer)
+    collator = (p.task.collator(p.tokenizer, packing=True)  # type: ignore[call-arg]  # generative tasks only
+                if c.packing else p.task.collator(p.tokenizer))
     # a generative task is evaluated on its token metrics from the logits, reduced batch by batch
     reduce_logits = getattr(p.task, "preprocess_logits", None) if p.task.generative and eval_features else None
     trainer = TuneforgeTrainer(model=model, args=_training_args(p, ckpt_dir, bf16), train_dataset=p.train_features,

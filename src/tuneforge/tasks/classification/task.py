@@ -96,12 +96,11 @@ class ClassificationTask(EncoderTask):
     def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
                max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
         texts = clip_texts([ex["text"] for ex in examples], tokenizer, max_length)
-        pairs = [ex.get("text_pair") for ex in examples]
-        has_pairs = any(p is not None for p in pairs)
+        has_pairs = any(ex.get("text_pair") is not None for ex in examples)
         if has_pairs:
-            pairs = clip_texts([p or "" for p in pairs], tokenizer, max_length)
-            enc = tokenizer(texts, [p or "" for p in pairs], truncation="longest_first", max_length=max_length)
-            full = tokenizer(texts, [p or "" for p in pairs], truncation=False)
+            pairs = clip_texts([ex.get("text_pair") or "" for ex in examples], tokenizer, max_length)
+            enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length)
+            full = tokenizer(texts, pairs, truncation=False)
         else:
             enc = tokenizer(texts, truncation=True, max_length=max_length)
             full = None

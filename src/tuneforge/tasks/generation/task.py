@@ -257,8 +257,8 @@ class GenerationTask:
         preds: list[dict[str, Any]] = []
         for i, text in enumerate(texts):
             p: dict[str, Any] = {"text": text}
-            if stats[i] is not None:
-                s = stats[i]
+            s = stats[i]
+            if s is not None:
                 p.update(loss_sum=s.loss_sum, tokens=s.tokens, correct=s.correct)
             preds.append(p)
         return preds
