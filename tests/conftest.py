@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,15 @@ def qa_rows() -> list[dict]:
     return [{"id": f"q{i}-{k}", "title": "t", "context": ctx, "question": q,
              "answers": {"text": [a], "answer_start": [ctx.index(a)]}}
             for k in range(3) for i, (q, a) in enumerate(qs)]
+
+
+class RecordingTokenizer:
+    """Wraps a tokenizer and remembers the longest text (or word list) it was ever given."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok, self.longest = tok, 0
+
+    def __call__(self, first: Any, second: Any = None, **kw: Any) -> Any:
+        for seq in (first, second or []):
+            self.longest = max([self.longest, *(len(x) for x in seq)])
+        return self.tok(first, second, **kw) if second is not None else self.tok(first, **kw)

@@ -120,3 +120,44 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+#: the labels of an untrained head per task, for installed models
+INSTALL_LABELS = {"classification": ["negative", "positive"], "ner": ["O", "B-PER", "I-PER"], "qa": ["start", "end"]}
+
+
+def install_model(app: Any, key: str, base: Path, task_name: str = "classification", name: str = "m", *,
+                  max_length: int = 64, seed: int = 0, noise: float = 0.0) -> str:
+    """A servable fine-tuned model of the tenant behind ``key``: ``base`` with an untrained head (and, with
+    ``noise``, its encoder weights moved so that it differs from the base model's), max_length 64; returns its id."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from tuneforge import runs
+    from tuneforge.store.db import utcnow
+    from tuneforge.store.models import Model
+    from tuneforge.store.tenants import authenticate
+    from tuneforge.tasks import get_task
+
+    labels = INSTALL_LABELS[task_name]
+    state = app.state.tuneforge
+    with state.sessions() as s:
+        p = authenticate(s, key)
+        model_id = f"ft:tiny-bert:{p.tenant_name}:{name}"
+        storage_key = f"models/{p.tenant_id}/{name}"
+        s.add(Model(id=model_id, tenant_id=p.tenant_id, job_id="ftjob-x", base_model="tiny-bert", task=task_name,
+                    storage_key=storage_key, bytes=1, created_at=utcnow()))
+        s.commit()
+    out = state.storage.local_path(storage_key)
+    torch.manual_seed(seed)
+    model = get_task(task_name).build_model(base, labels, multi_label=False)
+    if noise:
+        with torch.no_grad():
+            for w in model.base_model.parameters():
+                w.add_(torch.randn_like(w) * noise)
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
+    runs.write_manifest(out, {"name": name, "task": task_name, "labels": labels, "max_length": max_length,
+                              "stride": 16, "multi_label": False, "method": "full",
+                              "base_model": {"name": "tiny-bert", "path": str(base)}})
+    return model_id

@@ -11,45 +11,15 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.service_support import new_tenant, serve
-from tuneforge import runs
+from tests.service_support import install_model, new_tenant, serve
 from tuneforge.api import create_app
 from tuneforge.store.db import utcnow
 from tuneforge.store.models import Model
 from tuneforge.store.tenants import authenticate
 
 TEXTS = ["a good movie", "awful and boring film", "paris is the capital of france"]
-LABELS = {"classification": ["negative", "positive"], "ner": ["O", "B-PER", "I-PER"], "qa": ["start", "end"]}
-
-
-def install(app, key: str, base: Path, task_name: str, name: str = "m", max_length: int = 64) -> str:
-    """A fine-tuned model of the tenant behind ``key`` whose encoder differs from the base model's (its weights
-    moved by noise), with an untrained head; returns its id."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from tuneforge.tasks import get_task
-
-    state = app.state.tuneforge
-    with state.sessions() as s:
-        p = authenticate(s, key)
-        model_id = f"ft:tiny-bert:{p.tenant_name}:{name}"
-        storage_key = f"models/{p.tenant_id}/{name}"
-        s.add(Model(id=model_id, tenant_id=p.tenant_id, job_id="ftjob-x", base_model="tiny-bert", task=task_name,
-                    storage_key=storage_key, bytes=1, created_at=utcnow()))
-        s.commit()
-    out = state.storage.local_path(storage_key)
-    torch.manual_seed(1)
-    model = get_task(task_name).build_model(base, LABELS[task_name], multi_label=False)
-    with torch.no_grad():
-        for p_ in model.base_model.parameters():
-            p_.add_(torch.randn_like(p_) * 0.05)
-    model.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
-    runs.write_manifest(out, {"name": name, "task": task_name, "labels": LABELS[task_name], "max_length": max_length,
-                              "stride": 16, "multi_label": False, "method": "full",
-                              "base_model": {"name": "tiny-bert", "path": str(base)}})
-    return model_id
+#: an encoder that differs from the base model's (its weights moved by noise), so its embeddings are its own
+FINE_TUNED = {"seed": 1, "noise": 0.05}
 
 
 def expected(folder: Path, texts: list[str], max_length: int = 64) -> np.ndarray:
@@ -80,7 +50,7 @@ def test_a_fine_tuned_encoder_embeds_and_is_metered(api, tiny_bert, task_name):
     _, ka = api.tenant()
     _, kb = api.tenant()
     a, b = api.as_(ka), api.as_(kb)
-    model_id = install(api.app, ka, tiny_bert, task_name)
+    model_id = install_model(api.app, ka, tiny_bert, task_name, **FINE_TUNED)
     r = a.post("/v1/embeddings", json={"model": model_id, "input": TEXTS})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -109,7 +79,7 @@ def test_a_fine_tuned_encoder_embeds_and_is_metered(api, tiny_bert, task_name):
 def test_huge_inputs_are_cut_before_tokenizing_and_counted_at_max_length(api, tiny_bert):
     _, key = api.tenant()
     c = api.as_(key)
-    model_id = install(api.app, key, tiny_bert, "classification", max_length=32)
+    model_id = install_model(api.app, key, tiny_bert, "classification", max_length=32, **FINE_TUNED)
     limit = api.app.state.tuneforge.settings.max_input_chars
     huge = ("good " * limit)[:limit]
     r = c.post("/v1/embeddings", json={"model": model_id, "input": [huge, "a good movie"]})
@@ -126,7 +96,8 @@ def test_an_ensemble_is_refused_with_a_clear_message(api, tiny_bert, tmp_path):
     _, key = api.tenant()
     c = api.as_(key)
     state = api.app.state.tuneforge
-    one, two = (install(api.app, key, tiny_bert, "classification", name=n) for n in ("one", "two"))
+    one, two = (install_model(api.app, key, tiny_bert, "classification", name=n, **FINE_TUNED)
+                for n in ("one", "two"))
     with state.sessions() as s:
         p = authenticate(s, key)
         s.add(Model(id=f"ft:tiny-bert:{p.tenant_name}:ens", tenant_id=p.tenant_id, job_id="ftjob-y",
@@ -154,7 +125,7 @@ def test_fine_tuned_embeddings_through_the_openai_client(served, tiny_bert):
     _, kb = new_tenant(app.state.tuneforge.sessions)
     a = OpenAI(base_url=f"{url}/v1", api_key=ka, max_retries=0)
     b = OpenAI(base_url=f"{url}/v1", api_key=kb, max_retries=0)
-    model_id = install(app, ka, tiny_bert, "ner")
+    model_id = install_model(app, ka, tiny_bert, "ner", **FINE_TUNED)
     emb = a.embeddings.create(model=model_id, input=TEXTS)  # the client asks for base64 and decodes it
     vecs = np.array([d.embedding for d in emb.data])
     assert emb.model == model_id and vecs.shape == (3, 32)

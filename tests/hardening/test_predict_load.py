@@ -11,23 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hardening.conftest import install_model
-from tests.service_support import new_tenant, serve
+from tests.conftest import RecordingTokenizer
+from tests.service_support import install_model, new_tenant, serve
 from tuneforge.api import create_app
 from tuneforge.inference.backends.torch import TorchPredictor
 from tuneforge.tasks import get_task
-
-
-class _Recording:
-    """A tokenizer that remembers the longest text (or word list) it was given."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok, self.longest = tok, 0
-
-    def __call__(self, first: Any, second: Any = None, **kw: Any) -> Any:
-        for seq in (first, second or []):
-            self.longest = max([self.longest, *(len(x) for x in seq)])
-        return self.tok(first, second, **kw) if second is not None else self.tok(first, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +39,7 @@ def test_token_counts_tokenize_a_bounded_prefix_and_stay_exact(tokenizer) -> Non
     }
     for name, examples in cases.items():
         task = get_task(name)
-        rec = _Recording(tokenizer)
+        rec = RecordingTokenizer(tokenizer)
         got = task.count_tokens(examples, rec, 64)
         assert got == _full_count(task, examples, tokenizer, 64), name
         assert rec.longest <= 64 * 16, f"{name}: tokenized an input of {rec.longest:,} characters"
@@ -83,8 +71,8 @@ def test_a_maximal_predict_does_not_stall_healthz_or_another_tenant(hsettings, t
     with serve(app) as url:
         sessions = app.state.tuneforge.sessions
         (_, big_key), (_, small_key) = new_tenant(sessions), new_tenant(sessions)
-        big_model = install_model(_Api(app), big_key, tiny_bert, "big")
-        small_model = install_model(_Api(app), small_key, tiny_bert, "small")
+        big_model = install_model(app, big_key, tiny_bert, name="big")
+        small_model = install_model(app, small_key, tiny_bert, name="small")
         with httpx.Client(base_url=url, timeout=120) as http:  # load both models first: not what is measured
             for key, model in ((big_key, big_model), (small_key, small_model)):
                 r = http.post("/v1/predict", json={"model": model, "inputs": ["warm up"]},
@@ -120,9 +108,3 @@ def test_a_maximal_predict_does_not_stall_healthz_or_another_tenant(hsettings, t
     assert len(body["data"]) == 16 and body["usage"]["prompt_tokens"] == 16 * 64  # cut at max_length
     assert victims < result["seconds"]
 
-
-class _Api:
-    """What install_model needs of an API: its app and sessions."""
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.sessions = app, app.state.tuneforge.sessions

@@ -6,20 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.conftest import RecordingTokenizer
 from tuneforge.tasks import get_task
-
-
-class _Longest:
-    def __init__(self, tok: Any) -> None:
-        self.tok, self.longest = tok, 0
-
-    def __call__(self, first: Any, second: Any = None, **kw: Any) -> Any:
-        for seq in (first, second or []):
-            self.longest = max([self.longest, *(len(x) for x in seq)])
-        return self.tok(first, second, **kw) if second is not None else self.tok(first, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tok, name)
 
 
 def _whole(tok: Any, examples: list[dict], max_length: int) -> list[list[int]]:
@@ -45,12 +33,12 @@ def test_huge_inputs_are_encoded_from_a_prefix_with_identical_features(tiny_bert
         [{"text": huge[:1_000], "text_pair": huge[:900], "label": None}, {"text": "x", "text_pair": "y z"}],
     ]
     for examples in cases:
-        rec = _Longest(tok)
+        rec = RecordingTokenizer(tok)
         enc = task.encode(examples, rec, [], max_length=64, with_labels=False)
         assert [f["input_ids"] for f in enc.features] == _whole(tok, examples, 64)
         whole_truncated = task.encode(examples, tok, [], max_length=64, with_labels=False).truncated
         assert enc.truncated == whole_truncated
-    rec = _Longest(tok)
+    rec = RecordingTokenizer(tok)
     task.encode(cases[0], rec, [], max_length=64, with_labels=False)
     assert rec.longest <= 64 * 16, f"tokenized an input of {rec.longest:,} characters"
 
@@ -62,7 +50,7 @@ def test_a_huge_sentence_pair_is_encoded_from_prefixes(tiny_bert) -> None:
 
     tok = AutoTokenizer.from_pretrained(str(tiny_bert))
     huge = "a good movie with great acting " * 2_000
-    rec = _Longest(tok)
+    rec = RecordingTokenizer(tok)
     enc = get_task("classification").encode([{"text": huge, "text_pair": huge[:40_000], "label": None}], rec, [],
                                             max_length=64, with_labels=False)
     (f,) = enc.features
