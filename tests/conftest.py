@@ -51,6 +51,26 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+def make_tiny_chat_model(dest: Path) -> Path:
+    """A random tiny Llama (2 layers, hidden 32, 256 positions) and a byte-level BPE tokenizer with a ChatML
+    template, saved as a local causal-LM folder: a stand-in for smollm2 that loads in a fraction of a second."""
+    from tests.tasks.test_generation_collate import tiny_llama
+    from tests.tasks.test_generation_template import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(str(dest), safe_serialization=True)
+    tok.save_pretrained(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a random tiny Llama and a ChatML tokenizer (:func:`make_tiny_chat_model`)."""
+    return make_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat-model"))
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

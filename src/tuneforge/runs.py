@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import RunError
-from tuneforge.utils.fs import atomic_write_json, storage_errors
+from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
 if TYPE_CHECKING:
     from tuneforge.models.registry import ResolvedModel
@@ -316,14 +316,20 @@ def base_model_path(manifest: dict[str, Any], cache_dir: Path | None = None) -> 
 
     base = manifest.get("base_model") or {}
     name = base.get("name")
-    if name in BASE_MODELS:
-        if cache_dir is None:
-            from tuneforge.settings import Settings
+    if cache_dir is None:
+        from tuneforge.settings import Settings
 
-            cache_dir = Settings().cache_dir
+        cache_dir = Settings().cache_dir
+    if name in BASE_MODELS:
         return resolve_base_model(name, cache_dir).path
     path = base.get("path") or base.get("model_id")
-    return Path(path) if path and Path(path).is_dir() else None
+    if path and Path(path).is_dir():
+        return Path(path)
+    # an adapter run used as the base: its merged copy (in the cache) was removed; merge the run again
+    requested = (manifest.get("config") or {}).get("base_model")
+    if isinstance(requested, str) and _is_adapter_run(Path(requested)):
+        return _merged_adapter_run(Path(requested), cache_dir).path
+    return None
 
 
 def run_name(run_dir: str | os.PathLike[str]) -> str | None:
@@ -336,13 +342,67 @@ def run_name(run_dir: str | os.PathLike[str]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _is_adapter_run(folder: Path) -> bool:
+    """A finished run whose folder holds its method's weights only (an adapter), not a whole model."""
+    return folder.is_dir() and has_manifest(folder) and not (folder / "config.json").is_file()
+
+
+#: where adapter runs used as base models are kept merged, under the cache folder
+MERGED_RUNS = Path("models") / "merged-runs"
+
+
+def _merged_adapter_run(run_dir: Path, cache_dir: Path) -> ResolvedModel:
+    """An adapter run (LoRA, DPO with LoRA ...) as a plain model folder: its adapter merged into its own base
+    model, written once into the cache (keyed by the adapter's weights) with the run's tokenizer."""
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    from tuneforge.methods import get_method, method_names
+    from tuneforge.models.registry import ResolvedModel
+    from tuneforge.tasks import get_task
+
+    manifest = read_manifest(run_dir)
+    kind = str(manifest.get("method", "full"))
+    name = run_name(run_dir) or run_dir.name
+    method = get_method(kind) if kind in method_names() else None
+    if method is None or not method.mergeable:
+        raise RunError(f"{run_dir} is a {kind} run, which cannot be merged into one model, so it cannot be the base "
+                       "of another run.", hint="Use a lora, dpo or full run (or a plain model folder) as the base.")
+    digest = hashlib.sha256(str(manifest.get("base_model")).encode())
+    for f in sorted(run_dir.glob("*.safetensors")):
+        digest.update(f.read_bytes())
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    dest = cache_dir / MERGED_RUNS / f"{safe}-{digest.hexdigest()[:16]}"
+    if not (dest / "config.json").is_file():
+        base_path = base_model_path(manifest, cache_dir)
+        if base_path is None:
+            raise RunError(f"{run_dir} holds a {method.name} adapter, but the base model it was trained on cannot be "
+                           "found, so it cannot be merged into a base for another run.",
+                           hint="Put the base model folder back where the run was trained.")
+        from tuneforge.utils.hf import quiet_transformers
+
+        quiet_transformers()
+        model = method.merge(method.load(run_dir, manifest, base_path, get_task(manifest["task"])))
+        with atomic_dir(dest, overwrite=True) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            AutoTokenizer.from_pretrained(str(run_dir)).save_pretrained(str(tmp))
+            atomic_write_json(tmp / "tuneforge-merged.json", {"run": str(run_dir.resolve()), "method": method.name,
+                                                              "base_model": str(base_path)})
+    return ResolvedModel(name, dest.resolve(), None)
+
+
 def resolve_base_model(name_or_path: str, cache_dir: Path) -> ResolvedModel:
     """:func:`tuneforge.models.registry.resolve_base_model`, knowing run folders: a local folder that is a finished
-    TuneForge run (a pretrained or fine-tuned model used as a base) is named by its manifest, not by its folder."""
+    TuneForge run (a pretrained or fine-tuned model used as a base) is named by its manifest, not by its folder, and
+    an adapter run (LoRA) is its adapter merged into its base model (a cached folder)."""
     from dataclasses import replace
 
     from tuneforge.models.registry import resolve_base_model as resolve
 
+    folder = Path(name_or_path).expanduser()
+    if _is_adapter_run(folder):
+        return _merged_adapter_run(folder, cache_dir)
     base = resolve(name_or_path, cache_dir)
     if base.spec is None:
         name = run_name(base.path)

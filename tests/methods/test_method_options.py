@@ -68,8 +68,9 @@ def test_supported_tasks_follow_task_attributes_not_names():
     assert not get_method("prompt_tuning").supports(tagger) and get_method("prompt_tuning").supports(_task())
     assert get_method("setfit").supports(_task()) and not get_method("setfit").supports(tagger)
     assert not get_method("zeroshot").supports(_task(labelled=False))
-    # a generative task (a causal LM) trains with full fine-tuning or LoRA only
-    assert sorted(m for m in method_names() if get_method(m).supports(writer)) == ["full", "lora"]
+    # a generative task (a causal LM) trains with full fine-tuning, LoRA or DPO only; DPO trains nothing else
+    assert sorted(m for m in method_names() if get_method(m).supports(writer)) == ["dpo", "full", "lora"]
+    assert not get_method("dpo").supports(_task()) and not get_method("dpo").supports(tagger)
 
 
 def test_sentence_methods_refuse_multi_label_with_one_message():

@@ -249,7 +249,7 @@ def test_real_smollm2_template_trains_the_reply_and_im_end(converted):
             {"role": "assistant", "content": "You are welcome."}]
     r = render_example(tok, msgs)
     learned = [i for i, lab in zip(r.input_ids, r.labels, strict=True) if lab != IGNORE_INDEX]
-    assert tok.decode(learned) == "In Paris.<|im_end|>You are welcome.<|im_end|>"
+    assert tok.decode(learned) == "In Paris.<|im_end|>\nYou are welcome.<|im_end|>\n"
     for turn in (1, 3):
         prompt = render_prompt(tok, msgs[:turn])
         assert r.input_ids[: len(prompt)] == prompt  # training saw exactly the prompt that generation renders

@@ -206,3 +206,44 @@ def test_parse_prompt_accepts_strings_and_message_lists():
     bad = parse_prompt([{"role": "bot", "content": "x"}], 3)
     assert isinstance(bad, DataProblem) and "item 3" in bad.message and "unrecognized_role" in bad.message
     assert isinstance(parse_prompt(""), DataProblem)
+
+
+def test_a_broken_line_does_not_hide_the_problems_of_the_others(tmp_path):
+    """Invalid JSON and non-UTF-8 lines are one coded problem each, and the lines that read are still checked."""
+    lines = [json.dumps(chat_row(i)).encode() for i in range(12)]
+    lines[1] = b'{"messages": [}'                                             # line 2: not JSON
+    lines[3] = lines[3].replace(b"Answer", b"R\xe9ponse")                      # line 4: not UTF-8
+    bad_role = chat_row(5)
+    bad_role["messages"][1]["role"] = "bot"
+    lines[5] = json.dumps(bad_role).encode()                                   # line 6: unknown role
+    lines[7] = b"[1, 2]"                                                       # line 8: not an object
+    problems = problems_of(write(tmp_path / "bad.jsonl", [], raw=b"\n".join(lines) + b"\n"))
+    assert [(p.line, p.code) for p in problems] == [(2, "invalid_json"), (4, "invalid_encoding"),
+                                                   (6, "unrecognized_role"), (8, "data_type")]
+    assert all(isinstance(p, CodedProblem) and p.message.startswith(f"{p.code}: ") for p in problems)
+    assert "line 2 is not valid JSON" in problems[0].message and "byte 0xe9" in problems[1].message
+
+
+def test_a_json_document_saved_as_jsonl_is_still_one_problem(tmp_path):
+    path = tmp_path / "doc.jsonl"
+    path.write_text(json.dumps([chat_row(i) for i in range(12)], indent=2), encoding="utf-8")
+    (p,) = problems_of(path)
+    assert "one JSON document" in p.message
+
+
+@pytest.mark.parametrize(("row", "task"), [
+    (chat_row(0), "generation"),
+    ({"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}, "generation"),
+    ({"prompt": "Q?", "chosen": "Good.", "rejected": "Bad."}, "generation"),
+    ({"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []}, "generation"),
+    ({"instruction": "Say hi.", "input": "", "output": "Hi!"}, "generation"),
+    ({"text": "a good film", "label": "positive"}, "classification"),
+    ({"tokens": ["ann"], "tags": ["B-PER"]}, "ner"),
+])
+def test_the_task_of_a_file_is_told_by_its_columns(tmp_path, row, task):
+    from tuneforge.tasks import guess_file_task
+
+    assert guess_file_task(write(tmp_path / "d.jsonl", [row] * 3)) == task
+    broken = write(tmp_path / "broken.jsonl", ['{"messages": [', row, "\xff"])  # still told by the lines that read
+    assert guess_file_task(broken) == task
+    assert guess_file_task(tmp_path / "missing.jsonl") == "classification"  # its reader says what is wrong

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from tests.tasks.test_generation_collate import tiny_llama
-from tests.tasks.test_generation_template import tiny_tokenizer
 from tuneforge.tasks import get_task, guess_task, load_dataset
 from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator
 from tuneforge.tasks.generation.template import IGNORE_INDEX, render_prompt
@@ -31,16 +30,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding a random tiny Llama and a byte-level tokenizer with a ChatML template."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = tiny_tokenizer()
-    model = tiny_llama(tok)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tok.save_pretrained(str(folder))
-    return folder
+# tiny_chat_model: tests/conftest.py (a random tiny Llama and a ChatML tokenizer saved as a folder)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -63,11 +53,11 @@ def test_generation_is_registered_and_detected_from_a_messages_file() -> None:
     assert guess_task(["prompt", "label"]) == "classification"
 
 
-def test_only_full_and_lora_train_generation() -> None:
+def test_only_full_lora_and_dpo_train_generation() -> None:
     from tuneforge.methods import get_method, method_names
 
     task = get_task("generation")
-    assert sorted(m for m in method_names() if get_method(m).supports(task)) == ["full", "lora"]
+    assert sorted(m for m in method_names() if get_method(m).supports(task)) == ["dpo", "full", "lora"]
     for other in ("classification", "ner", "qa"):
         assert get_method("full").supports(get_task(other)) and get_method("lora").supports(get_task(other))
 
@@ -104,7 +94,7 @@ def test_encode_learns_only_the_replies_and_the_collators_batch_them(tiny_chat_m
     assert len(enc.features) == 4 and enc.truncated == 0
     for f in enc.features:
         learned = [t for t, y in zip(f["input_ids"], f["labels"], strict=True) if y != IGNORE_INDEX]
-        assert learned and learned[-1] == tok.eos_token_id  # the end-of-turn token is trained
+        assert learned and tok.eos_token_id in learned[-2:]  # the end-of-turn token is trained (then ChatML's newline)
         assert f["labels"][0] == IGNORE_INDEX  # the prompt is not
     assert isinstance(task.collator(tok), PaddingCollator)
     assert isinstance(task.collator(tok, packing=True), PackingCollator)
@@ -125,16 +115,19 @@ def test_count_tokens_counts_the_rendered_conversations_or_prompts(tiny_chat_mod
     assert task.count_tokens([prompt], tok) == len(render_prompt(tok, prompt["messages"]))
 
 
-def test_preference_pairs_are_refused_for_sft_with_a_message(tiny_chat_model: Path) -> None:
-    from transformers import AutoTokenizer
-
+def test_preference_pairs_are_refused_for_sft_and_conversations_for_dpo_with_a_message(tmp_path: Path) -> None:
     from tuneforge.errors import ConfigError
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_chat_model))
-    pair = {"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}],
-            "rejected": [{"role": "assistant", "content": "Go away"}]}
+    pair = {"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"}
+    task = get_task("generation")
+    pairs = load_dataset(write_jsonl(tmp_path / "pairs.jsonl", [pair] * 3), "generation")
+    chats = load_dataset(write_jsonl(tmp_path / "chat.jsonl", chat_rows(3)), "generation")
     with pytest.raises(ConfigError, match="--method dpo"):
-        get_task("generation").encode([pair], tok, [], max_length=64)
+        task.check_method_data(pairs, method="lora", preference=False)
+    with pytest.raises(ConfigError, match="DPO needs preference pairs"):
+        task.check_method_data(chats, method="dpo", preference=True)
+    task.check_method_data(pairs, method="dpo", preference=True)
+    task.check_method_data(chats, method="full", preference=False)
 
 
 def test_training_metrics_from_reduced_logits_equal_the_token_stats(tiny_chat_model: Path) -> None:
@@ -204,7 +197,8 @@ def test_train_evaluate_predict_through_the_cli(tmp_path: Path, tiny_chat_model:
 
     predictor = load_predictor(run)
     [pred] = predictor.predict(["Where is the Eiffel Tower?"])
-    assert set(pred) == {"text"} and isinstance(pred["text"], str)
+    assert set(pred) == {"text", "finish_reason", "prompt_tokens", "completion_tokens"}
+    assert isinstance(pred["text"], str) and pred["finish_reason"] in ("stop", "length")
     # one rendering: the prompt ids fed to generate are the prefix of the training ids before the reply
     messages = [{"role": "user", "content": "Where is the Eiffel Tower?"}]
     prompt_ids = render_prompt(predictor.tokenizer, predictor.to_examples(["Where is the Eiffel Tower?"])[0]

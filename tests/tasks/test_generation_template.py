@@ -107,27 +107,27 @@ def test_only_the_reply_and_its_end_of_turn_token_are_learned(tok):
                 ("assistant", "It is in Paris."))
     r = render_example(tok, msgs)
     assert len(r.input_ids) == len(r.labels)
-    assert learned_text(tok, r) == "It is in Paris.<|im_end|>"
+    assert learned_text(tok, r) == "It is in Paris.<|im_end|>\n"
     eot = tok.convert_tokens_to_ids("<|im_end|>")
     runs = learned_runs(r)
-    assert len(runs) == 1 and runs[0][-1] == eot  # the end-of-turn token is trained: the model learns to stop
+    assert len(runs) == 1 and runs[0][-2] == eot  # the end-of-turn token is trained: the model learns to stop
     # the system and user turns (their own <|im_end|> included) and the "assistant" header carry -100
     prompt = render_prompt(tok, msgs[:2])
     assert all(lab == IGNORE_INDEX for lab in r.labels[: len(prompt)])
     assert r.input_ids.count(eot) == 3 and r.labels.count(eot) == 1
-    # the newline ChatML writes after <|im_end|> is never generated, so it is not learned
-    assert r.labels[-1] == IGNORE_INDEX and tok.decode(r.input_ids[-1:]) == "\n"
+    # the newline ChatML writes after <|im_end|> is learned too, as TRL's completion mask does (never generated)
+    assert r.labels[-1] == r.input_ids[-1] and tok.decode(r.input_ids[-1:]) == "\n"
 
 
 def test_every_assistant_turn_is_learned_and_weight_zero_is_respected(tok):
     msgs = conv(("user", "Say hello."), ("assistant", "Hello there!"), ("user", "The answer?"),
                 ("assistant", "The answer is 42."), ("user", "Thanks so much."), ("assistant", "Have a great day."))
     runs = learned_runs(render_example(tok, msgs))
-    assert [tok.decode(x) for x in runs] == ["Hello there!<|im_end|>", "The answer is 42.<|im_end|>",
-                                            "Have a great day.<|im_end|>"]
+    assert [tok.decode(x) for x in runs] == ["Hello there!<|im_end|>\n", "The answer is 42.<|im_end|>\n",
+                                            "Have a great day.<|im_end|>\n"]
     msgs[3]["weight"] = 0
     r = render_example(tok, msgs)
-    assert [tok.decode(x) for x in learned_runs(r)] == ["Hello there!<|im_end|>", "Have a great day.<|im_end|>"]
+    assert [tok.decode(x) for x in learned_runs(r)] == ["Hello there!<|im_end|>\n", "Have a great day.<|im_end|>\n"]
     # the weight-0 reply is still in the input, as context
     assert "The answer is 42." in tok.decode(r.input_ids)
 
@@ -149,7 +149,7 @@ def test_any_template_works_without_special_cases():
     tok = tiny_tokenizer(ZEPHYR, eos="</s>")
     msgs = conv(("user", "Say hello."), ("assistant", "Hello there!"), ("user", "Thanks."), ("assistant", "Bye."))
     r = render_example(tok, msgs)
-    assert [tok.decode(x) for x in learned_runs(r)] == ["Hello there!</s>", "Bye.</s>"]
+    assert [tok.decode(x) for x in learned_runs(r)] == ["Hello there!</s>\n", "Bye.</s>\n"]
     assert render_prompt(tok, msgs[:3]) == r.input_ids[: len(render_prompt(tok, msgs[:3]))]
 
 
@@ -158,7 +158,7 @@ def test_generation_blocks_use_the_assistant_mask_and_keep_weights():
     msgs = conv(("user", "Say hello."), ("assistant", "Hello there!", 0), ("user", "The answer?"),
                 ("assistant", "The answer is 42."))
     r = render_example(tok, msgs)
-    assert [tok.decode(x) for x in learned_runs(r)] == ["The answer is 42.<|im_end|>"]
+    assert [tok.decode(x) for x in learned_runs(r)] == ["The answer is 42.<|im_end|>"]  # the marked text only
 
 
 def test_a_template_that_is_not_prefix_stable_is_refused_with_a_message():
@@ -201,8 +201,8 @@ def test_render_pair_shares_the_prompt_and_learns_only_the_answers(tok):
           "chosen": [{"role": "assistant", "content": "The answer is 42."}],
           "rejected": [{"role": "assistant", "content": "No."}]}
     chosen, rejected = render_pair(tok, ex)
-    assert learned_text(tok, chosen) == "The answer is 42.<|im_end|>"
-    assert learned_text(tok, rejected) == "No.<|im_end|>"
+    assert learned_text(tok, chosen) == "The answer is 42.<|im_end|>\n"
+    assert learned_text(tok, rejected) == "No.<|im_end|>\n"
     prompt = render_prompt(tok, ex["prompt"])
     assert chosen.input_ids[: len(prompt)] == rejected.input_ids[: len(prompt)] == prompt
 

@@ -2,9 +2,9 @@
 
 One module per command group: :mod:`~tuneforge.cli.data` (``data check|clean|split|augment``),
 :mod:`~tuneforge.cli.train` (``train``, ``models``, ``pretrain``, ``search``, ``ensemble``, ``export``),
-:mod:`~tuneforge.cli.predict` (``evaluate``, ``predict``), :mod:`~tuneforge.cli.service` (``serve``, ``worker``,
-``admin``) and :mod:`~tuneforge.cli.solutions` (``solution ...``); :mod:`~tuneforge.cli.options` holds what they
-share.
+:mod:`~tuneforge.cli.predict` (``evaluate``, ``predict``), :mod:`~tuneforge.cli.chat` (``chat``),
+:mod:`~tuneforge.cli.service` (``serve``, ``worker``, ``admin``) and :mod:`~tuneforge.cli.solutions`
+(``solution ...``); :mod:`~tuneforge.cli.options` holds what they share.
 
 In-process (tests, notebooks)::
 
@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tuneforge.cli import data, predict, service, solutions, train
+from tuneforge.cli import chat, data, predict, service, solutions, train
 from tuneforge.cli.options import err, out
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 
@@ -80,8 +80,8 @@ def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, call
 
 
 # the order of `tuneforge --help` (commands, then groups); `train` is listed after `models` (see _Group)
-for _command in (train.models, predict.evaluate, predict.predict, train.pretrain, train.ensemble, train.export,
-                 train.search):
+for _command in (train.models, predict.evaluate, predict.predict, chat.chat, train.pretrain, train.ensemble,
+                 train.export, train.search):
     app.command()(_command)
 app.add_typer(data.app, name="data")
 service.register(app)  # serve, worker, admin

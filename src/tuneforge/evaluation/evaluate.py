@@ -1,4 +1,4 @@
-"""Evaluate a trained run on a labelled data file."""
+"""Evaluate a trained run, or a base model as it is (zero-shot), on a labelled data file."""
 
 from __future__ import annotations
 
@@ -7,27 +7,77 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.data import ColumnMap
+from tuneforge.errors import ConfigError, RunError
 from tuneforge.evaluation.report import write_evaluation
-from tuneforge.inference.predictor import load_predictor
+from tuneforge.inference.predictor import load_base_predictor, load_predictor
 from tuneforge.tasks import load_dataset
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_base_model", "evaluate_predictor", "evaluate_run", "report_folder"]
 
 
-def evaluate_run(run_dir: Path, data: Path, *, name: str | None = None, columns: ColumnMap | None = None,
-                 batch_size: int = 64, strict_bio: bool = True, on_batch: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> tuple[dict[str, Any], Path]:
-    """Predict ``data`` with the model in ``run_dir`` and write ``run_dir/eval-<name>/`` (metrics.json,
-    report.md, plots, predictions.jsonl). Returns the metrics and the report folder."""
-    predictor = load_predictor(run_dir)
+def report_folder(output: str | Path) -> Path:
+    """``output`` as an evaluation's report folder: a new or empty folder, or an earlier report (replaced); any
+    other existing folder is refused rather than replaced (a run folder, a home folder ...)."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a folder for the evaluation report.",
+                       hint="Choose a new folder with --output.")
+    if out.is_dir() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+        raise RunError(f"{out} already holds files that are not an evaluation report; they would be replaced.",
+                       hint="Choose a new or empty folder with --output.")
+    return out
+
+
+def evaluate_predictor(predictor: Any, data: Path, out: Path, *, title: str, columns: ColumnMap | None = None,
+                       batch_size: int = 64, strict_bio: bool = True, on_batch: Callable[[int], None] | None = None,
+                       on_start: Callable[[int], None] | None = None,
+                       options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Predict ``data`` with ``predictor`` and write the report folder ``out`` (metrics.json, report.md, plots,
+    predictions.jsonl); returns the metrics. ``options`` go to the task's ``predict`` (``max_new_tokens``)."""
     ds = load_dataset(data, predictor.task.name, columns=columns, require_labels=True,
                       label_set=predictor.labels if predictor.task.closed_label_set else None,
                       multi_label=predictor.multi_label, strict_bio=strict_bio)
     if on_start:
         on_start(len(ds))
-    preds = predictor.predict_examples(ds.examples, batch_size=batch_size, on_batch=on_batch)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (name or Path(data).stem))
-    out = Path(run_dir) / f"eval-{safe}"
-    metrics = write_evaluation(out, predictor.task, preds, ds, predictor.labels, multi_label=predictor.multi_label,
-                               title=f"Evaluation of {Path(run_dir).name} on {Path(data).name}")
+    preds = predictor.predict_examples(ds.examples, batch_size=batch_size, on_batch=on_batch, **(options or {}))
+    return write_evaluation(out, predictor.task, preds, ds, predictor.labels, multi_label=predictor.multi_label,
+                            title=title)
+
+
+def _options(predictor: Any, max_new_tokens: int | None) -> dict[str, Any]:
+    if max_new_tokens is None:
+        return {}
+    if not predictor.task.generative:
+        raise ConfigError(f"max_new_tokens: applies to generation models, not {predictor.task.name}")
+    return {"max_new_tokens": max_new_tokens}
+
+
+def evaluate_run(run_dir: Path, data: Path, *, name: str | None = None, output: Path | None = None,
+                 columns: ColumnMap | None = None, batch_size: int = 64, strict_bio: bool = True,
+                 on_batch: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+                 max_new_tokens: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Predict ``data`` with the model in ``run_dir`` and write the report folder: ``output`` when given, else
+    ``run_dir/eval-<name>/`` (``name`` defaults to the data file's). Returns the metrics and the report folder."""
+    out = report_folder(output) if output is not None else None
+    predictor = load_predictor(run_dir)
+    if out is None:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (name or Path(data).stem))
+        out = Path(run_dir) / f"eval-{safe}"
+    metrics = evaluate_predictor(predictor, data, out, title=f"Evaluation of {Path(run_dir).name} on {Path(data).name}",
+                                 columns=columns, batch_size=batch_size, strict_bio=strict_bio, on_batch=on_batch,
+                                 on_start=on_start, options=_options(predictor, max_new_tokens))
+    return metrics, out
+
+
+def evaluate_base_model(base_model: str, task: str, data: Path, *, output: Path, columns: ColumnMap | None = None,
+                        batch_size: int = 64, on_batch: Callable[[int], None] | None = None,
+                        on_start: Callable[[int], None] | None = None,
+                        max_new_tokens: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Evaluate a base model as it is (zero-shot: :func:`~tuneforge.inference.predictor.load_base_predictor`) on
+    ``data`` for a generative ``task``, with the same report as a run's, written to ``output``."""
+    out = report_folder(output)
+    predictor = load_base_predictor(base_model, task)
+    title = f"Evaluation of the base model {predictor.manifest['name']} (zero-shot) on {Path(data).name}"
+    metrics = evaluate_predictor(predictor, data, out, title=title, columns=columns, batch_size=batch_size,
+                                 on_batch=on_batch, on_start=on_start, options=_options(predictor, max_new_tokens))
     return metrics, out

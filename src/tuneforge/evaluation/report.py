@@ -49,17 +49,11 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 confusions = [f"- {n} × `{a}` predicted as `{b}`" for n, a, b in pairs if n]
                 if confusions:
                     md += ["", "Most frequent confusions:", "", *confusions]
-        errors = []
-        for i, (pred, ex) in enumerate(zip(predictions, examples, strict=True)):
-            wrong, line = task.describe(pred, ex)
-            if wrong:
-                errors.append((float(pred.get("score", 0.0)), i, line))
-        md += ["", f"## Errors ({len(errors)} of {len(examples)})", ""]
-        if errors:
-            md += ["The most confident mistakes first (line numbers refer to the data file):", ""]
-            for _, i, line in sorted(errors, key=lambda e: -e[0])[:MAX_ERRORS_SHOWN]:
-                src = dataset.lines[i] if i < len(dataset.lines) else None
-                md.append(f"- line {src}: {line}" if src else f"- {line}")
+        # a task may lay out its own examples section (generation: prompt / reference / generated tables); None
+        # from it, or no such hook, gives the list of mistakes as the task describes them
+        sections = getattr(task, "report_sections", None)
+        own = sections(predictions, examples, dataset.lines) if sections is not None else None
+        md += own if own is not None else _error_section(task, predictions, examples, dataset.lines)
         (tmp / "metrics.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
         with (tmp / "predictions.jsonl").open("w", encoding="utf-8") as f:
@@ -67,6 +61,23 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 line_no = dataset.lines[i] if i < len(dataset.lines) else None
                 f.write(json.dumps({"line": line_no, **pred}, ensure_ascii=False) + "\n")
     return scores
+
+
+def _error_section(task: Any, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]],
+                   lines: Sequence[int | None]) -> list[str]:
+    """The mistakes, most confident first, each as the task describes it."""
+    errors = []
+    for i, (pred, ex) in enumerate(zip(predictions, examples, strict=True)):
+        wrong, line = task.describe(pred, ex)
+        if wrong:
+            errors.append((float(pred.get("score", 0.0)), i, line))
+    md = ["", f"## Errors ({len(errors)} of {len(examples)})", ""]
+    if errors:
+        md += ["The most confident mistakes first (line numbers refer to the data file):", ""]
+        for _, i, line in sorted(errors, key=lambda e: -e[0])[:MAX_ERRORS_SHOWN]:
+            src = lines[i] if i < len(lines) else None
+            md.append(f"- line {src}: {line}" if src else f"- {line}")
+    return md
 
 
 def read_evaluation(run_dir: Path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A run folder is loaded by its manifest's ``method``: a folder that is one model goes through the tuning
 method's loader (:func:`tuneforge.methods.get_method`); a folder that composes several models (an ensemble)
-goes through a run loader registered for its kind with :func:`register_run_loader`.
+goes through a run loader registered for its kind with :func:`register_run_loader`. A base model of a generative
+task (a chat model such as smollm2) also predicts as it is, zero-shot: :func:`load_base_predictor`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from tuneforge.settings import Settings
 from tuneforge.tasks import Task, get_task
 from tuneforge.tasks.common import softmax
 from tuneforge.tasks.encoder import forward_features
-from tuneforge.utils.hf import quiet_transformers
+from tuneforge.utils.hf import max_positions, quiet_transformers
 
-__all__ = ["Predictor", "RunLoader", "load_predictor", "register_run_loader", "run_loader_kinds"]
+__all__ = ["Predictor", "RunLoader", "load_base_predictor", "load_predictor", "register_run_loader",
+           "run_loader_kinds"]
 
 #: ``loader(run_dir, manifest, bf16=...)``: an object with the :class:`Predictor` interface
 RunLoader = Callable[..., Any]
@@ -126,3 +128,43 @@ def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Setting
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
     return Predictor(run_dir, manifest, task, model, tokenizer, bf16=bf16)
+
+
+def load_base_predictor(name_or_path: str | Path, task: str | Task, *, bf16: bool = False,
+                        settings: Settings | None = None) -> Predictor:
+    """A base model as it is (no fine-tuning) ready to predict for a generative ``task``: a registered name
+    (``smollm2``) or a local causal-LM folder (a finished full fine-tuning run folder too). The model is loaded by
+    the task (its ``build_model``: safetensors only, in eval mode) with the folder's tokenizer and chat template;
+    ``max_length`` is the task's default, capped by the model's context. ``manifest`` describes it like a run's
+    (``method`` "base", no labels) so evaluation, ``chat`` and serving use it as they use a run.
+
+    Raises:
+        ConfigError: ``task`` is not generative (an encoder predicts only through a trained head), or the base
+            model is of another kind (an encoder for a generative task).
+        ModelNotFoundError: an unknown name, a package not installed, a folder without a model.
+    """
+    from transformers import AutoTokenizer
+
+    spec = get_task(task) if isinstance(task, str) else task
+    if not spec.generative:
+        raise ConfigError(f"task: a base model predicts as it is only for generative tasks; a {spec.name} model "
+                          "needs the head a training run gives it",
+                          hint=f"train one with `tuneforge train --task {spec.name} ...` and use its folder")
+    settings = settings or Settings()
+    base = runs.resolve_base_model(str(name_or_path), settings.cache_dir)
+    if base.spec is not None and base.spec.kind != spec.auto_model_kind:
+        raise ConfigError(f"base_model: {base.name} is an {base.spec.kind} model; the {spec.name} task needs a "
+                          f"{spec.auto_model_kind} model",
+                          hint="see the kind column of `tuneforge models`")
+    quiet_transformers()
+    model = spec.build_model(base.path, [], multi_label=False)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    manifest: dict[str, Any] = {
+        "name": base.name, "task": spec.name, "labels": [], "multi_label": False, "method": "base",
+        "max_length": min(spec.default_max_length, max_positions(base.path, tokenizer)), "stride": 128,
+        "base_model": {"name": base.name, "path": str(base.path),
+                       "model_id": base.spec.model_id if base.spec is not None else None},
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
+    return Predictor(base.path, manifest, spec, model, tokenizer, bf16=bf16)

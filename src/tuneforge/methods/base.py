@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -37,7 +37,7 @@ class RunConfig(Protocol):
     method: str
     multi_label: bool | None
     seed: int
-    epochs: float
+    epochs: float | Literal["auto"]  # a number once the run is set up (auto: OpenAI's rule for its data size)
     learning_rate: float | None
     batch_size: int | None
     max_length: int | None
@@ -75,6 +75,7 @@ class MethodDefaults:
     """The no-op answers most methods give; a method class inherits these and overrides what it changes."""
 
     trains_encoder = False
+    preference = False
     options_class: type[MethodOptions] = MethodOptions
 
     def options(self, config: Any) -> Any:
@@ -111,6 +112,9 @@ class Method(Protocol):
     reload_best: bool
     #: whether the method updates the pretrained encoder's own weights (``freeze_layers: auto`` applies only then)
     trains_encoder: bool
+    #: whether the method trains on preference pairs with the task's preference loss (DPO) instead of the model's
+    #: own loss on labelled examples
+    preference: bool
     @property
     def options_class(self) -> type[MethodOptions]:
         """The method's options (a pydantic model; its fields are flat keys of the run configuration)."""

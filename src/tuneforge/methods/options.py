@@ -6,11 +6,12 @@ here (a test checks that each registered method's options are)."""
 from __future__ import annotations
 
 from tuneforge.methods.bottleneck.config import AdapterOptions
+from tuneforge.methods.dpo.config import DpoOptions
 from tuneforge.methods.peft.config import LoraOptions, PromptOptions
 from tuneforge.methods.setfit.config import SetFitOptions
 
 __all__ = ["AllMethodOptions"]
 
 
-class AllMethodOptions(SetFitOptions, PromptOptions, AdapterOptions, LoraOptions):
-    """The union of the methods' options (zero-shot's are part of SetFit's)."""
+class AllMethodOptions(DpoOptions, SetFitOptions, PromptOptions, AdapterOptions, LoraOptions):
+    """The union of the methods' options (zero-shot's are part of SetFit's, LoRA's part of DPO's)."""

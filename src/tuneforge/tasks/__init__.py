@@ -10,6 +10,7 @@ from tuneforge.tasks import classification, generation, ner, qa  # noqa: F401  (
 from tuneforge.tasks.base import Encoded, Task, get_task, register_task, task_names, unregister_task
 from tuneforge.tasks.datasets import (
     clean_dataset,
+    guess_file_task,
     guess_task,
     load_dataset,
     read_options,
@@ -22,6 +23,7 @@ __all__ = [
     "Task",
     "clean_dataset",
     "get_task",
+    "guess_file_task",
     "guess_task",
     "load_dataset",
     "read_options",

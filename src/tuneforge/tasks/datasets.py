@@ -13,6 +13,7 @@ Each function hands the task-specific part to the dataset's task (its ``read``, 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -20,12 +21,14 @@ from typing import Any
 
 from tuneforge.data.cleaning import CleanOptions, CleanReport
 from tuneforge.data.dataset import ColumnMap, Dataset, ReadOptions, column_flag, generic_option_errors
+from tuneforge.data.formats import read_rows
 from tuneforge.data.splitting import split_by_keys
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.base import Task, get_task, task_names
 from tuneforge.utils.fs import write_jsonl
 
-__all__ = ["clean_dataset", "guess_task", "load_dataset", "read_options", "split_dataset", "write_dataset"]
+__all__ = ["clean_dataset", "file_columns", "guess_file_task", "guess_task", "load_dataset", "read_options",
+           "split_dataset", "write_dataset"]
 
 
 def load_dataset(
@@ -147,3 +150,39 @@ def guess_task(columns: Sequence[str]) -> str:
             return task.name
     raise ConfigError(f"task: cannot tell the task from the columns {', '.join(columns) or '(none)'}",
                       hint="name the task (choose from " + ", ".join(task_names()) + ")")
+
+
+def file_columns(path: str | os.PathLike[str], *, format: str | None = None, delimiter: str | None = None,
+                 encoding: str | None = None) -> list[str]:
+    """The columns (keys) a data file's records have, in order of first appearance; for a JSON Lines file that
+    does not read cleanly, the keys of the lines that are JSON objects (so that a broken file is still read by the
+    task its layout names, which reports every problem); empty when nothing can be told."""
+    try:
+        rows = read_rows(path, format=format, delimiter=delimiter, encoding=encoding)[1]
+        records = [r.data for r in rows]
+    except DataError:
+        records = []
+        try:
+            with open(path, "rb") as f:
+                head = [f.readline() for _ in range(1000)]
+        except OSError:
+            return []
+        for raw in head:
+            try:
+                value = json.loads(raw.decode("utf-8", errors="replace"))
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                records.append(value)
+    seen: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            seen.setdefault(str(key), None)
+    return list(seen)
+
+
+def guess_file_task(path: str | os.PathLike[str], **read: Any) -> str:
+    """The task a data file's columns suggest (:func:`guess_task` of :func:`file_columns`; ``read``: its
+    ``format``, ``delimiter``, ``encoding``): a chat, prompt/completion or preference-pair file is generation,
+    tokens/tags ner, question + context qa, anything else classification."""
+    return guess_task(file_columns(path, **read))

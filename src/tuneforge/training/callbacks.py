@@ -39,8 +39,10 @@ class RichProgressCallback(TrainerCallback):
         if logs and "loss" in logs and isinstance(logs["loss"], (int, float)) and math.isfinite(logs["loss"]):
             self.loss = float(logs["loss"])
             if not self.console.is_terminal:  # a log file gets a line per logging step instead of a live bar
+                rewards = "".join(f" {k} {logs[k]:.3f}" for k in ("rewards/accuracies", "rewards/margins")
+                                  if isinstance(logs.get(k), float))  # a preference (DPO) run's
                 self.console.print(f"step {state.global_step}/{state.max_steps} epoch {state.epoch:.2f} "
-                                   f"loss {self.loss:.4f} lr {logs.get('learning_rate', 0):.2e}")
+                                   f"loss {self.loss:.4f} lr {logs.get('learning_rate', 0):.2e}{rewards}")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kw: Any) -> None:

@@ -59,7 +59,10 @@ class CoreConfig(BaseModel):
     encoding: str | None = Field(None, description="Text encoding of the data files, e.g. big5, shift_jis, gbk, "
                                                    "cp1252 (default: UTF-8, or detected with a warning).")
 
-    epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
+    epochs: float | Literal["auto"] = Field(
+        3.0, description="Passes over the training data, or auto: OpenAI's rule (3, raised or lowered so that "
+                         "examples x epochs is 100 to 25,000), resolved when the data is read and recorded in the "
+                         "manifest.")
     learning_rate: float | None = Field(None, gt=0, lt=1,
                                         description="Peak learning rate (auto: by model and data size).")
     batch_size: int | None = Field(None, ge=1, le=4096,
@@ -89,6 +92,19 @@ class CoreConfig(BaseModel):
     logging_steps: int = Field(25, ge=1, description="Log the loss every N steps (TensorBoard and console).")
     keep_checkpoints: bool = Field(False, description="Keep the intermediate checkpoints after a successful run.")
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation.")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs_or_auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = float(v) if not isinstance(v, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not 0 < number <= 1000:
+            raise ValueError(f"epochs: must be auto or a number of passes above 0 and at most 1000, not {v!r}")
+        return number
 
     @field_validator("task")
     @classmethod
@@ -167,12 +183,29 @@ class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
             problems.append(f"packing: applies to generation, not {self.task}")
         if self.multi_label and not task.multi_label_capable:
             problems.append(f"multi_label: only classification can be multi-label, not {self.task}")
+        if task.generative:
+            problems += _encoder_only_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+#: options that tune an encoder with a new task head, which a causal LM does not have (its head is its LM head)
+_ENCODER_ONLY = {"head_lr_multiplier": "speeds up the new task head of an encoder",
+                 "warm_start_head": "fits a new classification head before fine-tuning",
+                 "dropout": "sets the hidden and attention dropout of an encoder"}
+
+
+def _encoder_only_problems(c: TrainConfig) -> list[str]:
+    """Encoder heuristics a generative task refuses when asked for, and a default it does not take: its word
+    embeddings train (a causal LM's embedding matrix is often its output layer too) unless frozen explicitly."""
+    if "freeze_embeddings" not in c.model_fields_set:
+        c.freeze_embeddings = False
+    return [f"{name}: {what}, which a {c.task} model (a causal LM) does not have (leave it out)"
+            for name, what in _ENCODER_ONLY.items() if getattr(c, name) != type(c).model_fields[name].default]
 
 
 def _method_problems(c: TrainConfig) -> list[str]:

@@ -88,6 +88,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None, resume: bool
         console.print(f"Resuming the run in {out} with its saved configuration.")
     t_start = time.time()
     p = prepare(config, settings, console)
+    _check_data_fits_method(p)
     created = _start_run_folder(out, config, resume=resume, overwrite=overwrite)
     try:
         return _run(p, out, console, resume=resume, on_event=on_event, should_stop=should_stop, t_start=t_start)
@@ -126,6 +127,17 @@ def _discard_unresumable(out: Path, *, created: bool) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def _check_data_fits_method(p: Prepared) -> None:
+    """A task with several kinds of data (generation: conversations, preference pairs) refuses a file the method
+    does not train on, naming the method that fits, before anything is written."""
+    check = getattr(p.task, "check_method_data", None)
+    if check is None or p.method is None:
+        return
+    for ds in (p.train_ds, p.eval_ds):
+        if ds is not None:
+            check(ds, method=p.config.method, preference=p.method.preference)
 
 
 def _build_model(p: Prepared, console: Console) -> Any:
@@ -171,6 +183,17 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     model = p.method.prepare(model, c, p.task, total_steps=total_steps(len(p.train_features), p.hp["batch_size"], c))
     use_fast_dropout(model)  # torch's CPU dropout mask costs a tenth of a step; on a GPU it stays nn.Dropout's
     report = parameter_report(model)
+    train_features = p.train_features
+    eval_features = p.eval_enc.features if p.eval_enc is not None else None
+    preference = None
+    if p.method.preference:  # DPO: the reference's log-probabilities once, then the preference loss on pairs
+        preference = p.task.preference_loss(model, p.tokenizer)  # type: ignore[attr-defined]  # generation only
+        with console.status("Scoring the pairs with the reference model..."):
+            train_features = preference.with_reference_logps(model, train_features, batch_size=c.eval_batch_size,
+                                                             bf16=bf16)
+            if eval_features:
+                eval_features = preference.with_reference_logps(model, eval_features,
+                                                                batch_size=c.eval_batch_size, bf16=bf16)
 
     ckpt_dir = runs.checkpoints_dir(out)
     stash = EvalStash(p)
@@ -190,17 +213,19 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
 
         adversary = EmbeddingAdversary(model, c.adversarial, c.adversarial_epsilon, c.pgd_steps)
     distill = {"alpha": c.distill_alpha, "temperature": c.distill_temperature} if c.distill_from else None
-    eval_features = p.eval_enc.features if p.eval_enc is not None else None
-    # packing (generation only, checked by the config) makes padding-free batches
-    collator = (p.task.collator(p.tokenizer, packing=True)  # type: ignore[call-arg]  # generative tasks only
-                if c.packing else p.task.collator(p.tokenizer))
+    # packing (generation only, checked by the config) makes padding-free batches; pairs batch their own way
+    collator = (preference.collator if preference is not None else
+                p.task.collator(p.tokenizer, packing=True) if c.packing  # type: ignore[call-arg]  # generation only
+                else p.task.collator(p.tokenizer))
     # a generative task is evaluated on its token metrics from the logits, reduced batch by batch
     reduce_logits = getattr(p.task, "preprocess_logits", None) if p.task.generative and eval_features else None
-    trainer = TuneforgeTrainer(model=model, args=_training_args(p, ckpt_dir, bf16), train_dataset=p.train_features,
+    trainer = TuneforgeTrainer(model=model, args=_training_args(p, ckpt_dir, bf16), train_dataset=train_features,
                                eval_dataset=eval_features, optimizers=(optimizer, None),
                                data_collator=collator, processing_class=p.tokenizer,
                                compute_metrics=stash.compute_metrics if eval_features else None, callbacks=callbacks,
-                               adversary=adversary, distill=distill, preprocess_logits_for_metrics=reduce_logits)
+                               adversary=adversary, distill=distill, preprocess_logits_for_metrics=reduce_logits,
+                               preference=preference,
+                               train_loss=getattr(p.task, "training_loss", None) if c.adversarial == "none" else None)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     last = None
@@ -245,6 +270,8 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
         examples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
         wall_seconds=time.time() - t_start, final_loss=round(float(result.training_loss), 5), best_step=best,
         stopped_early=trainer.state.global_step < trainer.state.max_steps, **report)
+    if preference is not None:
+        manifest["training"]["preference"] = {"beta": preference.beta, **trainer.preference_summary(best)}
     _finalize(trainer.model, p.tokenizer, out, manifest, p.method, keep_checkpoints=c.keep_checkpoints)
     return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
 
@@ -297,7 +324,7 @@ def _training_args(p: Prepared, ckpt_dir: Path, bf16: bool) -> Any:
     strategy = "steps" if c.eval_every else "epoch"
     return TrainingArguments(
         output_dir=str(ckpt_dir),
-        num_train_epochs=c.epochs,
+        num_train_epochs=p.hp["epochs"],  # resolved by prepare (a number for epochs: auto)
         learning_rate=p.hp["learning_rate"],
         per_device_train_batch_size=p.hp["batch_size"],
         per_device_eval_batch_size=c.eval_batch_size,
@@ -321,8 +348,9 @@ def _training_args(p: Prepared, ckpt_dir: Path, bf16: bool) -> Any:
         logging_steps=c.logging_steps,
         logging_first_step=True,
         # Trainer drops every feature the model's forward() does not name; the teacher's probabilities are no
-        # model input, and without this distillation silently trained on the hard labels alone
-        remove_unused_columns=c.distill_from is None,
+        # model input, and without this distillation silently trained on the hard labels alone (as would DPO's
+        # rejected answers and reference log-probabilities)
+        remove_unused_columns=c.distill_from is None and not (p.method is not None and p.method.preference),
         report_to=[],
         disable_tqdm=True,
         train_sampling_strategy="group_by_length",

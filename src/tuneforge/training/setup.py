@@ -20,10 +20,13 @@ from tuneforge.models.registry import ResolvedModel
 from tuneforge.runs import resolve_base_model
 from tuneforge.settings import Settings
 from tuneforge.tasks import Encoded, Task, get_task, load_dataset
+from tuneforge.tasks.generation.budget import auto_epochs
+from tuneforge.tasks.generation.template import length_problems
 from tuneforge.training.config import TrainConfig
+from tuneforge.utils.hf import max_positions
 
 __all__ = ["SHORT_RUN_EXAMPLES", "TEXT_TASK", "Prepared", "auto_freeze_layers", "auto_hyperparameters",
-           "encoder_parameters", "load_training_data", "prepare", "read_texts", "total_steps"]
+           "encoder_parameters", "load_training_data", "prepare", "read_texts", "resolve_epochs", "total_steps"]
 
 
 @dataclass
@@ -84,26 +87,36 @@ def auto_freeze_layers(config: TrainConfig, *, n_train: int, model_config: dict[
     and runs that train the embeddings freeze nothing; a number always wins."""
     if config.freeze_layers != "auto":
         return int(config.freeze_layers)
+    if get_task(config.task).generative:  # an encoder heuristic; a causal LM's lower layers are not spare
+        return 0
     if not get_method(config.method).trains_encoder or not config.freeze_embeddings:
         return 0
-    if config.epochs * n_train > SHORT_RUN_EXAMPLES:
+    if resolve_epochs(config, n_train) * n_train > SHORT_RUN_EXAMPLES:
         return 0
     return int(model_config.get("num_hidden_layers", 0)) // 3
+
+
+def resolve_epochs(config: TrainConfig, n_train: int) -> float:
+    """The epochs a run trains: the number given, or for ``auto`` OpenAI's rule for ``n_train`` examples (3,
+    raised or lowered so that examples x epochs is 100 to 25,000)."""
+    if config.epochs == "auto":
+        return float(auto_epochs(max(1, n_train)))
+    return float(config.epochs)
+
+
+def _resolved_config(config: TrainConfig, task: Task, epochs: float) -> TrainConfig:
+    """The configuration the run applies: ``epochs: auto`` as its number, and for a causal LM (no new task head)
+    the head's learning-rate multiplier as 1 (the config refuses any other value for it)."""
+    update: dict[str, Any] = {"epochs": epochs}
+    if task.generative:
+        update["head_lr_multiplier"] = 1.0
+    return config.model_copy(update=update)
 
 
 def total_steps(n_features: int, batch_size: int, c: TrainConfig) -> int:
     """Optimizer steps of the whole run."""
     per_epoch = math.ceil(n_features / max(1, batch_size * c.grad_accum))
-    return max(1, int(math.ceil(per_epoch * c.epochs)))
-
-
-def _model_max_positions(base_path: Path, tokenizer: Any) -> int:
-    cfg = json.loads((base_path / "config.json").read_text())
-    limit = int(cfg.get("max_position_embeddings", 512))
-    if cfg.get("model_type") in ("roberta", "xlm-roberta"):
-        limit -= 2  # their positions start after the padding index
-    tok_max = getattr(tokenizer, "model_max_length", limit) or limit
-    return int(min(limit, tok_max if tok_max < 1e6 else limit))
+    return max(1, int(math.ceil(per_epoch * resolve_epochs(c, n_features))))  # prepare resolved an auto already
 
 
 def load_training_data(task: str, data: Path | str, eval_data: Path | str | None = None, *,
@@ -226,7 +239,12 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
     labels = task.label_list(train_ds.examples, multi_label)
     model_config = json.loads((base.path / "config.json").read_text())
     hp = auto_hyperparameters(config, n_train=len(train_ds), model_config=model_config,
-                              model_max=_model_max_positions(base.path, tokenizer), task=task)
+                              model_max=max_positions(base.path, tokenizer), task=task)
+    hp["epochs"] = resolve_epochs(config, len(train_ds))
+    if config.epochs == "auto":
+        hp["epochs_rule"] = "auto"
+        console.print(f"epochs: {hp['epochs']:g} (auto: OpenAI's rule for {len(train_ds)} examples)")
+    config = _resolved_config(config, task, hp["epochs"])
     with console.status("Tokenizing..."):
         train_enc = task.encode(train_ds.examples, tokenizer, labels, max_length=hp["max_length"],
                                 stride=config.stride, multi_label=multi_label)
@@ -234,6 +252,13 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
         if eval_ds is not None:
             eval_enc = task.encode(eval_ds.examples, tokenizer, labels, max_length=hp["max_length"],
                                    stride=config.stride, multi_label=multi_label)
+    if task.generative:  # a conversation the model cannot read whole is refused, not cut (OpenAI's rule)
+        context = max_positions(base.path, tokenizer)
+        too_long = _over_context(train_enc, train_ds, context) + (
+            _over_context(eval_enc, eval_ds, context) if eval_enc is not None and eval_ds is not None else [])
+        if too_long:
+            raise DataError(too_long, hint=f"{base.name} reads at most {context} tokens at once: shorten or split "
+                                           "these conversations")
     if train_enc.truncated:
         console.print(f"[yellow]note:[/] {train_enc.truncated} of {len(train_ds)} training inputs are longer than "
                       f"max_length {hp['max_length']} and were {task.long_input_note}")
@@ -242,6 +267,17 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
     if config.distill_from is not None:
         p.train_features = _with_teacher(p, console)
     return p
+
+
+def _over_context(enc: Encoded, ds: Dataset, context: int) -> list[DataProblem]:
+    """One problem per conversation whose rendered length (``meta["length"]``, before truncation) is over
+    ``context``. Preference pairs are not checked here: their length is both answers' (each is rendered, and
+    checked by ``data check``, on its own)."""
+    lengths = [m.get("length") for m in enc.meta]
+    pairs = any("rejected_input_ids" in f for f in enc.features[:1])
+    if pairs or len(lengths) != len(ds) or any(not isinstance(n, int) for n in lengths):
+        return []
+    return length_problems([int(n) for n in lengths if isinstance(n, int)], ds.lines, context, file=ds.path)
 
 
 def _with_teacher(p: Prepared, console: Console) -> list[dict[str, Any]]:

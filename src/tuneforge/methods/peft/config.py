@@ -13,14 +13,18 @@ __all__ = ["LoraOptions", "PromptOptions"]
 class LoraOptions(MethodOptions):
     """lora and adalora."""
 
-    lora_r: int = Field(4, ge=1, le=1024, description="lora/adalora: rank of the low-rank update (adalora: the "
-                                                      "average rank it prunes to).")
-    lora_alpha: int = Field(16, ge=1, description="lora/adalora: scaling of the update (alpha / r: 4 by default).")
-    lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora/adalora: dropout on the adapter's input.")
+    lora_r: int | None = Field(None, ge=1, le=1024, description="lora/adalora: rank of the low-rank update "
+                               "(adalora: the average rank it prunes to); default 4 for encoders, 16 for a chat "
+                               "model (generation).")
+    lora_alpha: int | None = Field(None, ge=1, description="lora/adalora: scaling of the update (alpha / r); "
+                                   "default 16 for encoders, 32 for a chat model.")
+    lora_dropout: float | None = Field(None, ge=0, lt=1, description="lora/adalora: dropout on the adapter's "
+                                       "input; default 0.1 for encoders, 0.05 for a chat model.")
     lora_target_modules: list[str] | None = Field(
         None, description="lora/adalora: names of the layers to adapt (default: every linear layer of a BERT-like "
                           "encoder block, query, key, value, attention.output.dense, intermediate.dense and "
-                          "output.dense; else peft's choice for the architecture).")
+                          "output.dense; every linear layer of a chat model's decoder; else peft's choice for the "
+                          "architecture).")
 
 
 class PromptOptions(MethodOptions):

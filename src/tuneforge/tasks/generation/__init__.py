@@ -3,13 +3,15 @@
 The foundations of the ``generation`` task: :mod:`.data` reads and validates the six data layouts into one
 example shape, :mod:`.template` renders them with the tokenizer's own chat template (training labels and
 generation prompts from one function), :mod:`.collate` pads or packs batches, :mod:`.metrics` computes
-OpenAI-named token metrics and EM / F1 / ROUGE-L, and :mod:`.budget` holds OpenAI's epoch and billing rules.
+OpenAI-named token metrics and EM / F1 / ROUGE-L, :mod:`.preference` holds preference pairs (DPO): pair features
+and batches, sequence log-probabilities, the DPO loss and preference accuracy, and :mod:`.budget` holds OpenAI's
+epoch and billing rules.
 :mod:`.task` is the task object (:class:`GenerationTask`), registered when ``tuneforge.tasks`` imports this
 package.
 """
 
 from tuneforge.tasks.base import register_task
-from tuneforge.tasks.generation.budget import DEFAULT_EPOCHS, auto_epochs, token_summary
+from tuneforge.tasks.generation.budget import DEFAULT_EPOCHS, auto_epochs, check_tokens, resolve_epochs, token_summary
 from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator, left_pad, pad_token_id
 from tuneforge.tasks.generation.data import (
     FORMATS,
@@ -32,6 +34,7 @@ from tuneforge.tasks.generation.metrics import (
     text_scores,
     token_stats,
 )
+from tuneforge.tasks.generation.preference import PairCollator, PreferenceLoss, encode_pairs, is_pair
 from tuneforge.tasks.generation.task import GenerationTask, split_reference
 from tuneforge.tasks.generation.template import (
     IGNORE_INDEX,
@@ -61,14 +64,19 @@ __all__ = [
     "GenerationData",
     "GenerationTask",
     "PackingCollator",
+    "PairCollator",
     "PaddingCollator",
+    "PreferenceLoss",
     "Rendered",
     "RenderedSet",
     "TokenStats",
     "auto_epochs",
     "chat_template",
+    "check_tokens",
     "detect_format",
+    "encode_pairs",
     "end_of_turn_ids",
+    "is_pair",
     "left_pad",
     "length_problems",
     "named_token_metrics",
@@ -82,6 +90,7 @@ __all__ = [
     "render_pair",
     "render_prompt",
     "render_prompt_text",
+    "resolve_epochs",
     "rouge_l",
     "sequence_logprobs",
     "split_reference",

@@ -20,7 +20,8 @@ An SFT example becomes ``{"messages": [{"role", "content"} ...]}`` where assista
 OpenAI's rules apply and every problem names its line and field and starts with OpenAI's validator code
 (``data_type``, ``missing_messages_list``, ``message_missing_key``, ``message_unrecognized_key``,
 ``unrecognized_role``, ``missing_content``, ``example_missing_assistant_message``), all problems in one
-:class:`~tuneforge.errors.DataError`.
+:class:`~tuneforge.errors.DataError`; a line that is not JSON or not UTF-8 is one problem of its own
+(``invalid_json``, ``invalid_encoding``: see :mod:`.reading`) and the other lines are still checked.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tuneforge.data.formats import Row, read_rows
 from tuneforge.errors import DataError, DataProblem
+from tuneforge.tasks.generation.reading import CodedProblem, coded_problem, read_generation_rows
 
 __all__ = [
     "FORMATS",
@@ -67,16 +67,7 @@ _DESCRIBE = {
 }
 
 
-@dataclass(frozen=True)
-class CodedProblem(DataProblem):
-    """A :class:`DataProblem` carrying OpenAI's validator code (also written at the start of the message)."""
-
-    code: str | None = None
-
-
-def _problem(file: str, line: int | None, field: str | None, code: str, message: str,
-             hint: str | None = None) -> CodedProblem:
-    return CodedProblem(file, line, field, f"{code}: {message}", hint, code=code)
+_problem = coded_problem
 
 
 @dataclass
@@ -351,8 +342,10 @@ def _learnable(c: _Checker, example: dict[str, Any]) -> bool:
 
 
 def normalize_row(row: Mapping[str, Any], *, file: str = "<input>", line: int | None = None,
-                  format: str | None = None) -> tuple[str, dict[str, Any]] | list[DataProblem]:
-    """``(format, example)`` for one raw row, or the list of its problems."""
+                  format: str | None = None,
+                  require_reply: bool = True) -> tuple[str, dict[str, Any]] | list[DataProblem]:
+    """``(format, example)`` for one raw row, or the list of its problems (``require_reply`` False: a conversation
+    without an assistant reply is a prompt to answer, as ``predict --data`` reads it)."""
     c = _Checker(file, line)
     if not isinstance(row, Mapping):
         c.add(None, "data_type", f"an example must be a JSON object, found a {type(row).__name__}")
@@ -365,61 +358,31 @@ def normalize_row(row: Mapping[str, Any], *, file: str = "<input>", line: int | 
                    "(instruction/input/output), ShareGPT (conversations) or preference pairs")
         return c.problems
     example = _PARSERS[fmt](c, row)
-    if example is None or not _learnable(c, example):
+    if example is None or (require_reply and not _learnable(c, example)):
         return c.problems
     return fmt, example
 
 
-def _utf8_problems(path: Path, first: DataProblem) -> list[DataProblem]:
-    """Every line of ``path`` that is not UTF-8 (formats.read_rows stops at the first)."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return [first]
-    out: list[DataProblem] = []
-    for number, chunk in enumerate(raw.split(b"\n"), start=1):
-        try:
-            chunk.decode("utf-8")
-        except UnicodeDecodeError as e:
-            if number == 1 and chunk.startswith(b"\xef\xbb\xbf"):
-                continue
-            out.append(DataProblem(str(path), number, None,
-                                   f"line {number} is not valid UTF-8: byte 0x{chunk[e.start]:02x} at byte "
-                                   f"{e.start + 1} of the line cannot be decoded", hint=first.hint))
-    return out or [first]
-
-
-def _rows(path: str | os.PathLike[str], format: str | None) -> list[Row]:
-    try:
-        return read_rows(path, format=format, detect_encoding=False)[1]  # OpenAI's files are UTF-8
-    except DataError as e:
-        first = e.problems[0] if e.problems else None
-        if first is not None and "not valid UTF-8" in first.message:
-            raise DataError(_utf8_problems(Path(path), first), hint=e.hint) from None
-        recoded = [_problem(p.file, p.line, p.field, "data_type", p.message, p.hint)
-                   if "not an object" in p.message else p for p in e.problems]
-        raise DataError(recoded, hint=e.hint) from None
-
-
 def read_generation_data(path: str | os.PathLike[str], *, method: str | None = None,
-                         min_examples: int = MIN_EXAMPLES, file_format: str | None = None) -> GenerationData:
+                         min_examples: int = MIN_EXAMPLES, file_format: str | None = None,
+                         require_reply: bool = True) -> GenerationData:
     """Read and validate a generation data file; :class:`DataError` lists every problem with line and field.
 
     ``method`` is ``"sft"`` (chat-like data wanted), ``"dpo"`` (preference pairs wanted) or None (either, e.g.
     for ``evaluate``); a file of the other kind is refused with a message saying which method fits it.
     ``min_examples`` is OpenAI's minimum (10) for training files; pass 0 for evaluation files. ``file_format`` is
-    formats.read_rows' file format (jsonl, json), from the extension when None.
+    formats.read_rows' file format (jsonl, json), from the extension when None. ``require_reply`` False accepts
+    conversations without an assistant reply (prompts to answer: prediction input).
     """
     file = str(path)
-    rows = _rows(path, file_format)
-    problems: list[DataProblem] = []
+    rows, problems = read_generation_rows(path, file_format)  # problems: the lines that could not be read
     examples: list[dict[str, Any]] = []
     lines: list[int | None] = []
     formats: list[str] = []
     kind: str | None = None
     kind_line: int | None = None
     for row in rows:
-        result = normalize_row(row.data, file=file, line=row.line)
+        result = normalize_row(row.data, file=file, line=row.line, require_reply=require_reply)
         if isinstance(result, list):
             problems += result
             continue
@@ -443,7 +406,7 @@ def read_generation_data(path: str | os.PathLike[str], *, method: str | None = N
                                   f"the file holds {_DESCRIBE[kind]}, but --method {method} needs "
                                   f"{_DESCRIBE[wanted]}", hint=f"train this file with {fits}")])
     if problems:
-        raise DataError(problems)
+        raise DataError(sorted(problems, key=lambda p: p.line or 0))
     if len(examples) < min_examples:
         raise DataError([_problem(file, None, None, "insufficient_examples",
                                   f"the file has {len(examples)} example(s); fine-tuning needs at least {min_examples}",

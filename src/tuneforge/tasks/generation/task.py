@@ -16,7 +16,12 @@ answers to the protocol:
   prediction also carries the teacher-forced loss of the whole conversation, so ``score`` reports
   ``valid_loss``, ``valid_mean_token_accuracy``, ``exact_match``, ``f1`` and ``rougeL`` together.
 
-Preference pairs (DPO) are read but not trained yet: ``encode`` refuses them with a message.
+Preference pairs (``{"prompt", "chosen", "rejected"}``) train with ``--method dpo`` (:mod:`.preference`):
+``encode`` renders both answers with :func:`.template.render_pair`, and ``predict`` / ``score`` give each pair's
+implicit reward instead of generating (``preference_accuracy``, ``reward_margin``; a DPO run's reward is its
+log-probability ratio to its reference, a base model's or supervised run's the plain log-probability).
+:meth:`GenerationTask.check_method_data` refuses a file of the kind the method does not train on (pairs for
+SFT, conversations for DPO) with a message naming the method that fits.
 """
 
 from __future__ import annotations
@@ -33,22 +38,27 @@ from tuneforge.data.formats import fingerprint
 from tuneforge.errors import ConfigError, DataProblem
 from tuneforge.tasks.base import Encoded
 from tuneforge.tasks.datasets import read_options
-from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator, left_pad, pad_token_id
+from tuneforge.tasks.generation.collate import PackingCollator, PaddingCollator, pad_token_id
 from tuneforge.tasks.generation.data import MIN_EXAMPLES, parse_prompt, read_generation_data
+from tuneforge.tasks.generation.generate import DEFAULT_MAX_NEW_TOKENS, GenerationOptions, context_length, generate
 from tuneforge.tasks.generation.metrics import TokenStats, named_token_metrics, text_scores, token_stats
+from tuneforge.tasks.generation.preference import (
+    PreferenceLoss,
+    describe_pair,
+    encode_pairs,
+    is_pair,
+    predict_pairs,
+    score_pairs,
+)
 from tuneforge.tasks.generation.template import (
     IGNORE_INDEX,
-    end_of_turn_ids,
     render_dataset,
     render_example,
-    render_pair,
     render_prompt,
 )
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "GenerationTask", "split_reference"]
 
-#: tokens generated per reply unless told otherwise
-DEFAULT_MAX_NEW_TOKENS = 256
 #: the keys of the columns a generation file may have (any of the layouts in :mod:`.data`)
 _SIGNATURES = ({"messages"}, {"conversations"}, {"prompt", "completion"}, {"instruction", "output"},
                {"chosen", "rejected"}, {"input", "preferred_output"})
@@ -63,10 +73,19 @@ def split_reference(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, 
     return [{k: v for k, v in m.items() if k != "weight"} for m in msgs], None
 
 
-def _preference_refused() -> ConfigError:
-    return ConfigError("data: the file holds preference pairs (chosen / rejected answers), which train with "
-                       "--method dpo; supervised fine-tuning (lora, full) needs chat conversations",
-                       hint="give a chat file ({\"messages\": [...]}) for SFT; DPO training is not available yet")
+def _preference_refused(file: str = "the file", method: str = "lora") -> ConfigError:
+    return ConfigError(f"data: {file} holds preference pairs (chosen / rejected answers), which train with "
+                       f"--method dpo; supervised fine-tuning (--method {method}) needs chat conversations",
+                       hint="train this file with --method dpo (from a base model or a supervised run), or give a "
+                            "chat file ({\"messages\": [...]}) for supervised fine-tuning")
+
+
+def _conversations_refused(file: str = "the file") -> ConfigError:
+    return ConfigError(f"data: DPO needs preference pairs (a chosen and a rejected answer to each prompt); {file} "
+                       "holds chat conversations, which train with --method lora or full (supervised fine-tuning)",
+                       hint="write pairs as OpenAI's {\"input\": {\"messages\": [...]}, \"preferred_output\": [...], "
+                            "\"non_preferred_output\": [...]} or TRL's {\"prompt\", \"chosen\", \"rejected\"}; "
+                            "or train this file with --method lora first and DPO from that run (--base-model RUN)")
 
 
 class GenerationTask:
@@ -101,7 +120,8 @@ class GenerationTask:
         """
         opts = read_options(self, options)
         training = int(options.get("min_classes") or 1) >= 2
-        data = read_generation_data(path, min_examples=MIN_EXAMPLES if training else 1, file_format=opts.format)
+        data = read_generation_data(path, min_examples=MIN_EXAMPLES if training else 1, file_format=opts.format,
+                                    require_reply=opts.require_labels)
         return Dataset(path=str(path), format="+".join(data.formats) or "chat", task=self.name,
                        examples=data.examples, lines=data.lines, fingerprint=fingerprint(path), labels=[])
 
@@ -135,10 +155,9 @@ class GenerationTask:
         """Tokens of the rendered conversations (prompts for those without a reply), cut at ``max_length``."""
         total = 0
         for ex in examples:
-            if "messages" not in ex:  # a preference pair: both answers with their shared prompt
-                chosen, rejected = render_pair(tokenizer, ex)
-                n = len(chosen.input_ids) + len(rejected.input_ids)
-                total += min(n, 2 * max_length) if max_length else n
+            if is_pair(ex):  # a preference pair: both answers with their shared prompt, as training cuts them
+                [f] = encode_pairs(tokenizer, [ex], max_length=max_length).features
+                total += len(f["input_ids"]) + len(f["rejected_input_ids"])
                 continue
             prompt, reference = split_reference(ex["messages"])
             n = len(render_example(tokenizer, ex["messages"]).input_ids) if reference is not None else len(
@@ -169,9 +188,18 @@ class GenerationTask:
 
     def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any, labels: list[str], *,
                max_length: int, stride: int = 128, with_labels: bool = True, multi_label: bool = False) -> Encoded:
-        """Rendered conversations: ``input_ids`` and ``labels`` (-100 outside the learned assistant tokens)."""
-        if any("messages" not in ex for ex in examples):
-            raise _preference_refused()
+        """Rendered conversations: ``input_ids`` and ``labels`` (-100 outside the learned assistant tokens); for
+        preference pairs, pair features (:func:`.preference.encode_pairs`: the chosen side as ``input_ids`` /
+        ``labels``, the rejected side as ``rejected_input_ids`` / ``rejected_labels``)."""
+        kinds = {is_pair(ex) for ex in examples}
+        if kinds == {True}:
+            pairs = encode_pairs(tokenizer, examples, max_length=max_length)
+            return Encoded(features=pairs.features, example_index=list(range(len(examples))),
+                           meta=[{"length": n} for n in pairs.lengths], n_examples=len(examples),
+                           truncated=pairs.truncated)
+        if len(kinds) > 1:
+            raise ConfigError("data: preference pairs and chat conversations are mixed in one set of examples",
+                              hint="keep one kind of example per file")
         rendered = render_dataset(tokenizer, examples, max_length=max_length)
         features = rendered.features if with_labels else [{"input_ids": f["input_ids"]} for f in rendered.features]
         return Encoded(features=features, example_index=list(range(len(examples))),
@@ -179,8 +207,29 @@ class GenerationTask:
                        truncated=rendered.truncated)
 
     def collator(self, tokenizer: Any, *, packing: bool = False) -> Any:
-        """Batches padded to their longest item (right side, labels -100), or padding-free packed rows."""
+        """Batches padded to their longest item (right side, labels -100), or padding-free packed rows. (Pair
+        features batch with :class:`.preference.PairCollator`, which the preference loss brings.)"""
         return PackingCollator() if packing else PaddingCollator(pad_token_id(tokenizer))
+
+    def check_method_data(self, ds: Dataset, *, method: str, preference: bool) -> None:
+        """Refuse a file of the kind ``method`` does not train on, naming the method that fits: preference pairs
+        for supervised fine-tuning, chat conversations for DPO (``preference``: the method trains on pairs)."""
+        has_pairs = any(is_pair(ex) for ex in ds.examples)
+        if has_pairs and not preference:
+            raise _preference_refused(ds.path, method)
+        if preference and not has_pairs:
+            raise _conversations_refused(ds.path)
+
+    def preference_loss(self, model: Any, tokenizer: Any) -> PreferenceLoss:
+        """The preference (DPO) loss of ``model`` against the reference its tuning method attached to it."""
+        return PreferenceLoss(model, tokenizer)
+
+    def training_loss(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """The training loss over the learned tokens, projecting only their positions onto the vocabulary
+        (:func:`.loss.sparse_causal_lm_loss`): the model's own loss at a fraction of the head's cost."""
+        from tuneforge.tasks.generation.loss import sparse_causal_lm_loss
+
+        return sparse_causal_lm_loss(model, inputs, num_items_in_batch)
 
     # --- evaluation during training: token metrics from the logits, no generation ---------------------------
 
@@ -219,44 +268,36 @@ class GenerationTask:
     def predict(self, model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], labels: list[str], *,
                 max_length: int, stride: int = 128, multi_label: bool = False, batch_size: int = 64,
                 bf16: bool = False, on_batch: Callable[[int], None] | None = None,
-                max_new_tokens: int | None = None) -> list[dict[str, Any]]:
-        """The reply ``model`` generates for each conversation (greedy, KV cache, left-padded batches sorted by
-        length), as ``{"text"}``; with a reference reply also its token statistics (``loss_sum``, ``tokens``,
-        ``correct``) for :meth:`score`."""
+                generation: GenerationOptions | None = None, **options: Any) -> list[dict[str, Any]]:
+        """The reply ``model`` generates for each conversation, through :func:`.generate.generate` (greedy unless
+        ``temperature`` is given, KV cache, left-padded batches sorted by length), as ``{"text", "finish_reason",
+        "prompt_tokens", "completion_tokens"}``; with a reference reply also its token statistics (``loss_sum``,
+        ``tokens``, ``correct``) for :meth:`score`.
+
+        ``generation`` and the keyword ``options`` (``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``,
+        ``repetition_penalty``, ``seed``, ``stop``; ``None`` is "not given") say how to decode; an unknown or
+        invalid option is a :class:`ConfigError`. Prompts longer than ``max_length`` (or than the model's context
+        less one token for the reply) keep their last tokens."""
         if not examples:
             return []
-        if any("messages" not in ex for ex in examples):
-            raise _preference_refused()
+        if any(is_pair(ex) for ex in examples):  # preference pairs: their implicit rewards, nothing generated
+            return predict_pairs(model, tokenizer, examples, max_length=max_length, batch_size=batch_size, bf16=bf16,
+                                 on_batch=on_batch)
         import torch
 
-        from tuneforge.tasks.encoder import model_dtype_context
-
-        model.eval()
-        device = next(model.parameters()).device
-        new_tokens = int(max_new_tokens or self.max_new_tokens)
-        pad = pad_token_id(tokenizer)
-        eos = sorted(end_of_turn_ids(tokenizer, getattr(model, "generation_config", None)))
+        opts = GenerationOptions.of(generation or GenerationOptions(max_new_tokens=self.max_new_tokens), **options)
         split = [split_reference(ex["messages"]) for ex in examples]
-        prompts = [render_prompt(tokenizer, prompt)[-max_length:] for prompt, _ in split]
-        texts: list[str] = [""] * len(examples)
-        order = np.argsort([len(p) for p in prompts], kind="stable")
+        context = context_length(model)
+        keep = max_length if context is None else min(max_length, context - 1)  # room for a reply
+        prompts = [render_prompt(tokenizer, prompt)[-keep:] for prompt, _ in split]
+        gens = generate(model, tokenizer, prompts, opts, batch_size=batch_size, bf16=bf16, on_batch=on_batch)
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                idx = [int(i) for i in order[b: b + batch_size]]
-                batch = {k: v.to(device) for k, v in left_pad([prompts[i] for i in idx], pad).items()}
-                with model_dtype_context(bf16):
-                    out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                                         eos_token_id=eos or None, pad_token_id=pad)
-                width = batch["input_ids"].shape[1]
-                for row, i in zip(out, idx, strict=True):
-                    texts[i] = tokenizer.decode(row[width:], skip_special_tokens=True).strip()
-                if on_batch:
-                    on_batch(len(idx))
             stats = self._reference_stats(model, tokenizer, examples, split, max_length=max_length,
-                                          batch_size=batch_size, bf16=bf16, device=device)
+                                          batch_size=batch_size, bf16=bf16, device=next(model.parameters()).device)
         preds: list[dict[str, Any]] = []
-        for i, text in enumerate(texts):
-            p: dict[str, Any] = {"text": text}
+        for i, g in enumerate(gens):
+            p: dict[str, Any] = {"text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                                 "completion_tokens": g.completion_tokens}
             s = stats[i]
             if s is not None:
                 p.update(loss_sum=s.loss_sum, tokens=s.tokens, correct=s.correct)
@@ -285,14 +326,20 @@ class GenerationTask:
         return out
 
     def public_prediction(self, prediction: dict[str, Any]) -> dict[str, Any]:
-        return {"text": prediction["text"]}
+        if "text" not in prediction:  # a preference pair's rewards
+            return {k: prediction[k] for k in ("chosen_reward", "rejected_reward", "preferred")}
+        return {k: prediction[k] for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens")
+                if k in prediction}
 
     # --- scoring --------------------------------------------------------------------------------------------
 
     def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
               multi_label: bool = False) -> dict[str, Any]:
         """``valid_loss``, ``valid_mean_token_accuracy``, ``valid_perplexity`` (teacher-forced, over every learned
-        token) and ``exact_match``, ``f1``, ``rougeL`` (0-100) of the generated replies against the references."""
+        token) and ``exact_match``, ``f1``, ``rougeL`` (0-100) of the generated replies against the references;
+        for preference pairs ``preference_accuracy``, ``reward_margin`` ... (:func:`.preference.score_pairs`)."""
+        if examples and all(is_pair(ex) for ex in examples):
+            return score_pairs(predictions)
         stats = TokenStats()
         for p in predictions:
             if p.get("tokens"):
@@ -306,7 +353,17 @@ class GenerationTask:
         metrics["n"] = len(examples)
         return metrics
 
+    def report_sections(self, predictions: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]],
+                        lines: Sequence[int | None]) -> list[str] | None:
+        """report.md's tables of prompt / reference / generated reply, the worst and a sample
+        (:func:`.samples.reply_tables`); None (the report's list of mistakes) when no reply was generated."""
+        from tuneforge.tasks.generation.samples import reply_tables
+
+        return reply_tables(predictions, examples, lines, split_reference=split_reference) or None
+
     def describe(self, prediction: dict[str, Any], example: dict[str, Any]) -> tuple[bool, str]:
+        if is_pair(example):
+            return describe_pair(prediction, example)
         prompt, ref = split_reference(example["messages"])
         if ref is None:
             return False, ""

@@ -7,10 +7,12 @@ predict, chat and serving (:func:`render_prompt`) therefore see identical prompt
 
 Which tokens are learned is found without knowing the template: for each assistant turn ``i`` with weight 1, the
 template renders ``messages[:i]`` with the generation prompt and ``messages[:i + 1]`` without; the text between
-the two is what the model must produce (the reply and its end-of-turn token). Tokens inside that text keep their
-ids as labels, every other token gets -100. Text the template writes after the end-of-turn token (ChatML's
-newline) is not learned: generation stops at the end-of-turn token, so the model never produces it. Templates
-that mark replies with ``{% generation %}`` use transformers' assistant mask instead.
+the two is what the model must produce: the reply, its end-of-turn token and whatever the template writes after it
+before the next turn (ChatML's newline). Tokens inside that text keep their ids as labels, every other token gets
+-100. That span is exactly TRL's completion mask and LLaMA-Factory's response slot, so losses and token accuracies
+compare with theirs; generation stops at the end-of-turn token, so the trailing newline is learned (at next to no
+cost) but never produced. Templates that mark replies with ``{% generation %}`` use transformers' assistant mask
+instead (the marked text only).
 """
 
 from __future__ import annotations
@@ -176,17 +178,15 @@ def _labels_by_mask(tokenizer: Any, messages: Sequence[dict[str, Any]], eot: set
 
 
 def _learn(ids: list[int], labels: list[int], positions: list[int], eot: set[int]) -> None:
-    # up to and including the reply's end-of-turn token; what the template writes after it is never generated
-    ends = [k for k, j in enumerate(positions) if ids[j] in eot]
-    keep = positions[: ends[-1] + 1] if ends else positions
-    for j in keep:
+    # the whole reply span: the reply, its end-of-turn token and the template's text after it (see the module)
+    for j in positions:
         labels[j] = ids[j]
 
 
 def render_example(tokenizer: Any, messages: Sequence[dict[str, Any]], *, max_length: int | None = None,
                    eot_ids: set[int] | None = None) -> Rendered:
-    """Token ids and labels of one conversation: assistant turns with weight 1 (and their end-of-turn token) are
-    learned, everything else (system, user, ``weight: 0`` turns, template markup) is -100.
+    """Token ids and labels of one conversation: assistant turns with weight 1 (with their end-of-turn token and
+    the template's text up to the next turn) are learned, everything else (system, user, ``weight: 0`` turns, template markup) is -100.
 
     ``max_length`` cuts longer examples (``truncated`` is then True). ``eot_ids`` defaults to
     :func:`end_of_turn_ids` of the tokenizer.
