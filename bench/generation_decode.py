@@ -1,16 +1,16 @@
 """Decode speed of SmolLM2-135M-Instruct: tuneforge's generation path against plain `model.generate`.
 
-    python bench/generation_decode.py [--new-tokens 64] [--repeats 3] [--model PATH]
+    python bench/generation_decode.py [--new-tokens 64] [--repeats 2] [--single 3] [--static-cache] [--model PATH]
 
 Eight Alpaca instructions (../shared/datasets/alpaca/test.jsonl, the first with long reference replies) rendered
-with the model's chat template, decoded greedily with the KV cache for `--new-tokens` tokens, one prompt at a time
-(batch 1) and all eight together (batch 8, left-padded):
+with the model's chat template, decoded greedily with the KV cache for `--new-tokens` tokens: the first `--single`
+one prompt at a time (batch 1), and all eight together (batch 8, left-padded):
 * `plain generate` — transformers' `model.generate(do_sample=False, use_cache=True)` on the same prompt ids, fp32;
 * `tuneforge predict` — `GenerationTask.predict`, the path of `tuneforge predict` / `evaluate` / `chat`
   (rendering, batching sorted by length, the per-row decoder for end-of-turn and stop strings), fp32;
 * `tuneforge predict, bf16 autocast` — the same under `torch.autocast(bfloat16)` (the run's `bf16` flag);
-* `plain generate, static cache` and `plain generate, bf16 weights` — whether a static KV cache or a model cast to
-  bfloat16 would help on this CPU.
+* `plain generate, bf16 weights` — whether a model cast to bfloat16 would help on this CPU;
+* with `--static-cache`, `plain generate, static cache` — whether transformers' static KV cache would.
 tokens/s counts generated tokens (each row up to and including its end-of-turn token). Variants run interleaved,
 `--repeats` times after one warm-up each; the table shows the median. Writes bench/results/generation_decode.json.
 """
@@ -39,7 +39,9 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--single", type=int, default=3, help="prompts decoded one at a time (batch 1)")
+    ap.add_argument("--static-cache", action="store_true", help="also time a static KV cache")
     ap.add_argument("--model", help="a causal-LM folder (default: smollm2, converted once into the cache)")
     args = ap.parse_args()
 
@@ -81,15 +83,18 @@ def main() -> None:
         return sum(p["completion_tokens"] for p in preds), [p["text"] for p in preds]
 
     def batches(size: int) -> list[list[int]]:
-        return [list(range(i, min(i + size, len(ids)))) for i in range(0, len(ids), size)]
+        n = len(ids) if size > 1 else min(args.single, len(ids))
+        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
     variants: dict[str, Callable[[list[int]], tuple[int, list[str]]]] = {
         "plain generate": lambda b: plain(model, [ids[i] for i in b]),
         "tuneforge predict": lambda b: ours(b, False),
         "tuneforge predict, bf16 autocast": lambda b: ours(b, True),
-        "plain generate, static cache": lambda b: plain(model, [ids[i] for i in b], cache_implementation="static"),
         "plain generate, bf16 weights": lambda b: plain(bf16_model, [ids[i] for i in b]),
     }
+    if args.static_cache:
+        variants["plain generate, static cache"] = lambda b: plain(model, [ids[i] for i in b],
+                                                                   cache_implementation="static")
     rows: list[dict[str, Any]] = []
     texts: dict[tuple[str, int], list[str]] = {}
     for size in (1, 8):
@@ -116,7 +121,7 @@ def main() -> None:
     print_table(rows, ["batch", "variant", "tokens", "seconds", "tokens_per_s", "vs_plain", "same_text_as_plain"])
     path_out = write_result("generation_decode", {
         "model": str(path), "new_tokens": new, "prompts": len(ids), "prompt_tokens": [len(p) for p in ids],
-        "repeats": args.repeats, "machine": machine(), "rows": rows,
+        "single": args.single, "repeats": args.repeats, "machine": machine(), "rows": rows,
         "command": "python bench/generation_decode.py " + " ".join(sys.argv[1:])})
     print(f"wrote {path_out}")
 

@@ -18,8 +18,9 @@ one-paragraph message (never a traceback) and, later, the API maps them to HTTP 
         ├── ConflictError          the object is in use, or a request with the same Idempotency-Key is running
         ├── IdempotencyError       an Idempotency-Key reused with a different request
         ├── PayloadTooLargeError   an upload over the size limit
-        └── QuotaExceededError     a plan limit (concurrent jobs, trained tokens, storage) is reached
-            └── RateLimitError     too many requests in the current minute
+        ├── QuotaExceededError     a plan limit (concurrent jobs, trained tokens, storage) is reached
+        │   └── RateLimitError     too many requests (or tokens) in the current minute
+        └── ServiceUnavailableError  the server is busy (a full generation queue) or a request ran past its time
 
 The API maps each ServiceError (and ConfigError, DataError, ...) to an HTTP status in one table in
 ``tuneforge.api.errors``; ``code`` and ``param`` travel into the OpenAI-style error body.
@@ -46,6 +47,7 @@ __all__ = [
     "RateLimitError",
     "RunError",
     "ServiceError",
+    "ServiceUnavailableError",
     "StorageError",
     "TuneforgeError",
 ]
@@ -196,3 +198,15 @@ class RateLimitError(QuotaExceededError):
     """Too many requests in the current window."""
 
     default_code = "rate_limit_exceeded"
+
+
+class ServiceUnavailableError(ServiceError):
+    """The server cannot take the request now (its generation queue is full) or could not finish it in time;
+    ``retry_after`` (seconds) feeds the ``retry-after`` header."""
+
+    default_code = "server_overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None,
+                 param: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, code=code, param=param, hint=hint)
+        self.retry_after = retry_after

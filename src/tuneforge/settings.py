@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     batch_max_items: int = Field(64, ge=1, description="Most inputs run in one forward pass by the micro-batcher.")
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the micro-batcher waits for more requests "
                                                         "before a forward pass.")
+    chat_max_batch: int = Field(32, ge=1, description="Sequences one chat model decodes together (continuous "
+                                                      "batching).")
+    chat_max_queue: int = Field(256, ge=1, description="Chat requests waiting to join a model's batch; one more is "
+                                                       "answered 503 server_overloaded.")
+    chat_timeout_seconds: float = Field(600.0, gt=0, description="Longest a chat or completion request may wait "
+                                                                 "and generate (503 timeout past it).")
+    chat_max_tokens: int = Field(2048, ge=1, description="Most tokens one chat or completion reply may ask for "
+                                                         "(max_tokens / max_completion_tokens); also the default.")
     usage_flush_seconds: float = Field(2.0, gt=0, description="How often metered requests are written to the "
                                                              "usage ledger.")
     allow_private_urls: bool = Field(False, description="Let URLs that tenants give the server to fetch or call "

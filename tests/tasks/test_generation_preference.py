@@ -63,8 +63,9 @@ def test_pair_features_are_render_pair_and_the_collator_stacks_chosen_then_rejec
         assert (f["input_ids"], f["labels"]) == (chosen.input_ids, chosen.labels)
         assert (f["rejected_input_ids"], f["rejected_labels"]) == (rejected.input_ids, rejected.labels)
         # the shared prompt (the earlier assistant turn included) is not learned; each answer and its end-of-turn is
+        # (with the template's newline after it, see template.py)
         learned = [t for t, y in zip(f["input_ids"], f["labels"], strict=True) if y != IGNORE_INDEX]
-        assert tok.decode(learned) == ex["chosen"][0]["content"] + "<|im_end|>\n"  # with the template's newline (template.py)
+        assert tok.decode(learned) == ex["chosen"][0]["content"] + "<|im_end|>\n"
     batch = PairCollator(tok.pad_token_id)(pairs.features)
     width = max(len(x) for f in pairs.features for x in (f["input_ids"], f["rejected_input_ids"]))
     assert batch["input_ids"].shape == (6, width) == batch["labels"].shape

@@ -25,6 +25,7 @@ from tuneforge.api.ratelimit import MemoryRateLimiter
 from tuneforge.api.routers import (
     api_keys,
     assistant,
+    chat,
     datasets,
     estimates,
     files,
@@ -37,6 +38,7 @@ from tuneforge.api.routers import (
     usage,
 )
 from tuneforge.api.state import ServiceState
+from tuneforge.inference.generation_batcher import BatcherLimits
 from tuneforge.inference.serving import InferenceService
 from tuneforge.jobs.executors import make_executor
 from tuneforge.settings import Settings
@@ -82,7 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, engine=engine, sessions=sessions, storage=LocalStorage(settings.artifacts_dir),
         meter=UsageMeter(sessions, interval=settings.usage_flush_seconds),
         inference=InferenceService(capacity_bytes=settings.model_cache_bytes, max_items=settings.batch_max_items,
-                                   max_wait_s=settings.batch_wait_ms / 1000, on_batch=metrics.on_batch),
+                                   max_wait_s=settings.batch_wait_ms / 1000, on_batch=metrics.on_batch,
+                                   chat_limits=BatcherLimits(max_batch=settings.chat_max_batch,
+                                                             max_queue=settings.chat_max_queue,
+                                                             timeout_s=settings.chat_timeout_seconds)),
         metrics=metrics, ratelimiter=MemoryRateLimiter())
 
     @asynccontextmanager
@@ -119,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each router carries its whole prefix, so a route's path is the template that /metrics reports.
     # Every /v1 route documents the error statuses it can answer, with the error envelope (OpenAPI spec).
     for r in (files.router, datasets.router, jobs.router, estimates.router, models.router, inference.router,
-              usage.router, api_keys.router, assistant.router, monitor.router, recommender.router):
+              chat.router, usage.router, api_keys.router, assistant.router, monitor.router, recommender.router):
         app.include_router(r, responses=error_responses())
     app.include_router(health.router)
     if settings.console:

@@ -13,14 +13,15 @@ from sqlalchemy.orm import Session
 
 from tuneforge.api.middleware import EXTRA_HEADERS, METERED
 from tuneforge.api.state import ServiceState
-from tuneforge.errors import PermissionDeniedError, RateLimitError
+from tuneforge.errors import PermissionDeniedError, QuotaExceededError, RateLimitError
 from tuneforge.settings import Settings
 from tuneforge.store.repositories import FileRepo, JobRepo, ModelRepo, UsageRepo
 from tuneforge.store.storage import Storage
 from tuneforge.store.tenants import Principal, authenticate
 
 __all__ = ["AdminPrincipal", "CurrentPrincipal", "Files", "IdempotencyKey", "Jobs", "Models", "PredictPrincipal",
-           "SessionDep", "SettingsDep", "StateDep", "StorageDep", "TrainPrincipal", "Usage", "meter_model"]
+           "SessionDep", "SettingsDep", "StateDep", "StorageDep", "TrainPrincipal", "Usage", "charge_tokens",
+           "meter_model", "refund_tokens"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer tf_...`")
 
@@ -75,6 +76,34 @@ def get_principal(request: Request, state: StateDep, session: SessionDep,
     if metered is not None:
         metered["tenant_id"] = principal.tenant_id
     return principal
+
+
+def charge_tokens(request: Request, state: ServiceState, principal: Principal, tokens: int) -> None:
+    """Take ``tokens`` (a generation's prompt and its most reply tokens, OpenAI's estimate) from the tenant's
+    tokens-per-minute limit, with ``x-ratelimit-*-tokens`` headers; refused (429) when they do not fit. What a
+    reply does not use is given back with :func:`refund_tokens`."""
+    limit = principal.quotas.tokens_per_minute
+    decision = state.ratelimiter.hit(f"{principal.tenant_id}:tokens", limit, tokens)
+    headers = request.scope.get(EXTRA_HEADERS)
+    if headers is not None:
+        headers.update({"x-ratelimit-limit-tokens": str(decision.limit),
+                        "x-ratelimit-remaining-tokens": str(decision.remaining),
+                        "x-ratelimit-reset-tokens": f"{decision.reset_seconds:.3f}s"})
+    if decision.allowed:
+        return
+    if tokens > limit:  # no wait makes it fit: a quota error, which clients do not retry
+        raise QuotaExceededError(f"Request too large: it may take {tokens:,} tokens (the prompt and max_tokens), "
+                                 f"more than your limit of {limit:,} tokens per minute. Lower max_tokens or shorten "
+                                 "the prompt.", resource="tokens", limit=limit, remaining=0,
+                                 reset_seconds=decision.reset_seconds, code="request_too_large")
+    raise RateLimitError(f"Rate limit reached: {limit:,} tokens per minute (this request may take {tokens:,}). Try "
+                         f"again in {decision.reset_seconds:.1f} s.", resource="tokens", limit=limit, remaining=0,
+                         reset_seconds=decision.reset_seconds, code="tokens_limit_exceeded")
+
+
+def refund_tokens(state: ServiceState, principal: Principal, tokens: int) -> None:
+    """Give back tokens :func:`charge_tokens` took that the reply did not use."""
+    state.ratelimiter.refund(f"{principal.tenant_id}:tokens", tokens)
 
 
 def meter_model(request: Request, model: str) -> None:

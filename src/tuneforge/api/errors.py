@@ -27,6 +27,7 @@ from tuneforge.errors import (
     RateLimitError,
     RunError,
     ServiceError,
+    ServiceUnavailableError,
     StorageError,
     TuneforgeError,
 )
@@ -52,6 +53,7 @@ STATUS: list[tuple[type[TuneforgeError], int, str]] = [
     (ModelFormatError, 500, "server_error"),
     (RunError, 500, "server_error"),
     (StorageError, 507, "server_error"),
+    (ServiceUnavailableError, 503, "server_error"),
     (ServiceError, 400, "invalid_request_error"),
     (TuneforgeError, 500, "server_error"),
 ]
@@ -91,7 +93,7 @@ def _quota_headers(exc: QuotaExceededError) -> dict[str, str]:
         headers[f"x-ratelimit-reset-{r}"] = f"{max(0.0, exc.reset_seconds):.3f}s"
     retry = max(1, int(exc.reset_seconds + 0.999)) if exc.reset_seconds is not None else 60
     headers["retry-after"] = str(retry)
-    if r in ("tokens", "storage"):  # will not clear within a client's retry window
+    if r in ("tokens", "storage") and not isinstance(exc, RateLimitError):  # a monthly quota: no retry clears it
         headers["x-should-retry"] = "false"
     return headers
 
@@ -102,6 +104,8 @@ async def _tuneforge_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("request %s failed: %s", request.url.path, exc)
     headers = _quota_headers(exc) if isinstance(exc, QuotaExceededError) else {}
+    if isinstance(exc, ServiceUnavailableError):
+        headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
     if status in (400, 403, 404, 413, 422):
         headers["x-should-retry"] = "false"
     return JSONResponse(error_body(str(exc), kind, param=_param(exc), code=_code(exc)), status_code=status,

@@ -11,10 +11,11 @@ from tuneforge.store.models import ApiKey, Checkpoint, File, Job, JobEvent, Mode
 from tuneforge.tasks import task_names
 
 __all__ = ["ApiKeyCreate", "ApiKeyCreated", "ApiKeyPublic", "CheckpointPublic", "CleanCreate", "CleanPublic",
-           "EmbeddingCreate", "EmbeddingsPublic", "ErrorDetail", "ErrorPublic", "EstimatePublic", "EvaluationPublic",
-           "EventPublic", "FileDeleted", "FilePreviewPublic", "FilePublic", "Hyperparameters", "JobCreate",
-           "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic", "PredictCreate", "PredictPublic",
-           "ProblemPublic", "SplitCreate", "SplitPublic", "TaskName", "UsagePublic", "WhoAmIPublic"]
+           "DpoHyperparameters", "DpoIn", "EmbeddingCreate", "EmbeddingsPublic", "ErrorDetail", "ErrorPublic",
+           "EstimatePublic", "EvaluationPublic", "EventPublic", "FileDeleted", "FilePreviewPublic", "FilePublic",
+           "Hyperparameters", "JobCreate", "JobPublic", "ListPublic", "MethodIn", "ModelDeleted", "ModelPublic",
+           "PredictCreate", "PredictPublic", "ProblemPublic", "SplitCreate", "SplitPublic", "TaskName",
+           "UsagePublic", "WhoAmIPublic"]
 
 
 def _registered_task(name: str) -> str:
@@ -107,14 +108,40 @@ class Hyperparameters(BaseModel):
         return self
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Literal["auto"] | float = Field(
+        "auto", description="DPO's beta: how strongly the model is held to its starting point (auto: 0.1).")
+
+    def checked(self) -> DpoHyperparameters:
+        from tuneforge.errors import ConfigError
+
+        problems = []
+        try:
+            super().checked()
+        except ConfigError as e:
+            problems += e.problems
+        if isinstance(self.beta, float) and not 0 < self.beta <= 10:
+            problems.append(f"beta: must be in (0, 10] or 'auto', got {self.beta}")
+        if problems:
+            raise ConfigError(problems, hint="Fix method.dpo.hyperparameters.")
+        return self
+
+
 class SupervisedIn(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class DpoIn(BaseModel):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class MethodIn(BaseModel):
+    """OpenAI's ``method``: ``supervised`` (any task) or ``dpo`` (generation, on preference pairs), each with its
+    hyperparameters. ``reinforcement`` is OpenAI's too, and refused with a message."""
+
     type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: SupervisedIn | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: DpoIn | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -131,10 +158,14 @@ class JobCreate(BaseModel):
     validation_file: str | None = None
     suffix: str | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(None, description="Up to 16 string pairs; `task` chooses the encoder "
-                                                              "task: classification, ner or qa (inferred from the "
-                                                              "training file's format when not given).")
-    method: MethodIn | None = None
+    metadata: dict[str, str] | None = Field(None, description="Up to 16 string pairs; `task` chooses the task: "
+                                                              "classification, ner, qa or generation (inferred from "
+                                                              "the training file's format when not given: a chat, "
+                                                              "prompt/completion, Alpaca, ShareGPT or preference "
+                                                              "file is generation).")
+    method: MethodIn | None = Field(None, description="`supervised` (default: LoRA SFT for generation, full "
+                                                      "fine-tuning for the encoder tasks) or `dpo` (generation, on "
+                                                      "preference pairs), with its hyperparameters.")
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI: use method.")
     integrations: list[dict[str, Any]] | None = None
 
@@ -146,7 +177,9 @@ class JobError(BaseModel):
 
 
 def _hyperparameters(job: Job) -> dict[str, Any]:
-    hp = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    hp: dict[str, Any] = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    if job.method == "dpo":
+        hp["beta"] = "auto"
     hp.update({k: v for k, v in (job.hyperparameters or {}).items() if k in hp})
     return hp
 
@@ -193,7 +226,7 @@ class JobPublic(BaseModel):
                    organization_id=j.tenant_id, seed=j.seed, status=status, trained_tokens=j.trained_tokens,
                    estimated_finish=_ts(estimated_finish), result_files=list(result_files or []),
                    training_file=j.training_file_id, validation_file=j.validation_file_id, metadata=j.meta,
-                   method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+                   method={"type": j.method, j.method: {"hyperparameters": hp}},
                    user_provided_suffix=j.suffix, task=j.task, options=j.options or {}, attempt=j.training_attempt,
                    failed_attempts=j.failures)
 
@@ -236,8 +269,11 @@ class ModelPublic(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    task: str | None = Field(None, description="classification, ner or qa; none for a base encoder.")
+    task: str | None = Field(None, description="classification, ner, qa or generation (a base chat model too); "
+                                               "none for a base encoder.")
     base_model: str | None = None
+    parent: str | None = Field(None, description="Fine-tuned models: the model it was trained from (as vLLM lists "
+                                                 "LoRA models); none for a base model.")
     fine_tuning_job: str | None = None
     language: str | None = Field(None, description="Base models: the languages it was pretrained on.")
     parameters: str | None = Field(None, description="Base models: its size, e.g. 22.7M.")
@@ -246,7 +282,7 @@ class ModelPublic(BaseModel):
     @classmethod
     def of(cls, m: Model, owner: str) -> ModelPublic:
         return cls(id=m.id, created=_ts(m.created_at) or 0, owned_by=owner, task=m.task, base_model=m.base_model,
-                   fine_tuning_job=m.job_id)
+                   parent=m.base_model, fine_tuning_job=m.job_id)
 
 
 class ModelDeleted(BaseModel):

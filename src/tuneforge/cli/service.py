@@ -28,6 +28,8 @@ JobsOpt = Annotated[int | None, typer.Option(help="Override: fine-tuning jobs at
 TokensOpt = Annotated[int | None, typer.Option(help="Override: trained tokens per month.")]
 RpmOpt = Annotated[int | None, typer.Option(help="Override: API requests per minute.")]
 StorageOpt = Annotated[int | None, typer.Option(help="Override: bytes of files and models kept.")]
+TpmOpt = Annotated[int | None, typer.Option(help="Override: chat and completion tokens (prompt + reply) per "
+                                                 "minute.")]
 
 
 def _settings(**overrides: Any) -> Any:
@@ -61,9 +63,9 @@ def _session() -> Iterator[Any]:
 
 
 def _quota_overrides(jobs: int | None, tokens: int | None, rpm: int | None,
-                     storage: int | None) -> dict[str, int | None]:
+                     storage: int | None, tpm: int | None = None) -> dict[str, int | None]:
     values: dict[str, int | None] = {"max_concurrent_jobs": jobs, "trained_tokens_per_month": tokens,
-                                     "requests_per_minute": rpm, "storage_bytes": storage}
+                                     "requests_per_minute": rpm, "storage_bytes": storage, "tokens_per_minute": tpm}
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -80,7 +82,7 @@ def create_tenant(
     plan: PlanOpt = None,
     trial_days: Annotated[int | None, typer.Option(help="Length of the trial (default: the plan's).")] = None,
     max_concurrent_jobs: JobsOpt = None, trained_tokens_per_month: TokensOpt = None,
-    requests_per_minute: RpmOpt = None, storage_bytes: StorageOpt = None,
+    requests_per_minute: RpmOpt = None, storage_bytes: StorageOpt = None, tokens_per_minute: TpmOpt = None,
 ) -> None:
     """Create a tenant and print its first API key (all scopes) once."""
     from tuneforge.store.tenants import create_tenant as create
@@ -89,7 +91,8 @@ def create_tenant(
     with _session() as s:
         tenant, key, secret = create(s, name=name, plan=plan or settings.default_plan, trial_days=trial_days,
                                      overrides=_quota_overrides(max_concurrent_jobs, trained_tokens_per_month,
-                                                                requests_per_minute, storage_bytes))
+                                                                requests_per_minute, storage_bytes,
+                                                                tokens_per_minute))
     _show_key(secret, key, tenant.name)
     ends = f", trial ends {tenant.trial_ends_at:%Y-%m-%d}" if tenant.trial_ends_at else ""
     err.print(f"Created tenant {tenant.name} ({tenant.id}) on plan {tenant.plan_name}{ends}.")
@@ -117,7 +120,8 @@ def list_tenants() -> None:
     from tuneforge.store.tenants import quotas_for
 
     t = Table(title="Tenants")
-    for col in ("name", "id", "plan", "trial ends", "jobs", "tokens/month", "requests/min", "storage"):
+    for col in ("name", "id", "plan", "trial ends", "jobs", "tokens/month", "requests/min", "tokens/min",
+                "storage"):
         t.add_column(col)
     with _session() as s:
         for tenant, plan in tenants(s):
@@ -125,7 +129,7 @@ def list_tenants() -> None:
             t.add_row(tenant.name, tenant.id, plan.name,
                       f"{tenant.trial_ends_at:%Y-%m-%d}" if tenant.trial_ends_at else "-",
                       str(q.max_concurrent_jobs), f"{q.trained_tokens_per_month:,}", f"{q.requests_per_minute:,}",
-                      f"{q.storage_bytes / 2**20:,.0f} MiB")
+                      f"{q.tokens_per_minute:,}", f"{q.storage_bytes / 2**20:,.0f} MiB")
     out.print(t)
 
 
@@ -137,12 +141,12 @@ def list_plans() -> None:
     from tuneforge.store.models import Plan
 
     t = Table(title="Plans")
-    for col in ("name", "title", "jobs", "tokens/month", "requests/min", "storage", "trial days"):
+    for col in ("name", "title", "jobs", "tokens/month", "requests/min", "tokens/min", "storage", "trial days"):
         t.add_column(col)
     with _session() as s:
         for p in s.scalars(select(Plan).order_by(Plan.max_concurrent_jobs)):
             t.add_row(p.name, p.title, str(p.max_concurrent_jobs), f"{p.trained_tokens_per_month:,}",
-                      f"{p.requests_per_minute:,}", f"{p.storage_bytes / 2**20:,.0f} MiB",
+                      f"{p.requests_per_minute:,}", f"{p.tokens_per_minute:,}", f"{p.storage_bytes / 2**20:,.0f} MiB",
                       str(p.trial_days) if p.trial_days is not None else "-")
     out.print(t)
 
@@ -189,14 +193,14 @@ def set_plan(tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
 def set_quota(
     tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
     max_concurrent_jobs: JobsOpt = None, trained_tokens_per_month: TokensOpt = None,
-    requests_per_minute: RpmOpt = None, storage_bytes: StorageOpt = None,
+    requests_per_minute: RpmOpt = None, storage_bytes: StorageOpt = None, tokens_per_minute: TpmOpt = None,
     clear: Annotated[list[str] | None, typer.Option(help="Remove an override (back to the plan's limit).")] = None,
 ) -> None:
     """Override a tenant's quotas."""
     from tuneforge.store.tenants import set_quotas
 
     overrides: dict[str, int | None] = dict(_quota_overrides(max_concurrent_jobs, trained_tokens_per_month,
-                                                             requests_per_minute, storage_bytes))
+                                                             requests_per_minute, storage_bytes, tokens_per_minute))
     overrides.update({name.replace("-", "_"): None for name in clear or []})
     if not overrides:
         raise typer.BadParameter("give at least one quota option or --clear")

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tuneforge.jobs.runner import is_reported_metric
 from tuneforge.store.db import utcnow
 from tuneforge.store.models import File, Job, JobEvent
 from tuneforge.store.storage import Storage
@@ -52,7 +53,8 @@ def estimated_finish(session: Session, job: Job) -> datetime | None:
 
 def results_csv(session: Session, job: Job) -> bytes:
     """The metrics the job's successful attempt logged, one row per step: ``step``, ``epoch``, ``train_loss``,
-    ``learning_rate`` and the dev metrics (``eval_*``)."""
+    ``learning_rate``, then the other metrics of the model by name (the dev metrics ``eval_*`` of the encoder
+    tasks; ``train_mean_token_accuracy``, ``valid_loss``, ``valid_mean_token_accuracy`` ... of generation)."""
     rows: dict[int, dict[str, Any]] = {}
     for data in session.scalars(select(JobEvent.data).where(JobEvent.job_id == job.id, JobEvent.type == "metrics",
                                                             JobEvent.attempt == job.attempt).order_by(JobEvent.seq)):
@@ -65,11 +67,12 @@ def results_csv(session: Session, job: Job) -> bytes:
             row["train_loss"] = data.get("train_loss", data.get("loss"))
         if "learning_rate" in data:
             row["learning_rate"] = data["learning_rate"]
-        row.update({k: v for k, v in data.items() if k.startswith("eval_") and isinstance(v, int | float)
-                    and not k.endswith(("runtime", "per_second"))})
-    evals = sorted({k for r in rows.values() for k in r if k.startswith("eval_")})
+        row.update({k: v for k, v in data.items() if k != "train_loss" and is_reported_metric(k)
+                    and isinstance(v, int | float)})
+    first = ["step", "epoch", "train_loss", "learning_rate"]
+    others = sorted({k for r in rows.values() for k in r} - set(first))
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["step", "epoch", "train_loss", "learning_rate", *evals], lineterminator="\n")
+    writer = csv.DictWriter(out, [*first, *others], lineterminator="\n")
     writer.writeheader()
     for step in sorted(rows):
         writer.writerow(rows[step])

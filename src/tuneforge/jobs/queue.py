@@ -66,7 +66,8 @@ def add_event(session: Session, job_id: str, message: str, *, attempt: int = 0, 
 
 def _job_snapshot(job: Job) -> dict[str, Any]:
     return {c: getattr(job, c) for c in ("base_model", "task", "training_file_id", "validation_file_id", "suffix",
-                                         "seed", "hyperparameters", "options", "estimated_tokens", "tenant_id")}
+                                         "seed", "method", "hyperparameters", "options", "estimated_tokens",
+                                         "tenant_id")}
 
 
 class JobQueue:
@@ -216,16 +217,29 @@ class JobQueue:
                   data={"error": error})
 
     def complete(self, claim: Claim, *, model_id: str, storage_key: str, publish: Callable[[], int],
-                 trained_tokens: int, summary: dict[str, Any]) -> bool:
+                 trained_tokens: int, summary: dict[str, Any], final_metrics: dict[str, Any] | None = None,
+                 hyperparameters: dict[str, Any] | None = None) -> bool:
         """Mark the job succeeded and register its model, if this attempt still holds it.
 
         ``publish`` moves the finished run folder into artifact storage and returns its size; it runs inside the
         transaction, after the attempt guard matched, so a stale attempt never publishes anything.
+        ``final_metrics`` (the finished model's evaluation on the whole validation file, ``full_valid_loss`` ...)
+        join the metrics of the job's last checkpoint, as OpenAI reports them; ``hyperparameters`` (what the run
+        trained with) replace those the job left as ``auto``.
         """
         now = utcnow()
 
         def change(s: Session, job: Job) -> None:
             size = publish()
+            if final_metrics:
+                last = s.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id)
+                                .order_by(Checkpoint.step.desc()).limit(1))
+                if last is not None:
+                    last.metrics = {**(last.metrics or {}), **final_metrics}
+            if hyperparameters:
+                given = job.hyperparameters or {}
+                job.hyperparameters = {**given, **{k: v for k, v in hyperparameters.items()
+                                                   if given.get(k, "auto") in (None, "auto")}}
             s.add(Model(id=model_id, tenant_id=job.tenant_id, job_id=job.id, base_model=job.base_model,
                         task=job.task, storage_key=storage_key, bytes=size, created_at=now))
             job.status, job.finished_at, job.fine_tuned_model = "succeeded", now, model_id

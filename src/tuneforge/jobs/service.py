@@ -28,7 +28,7 @@ from tuneforge.store.usage import month_start
 __all__ = ["JobRequest", "available_base_models", "base_model_info", "cancel_job", "create_job", "estimate_job",
            "model_name", "pause_job", "registry_name", "resolve_base_for_training", "resume_job"]
 
-#: epochs a job trains when ``n_epochs`` is "auto" (TrainConfig's default)
+#: epochs an encoder-task job trains when ``n_epochs`` is "auto" (TrainConfig's default; generation: OpenAI's rule)
 AUTO_EPOCHS = 3.0
 
 #: TrainConfig fields a job sets itself; the rest may be passed as extra fields of the request
@@ -49,6 +49,8 @@ class JobRequest:
     suffix: str | None
     seed: int | None
     metadata: dict[str, str] | None
+    #: OpenAI's method type: "supervised" or "dpo" (its hyperparameters are in ``hyperparameters``)
+    method: str = "supervised"
 
 
 def available_base_models(settings: Settings) -> list[str]:
@@ -121,7 +123,24 @@ def model_name(*, base_model: str, tenant: str, suffix: str | None, job_id: str)
     return ":".join(["ft", base, tenant, *([suffix] if suffix else []), job_id.split("-", 1)[1][:8]])
 
 
+def _check_method(req: JobRequest) -> None:
+    """The job's method trains its task (DPO: generation only), as an OpenAI-style error naming ``method.type``."""
+    from tuneforge.jobs.runner import TUNING_METHODS
+    from tuneforge.methods import get_method
+    from tuneforge.tasks import get_task, task_names
+
+    tuning = TUNING_METHODS.get(req.method)
+    if tuning is None or req.task not in task_names() or get_method(tuning).supports(get_task(req.task)):
+        return
+    fits = [t for t in task_names() if get_method(tuning).supports(get_task(t))]
+    raise InvalidRequestError(
+        f"method.type: '{req.method}' is not available for {req.task} fine-tuning: it trains {' and '.join(fits)} "
+        f"models on preference pairs (a chat file with preferred and non-preferred answers); use 'supervised' for "
+        f"{req.task}.", param="method.type", code="unsupported_method")
+
+
 def _check_options(req: JobRequest) -> None:
+    from tuneforge.jobs.runner import train_values
     from tuneforge.tasks import task_names
     from tuneforge.training import make_config
 
@@ -131,18 +150,16 @@ def _check_options(req: JobRequest) -> None:
     reserved = sorted(RESERVED_OPTIONS & set(req.options))
     if reserved:
         problems.append(f"{', '.join(reserved)}: set by the job itself (use model, training_file, validation_file, "
-                        "seed and metadata.task)")
+                        "seed, method and metadata.task)")
     problems += id_problems(req.options)
     if problems:
         raise ConfigError(problems, hint="Fix these fields of the request.")
-    hp = req.hyperparameters
-    values = {**placeholders(req.options), "task": req.task, "data": "training_file", "output": "output",
-              "base_model": req.model}
-    if hp.get("n_epochs") not in (None, "auto"):
-        values["epochs"] = hp["n_epochs"]
-    if hp.get("batch_size") not in (None, "auto"):
-        values["batch_size"] = hp["batch_size"]
-    make_config(values, source="the request")  # every bad option at once, as ConfigError
+    _check_method(req)
+    assert req.task is not None
+    values = train_values(task=req.task, base_model=req.model, data="training_file", eval_data=None,
+                          seed=req.seed or 0, hyperparameters=req.hyperparameters,
+                          options=placeholders(req.options), method=req.method)
+    make_config({**values, "output": "output"}, source="the request")  # every bad option at once, as ConfigError
 
 
 def create_job(session: Session, *, principal: Principal, settings: Settings, req: JobRequest,
@@ -168,7 +185,7 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
                                       "'fine-tune'", param=param, code="invalid_file_purpose")
         if param == "training_file" and req.task is None:
             req.task = infer_task(storage_path=storage.local_path(f.storage_key), file_id=f.id,
-                                  filename=f.filename, options=req.options)
+                                  filename=f.filename, options=req.options, method=req.method)
     check_owned(session, tenant_id, req.options)  # first: nothing about another tenant's object is checked
     _check_options(req)
     # Serialise job creation per tenant so that two concurrent requests cannot both take the last slot.
@@ -184,7 +201,7 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
     job = jobs.add(Job(
         id=new_id("ftjob"), base_model=base, task=req.task, training_file_id=req.training_file,
         validation_file_id=req.validation_file, suffix=req.suffix,
-        seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+        seed=req.seed if req.seed is not None else secrets.randbelow(2**31), method=req.method,
         hyperparameters=req.hyperparameters, options=req.options, meta=req.metadata, status="validating_files",
         max_attempts=settings.max_attempts, created_at=utcnow(), run_after=utcnow()))
     session.flush()
@@ -193,39 +210,68 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
     return job
 
 
-def infer_task(*, storage_path: Path, file_id: str, filename: str, options: dict[str, Any]) -> str:
-    """The task a training file's format shows (text + label: classification, tokens + tags: ner, SQuAD's shape:
-    qa), by the same detection as the file preview. The file must then read as that task: an
-    ``invalid_training_file`` error naming the line says why not."""
+def infer_task(*, storage_path: Path, file_id: str, filename: str, options: dict[str, Any],
+               method: str = "supervised") -> str:
+    """The task a training file's format shows (a chat, prompt/completion, Alpaca, ShareGPT or preference file:
+    generation; text + label: classification; tokens + tags: ner; SQuAD's shape: qa), by the same detection as the
+    file preview. The file must then read as that task, and hold the kind of data ``method`` trains on (generation:
+    conversations for supervised, preference pairs for dpo): an ``invalid_training_file`` error naming the lines
+    says why not, as OpenAI refuses a job on a file that did not validate."""
     from tuneforge.data import read_rows
-    from tuneforge.jobs.runner import FileRef, _load
-    from tuneforge.store.datasets import guess_task
-    from tuneforge.tasks import task_names
+    from tuneforge.jobs.runner import FileRef, _describe, _load, check_method_fits, scrub_paths
+    from tuneforge.tasks import guess_task, task_names
+    from tuneforge.tasks.datasets import file_columns
 
-    def refuse(problem: Any, task: str | None, first_line: int | None = None) -> InvalidRequestError:
-        at = problem.line if problem.line is not None else first_line  # a missing column: the first record's
-        line = f", line {at}" if at is not None else ""
-        fld = f", field '{problem.field}'" if problem.field else ""
-        read = f" (read as {task}, the task its columns suggest)" if task else ""
+    ref = FileRef(str(storage_path), file_id, filename, "training_file")
+
+    def refuse(e: DataError, task: str | None, first_line: int | None = None) -> InvalidRequestError:
+        shown = "; ".join(_where(p, first_line) for p in e.problems[:5])
+        more = f" (and {len(e.problems) - 5} more problems)" if len(e.problems) > 5 else ""
+        read = f" for {task}, the task its columns suggest" if task else ""
         return InvalidRequestError(
-            f"training_file: cannot tell the task of {filename} ({file_id}){read}: {filename}{line}{fld}: "
-            f"{problem.message}. Fix the file, or set metadata.task to one of: {', '.join(task_names())}.",
+            scrub_paths(f"training_file: {filename} ({file_id}) is not a valid training file{read}: {shown}{more}. "
+                        f"Fix the file, or set metadata.task to one of: {', '.join(task_names())}.", [ref]),
             param="training_file", code="invalid_training_file")
 
-    try:
-        _, rows = read_rows(storage_path)
-    except DataError as e:
-        raise refuse(e.problems[0], None) from None
     renamed = {v: k for k, v in (options.get("columns") or {}).items() if isinstance(v, str)}
-    columns: dict[str, None] = {}
-    for row in rows[:100]:
-        columns.update(dict.fromkeys(renamed.get(k, k) for k in row.data))
-    task = guess_task(list(columns))
+    columns = list(dict.fromkeys(renamed.get(c, c) for c in file_columns(storage_path)))
+    if not columns:  # nothing read as records: the reader of any task says why
+        try:
+            read_rows(storage_path)
+        except DataError as e:
+            raise refuse(e, None) from None
+    task = guess_task(columns)
     try:
-        _load(task, FileRef(str(storage_path), file_id, filename, "training_file"), None, options)
+        train_ds, _ = _load(task, ref, None, options)
     except DataError as e:
-        raise refuse(e.problems[0], task, rows[0].line if rows else None) from None
+        raise refuse(e, task, _first_line(storage_path)) from None
+    try:
+        check_method_fits(task, method, [(train_ds, ref)])
+    except DataError as e:
+        raise InvalidRequestError(scrub_paths(f"training_file: {_describe(e.problems[0], {ref.path: ref})}", [ref]),
+                                  param="training_file", code="invalid_training_file") from None
     return task
+
+
+def _where(p: Any, first_line: int | None) -> str:
+    """``line 3, field 'messages': <what is wrong> (<what to do>)``; a missing column, which has no line of its
+    own, at the first record's line."""
+    line = p.line if p.line is not None or not p.field else first_line
+    at = ", ".join(x for x in (f"line {line}" if line is not None else "", f"field '{p.field}'" if p.field else "")
+                   if x)
+    hint = f" ({p.hint})" if p.hint else ""
+    return f"{at}: {p.message}{hint}" if at else f"{p.message}{hint}"
+
+
+def _first_line(path: Path) -> int | None:
+    """The line of a file's first record (None when none reads)."""
+    from tuneforge.data import read_rows
+
+    try:
+        rows = read_rows(path)[1]
+    except DataError:
+        return None
+    return rows[0].line if rows else None
 
 
 def _check_token_quota(session: Session, principal: Principal) -> None:
@@ -310,8 +356,7 @@ def estimate_job(session: Session, *, principal: Principal, settings: Settings, 
     (a bad file raises the same DataError, naming the customer's file)."""
     from transformers import AutoTokenizer
 
-    from tuneforge.jobs.runner import FileRef, _load
-    from tuneforge.models.registry import resolve_base_model
+    from tuneforge.jobs.runner import FileRef, _load, check_method_fits, job_epochs, tokenizer_dir, train_values
     from tuneforge.tasks import get_task
 
     tenant_id = principal.tenant_id
@@ -323,7 +368,7 @@ def estimate_job(session: Session, *, principal: Principal, settings: Settings, 
                                   code="file_not_found") from None
     if req.task is None:
         req.task = infer_task(storage_path=storage.local_path(f.storage_key), file_id=f.id, filename=f.filename,
-                              options=req.options)
+                              options=req.options, method=req.method)
     check_owned(session, tenant_id, req.options)  # first: nothing about another tenant's object is checked
     _check_options(req)
     base = resolve_base_for_training(session, settings, storage, tenant_id, req.model)
@@ -333,15 +378,17 @@ def estimate_job(session: Session, *, principal: Principal, settings: Settings, 
     ref = FileRef(path, f.id, filename, "training_file")
     try:
         train_ds, _ = _load(req.task, ref, None, req.options)
+        check_method_fits(req.task, req.method, [(train_ds, ref)])
     except DataError as e:
         from dataclasses import replace
 
         raise DataError([replace(p, file=filename) if p.file == path else p for p in e.problems],
                         hint="Fix these lines in your file, or check the task.") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_base_model(base, settings.cache_dir).path))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir(base, settings.cache_dir)))
     per_epoch = get_task(req.task).count_tokens(train_ds.examples, tokenizer, req.options.get("max_length"))
-    n_epochs = req.hyperparameters.get("n_epochs", "auto")
-    epochs = float(req.options.get("epochs") or (AUTO_EPOCHS if n_epochs in (None, "auto") else n_epochs))
+    values = train_values(task=req.task, base_model=base, data=path, eval_data=None, seed=0,
+                          hyperparameters=req.hyperparameters, options=req.options, method=req.method)
+    epochs = job_epochs(values, len(train_ds))
     total = int(per_epoch * epochs)
     limit = principal.quotas.trained_tokens_per_month
     return {"object": "fine_tuning.estimate", "model": req.model, "task": req.task, "training_file": f.id,

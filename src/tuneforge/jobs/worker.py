@@ -35,11 +35,12 @@ from tuneforge.jobs.runner import (
     scrub_paths,
     train_values,
 )
-from tuneforge.jobs.service import model_name, resolve_base_for_training
+from tuneforge.jobs.service import AUTO_EPOCHS, model_name, resolve_base_for_training
 from tuneforge.settings import Settings
 from tuneforge.store.models import Tenant
 from tuneforge.store.repositories import FileRepo, checkpoint_model_id, checkpoint_storage_key
 from tuneforge.store.storage import Storage
+from tuneforge.tasks import get_task
 
 __all__ = ["Worker"]
 
@@ -171,10 +172,12 @@ class Worker:
         with self.sessions() as s:
             training, validation = self._file_refs(s, claim)
             base = resolve_base_for_training(s, self.settings, self.storage, claim.tenant_id, j["base_model"])
-        n_epochs = j["hyperparameters"].get("n_epochs", "auto")
-        epochs = float(j["options"].get("epochs") or (3.0 if n_epochs in (None, "auto") else n_epochs))
-        return ValidateSpec(claim.job_id, j["task"], base, training, validation, j["options"], epochs,
-                            str(self.settings.cache_dir))
+        values = train_values(task=j["task"], base_model=base, data=training.path, eval_data=None, seed=j["seed"],
+                              hyperparameters=j["hyperparameters"], options=j["options"], method=j["method"])
+        epochs = values.get("epochs", AUTO_EPOCHS)
+        return ValidateSpec(claim.job_id, j["task"], base, training, validation, j["options"],
+                            epochs if epochs == "auto" else float(epochs), str(self.settings.cache_dir),
+                            method=j["method"])
 
     def _train_spec(self, claim: Claim) -> tuple[RunSpec, str]:
         j = claim.job
@@ -188,7 +191,7 @@ class Worker:
                                   job_id=claim.job_id)
         values = train_values(task=j["task"], base_model=base, data=training.path,
                               eval_data=validation.path if validation else None, seed=j["seed"],
-                              hyperparameters=j["hyperparameters"], options=options)
+                              hyperparameters=j["hyperparameters"], options=options, method=j["method"])
         mult = j["hyperparameters"].get("learning_rate_multiplier", "auto")
         if mult not in (None, "auto"):
             values["learning_rate_multiplier"] = mult
@@ -227,8 +230,9 @@ class Worker:
         if run.work_root is None:
             return
         folder = folder or run.work_root / f"attempt-{run.claim.attempt}"
-        new = [(step, checkpoint_metrics(path, step)) for step, path in complete_checkpoints(folder)
-               if step not in run.recorded_steps]
+        generative = bool(get_task(run.claim.job["task"]).generative)
+        new = [(step, checkpoint_metrics(path, step, generative=generative))
+               for step, path in complete_checkpoints(folder) if step not in run.recorded_steps]
         if new and self.queue.record(run.claim, checkpoints=new):
             run.recorded_steps.update(step for step, _ in new)
 
@@ -267,7 +271,9 @@ class Worker:
             if servable:
                 summary["checkpoint_models"] = [checkpoint_model_id(run.model_id, step) for step, _ in servable]
             if self.queue.complete(claim, model_id=run.model_id, storage_key=key, publish=publish,
-                                   trained_tokens=int(result.get("trained_tokens") or 0), summary=summary):
+                                   trained_tokens=int(result.get("trained_tokens") or 0), summary=summary,
+                                   final_metrics=result.get("final_metrics") or {},
+                                   hyperparameters=result.get("hyperparameters") or {}):
                 shutil.rmtree(run.work_root, ignore_errors=True)
         elif status == "stopped":
             if run.control:

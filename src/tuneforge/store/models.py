@@ -31,6 +31,8 @@ class Plan(Base):
     trained_tokens_per_month: Mapped[int] = mapped_column(BigInteger)
     requests_per_minute: Mapped[int] = mapped_column(Integer)
     storage_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: prompt and completion tokens of chat and completions per minute (OpenAI's TPM)
+    tokens_per_minute: Mapped[int] = mapped_column(Integer, default=40_000, server_default="40000")
     trial_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -47,6 +49,7 @@ class Tenant(Base):
     q_trained_tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
     q_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     q_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    q_tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
     disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -99,6 +102,8 @@ class Job(TenantScoped, Base):
     validation_file_id: Mapped[str | None] = mapped_column(String(40))
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(BigInteger)
+    #: OpenAI's method type: "supervised" or "dpo" (hyperparameters holds its hyperparameters)
+    method: Mapped[str] = mapped_column(String(16), default="supervised", server_default="supervised")
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)

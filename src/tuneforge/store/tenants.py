@@ -39,16 +39,17 @@ KEY_PREFIX = "tf_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: quota name -> unit, in the order shown by the CLI
 QUOTA_FIELDS = {"max_concurrent_jobs": "jobs", "trained_tokens_per_month": "tokens",
-                "requests_per_minute": "requests", "storage_bytes": "bytes"}
+                "requests_per_minute": "requests", "storage_bytes": "bytes", "tokens_per_minute": "tokens"}
 
 DEFAULT_PLANS: list[dict[str, Any]] = [
     {"name": "trial", "title": "Free trial (14 days)", "max_concurrent_jobs": 1,
      "trained_tokens_per_month": 2_000_000, "requests_per_minute": 120, "storage_bytes": 100 * 2**20,
-     "trial_days": 14},
+     "tokens_per_minute": 40_000, "trial_days": 14},
     {"name": "starter", "title": "Starter", "max_concurrent_jobs": 2, "trained_tokens_per_month": 50_000_000,
-     "requests_per_minute": 1_200, "storage_bytes": 5 * 2**30, "trial_days": None},
+     "requests_per_minute": 1_200, "storage_bytes": 5 * 2**30, "tokens_per_minute": 400_000, "trial_days": None},
     {"name": "pro", "title": "Pro", "max_concurrent_jobs": 8, "trained_tokens_per_month": 500_000_000,
-     "requests_per_minute": 6_000, "storage_bytes": 50 * 2**30, "trial_days": None},
+     "requests_per_minute": 6_000, "storage_bytes": 50 * 2**30, "tokens_per_minute": 2_000_000,
+     "trial_days": None},
 ]
 
 
@@ -58,6 +59,8 @@ class Quotas:
     trained_tokens_per_month: int
     requests_per_minute: int
     storage_bytes: int
+    #: prompt and completion tokens of chat and completions per minute
+    tokens_per_minute: int
 
 
 @dataclass(frozen=True)

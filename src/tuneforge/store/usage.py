@@ -1,4 +1,5 @@
-"""The usage ledger: trained tokens, predicted tokens and requests per tenant, model and UTC day.
+"""The usage ledger: trained tokens, predicted tokens, generated tokens (chat and completions: prompt and
+completion tokens) and requests per tenant, model and UTC day.
 
 Trained tokens are written in the same transaction that marks a job succeeded (exactly once). Requests and
 predicted tokens, counted on the hot path, are summed in memory by :class:`UsageMeter` and flushed every few
@@ -22,7 +23,7 @@ from tuneforge.store.models import UsageRecord
 
 __all__ = ["KINDS", "UsageMeter", "day_start", "month_start", "record_usage"]
 
-KINDS = ("requests", "predicted_tokens", "embedded_tokens", "trained_tokens")
+KINDS = ("requests", "predicted_tokens", "embedded_tokens", "trained_tokens", "prompt_tokens", "completion_tokens")
 
 
 def day_start(t: datetime | None = None) -> datetime:

@@ -170,7 +170,7 @@ def file_columns(path: str | os.PathLike[str], *, format: str | None = None, del
         for raw in head:
             try:
                 value = json.loads(raw.decode("utf-8", errors="replace"))
-            except ValueError:
+            except (ValueError, RecursionError):  # a line nested too deep tells no columns either
                 continue
             if isinstance(value, dict):
                 records.append(value)

@@ -143,6 +143,9 @@ class TrainingOptions(BaseModel):
                             "examples) whose embeddings are frozen; none otherwise.")
     packing: bool = Field(False, description="Generation: padding-free batches (the batch's conversations "
                                              "concatenated, positions restarting per conversation).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass instead of "
+                                                            "keeping them: less memory for long sequences or a larger "
+                                                            "model, about a third more compute.")
 
     @field_validator("freeze_layers", mode="before")
     @classmethod

@@ -238,7 +238,7 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     labels_note = "" if p.task.generative else f" ({len(p.labels) if p.task.labelled else 'span'} labels)"
     console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples"
                   f"{labels_note}, {n_trainable / 1e6:.2f}M of "
-                  f"{n_params / 1e6:.2f}M parameters trainable, lr {p.hp['learning_rate']:g}, "
+                  f"{n_params / 1e6:.2f}M parameters trainable, lr {p.hp['learning_rate'] * encoder_scale:g}, "
                   f"batch {p.hp['batch_size']}, {'bf16' if bf16 else 'fp32'}"
                   + (f", embeddings and the lower {p.hp['freeze_layers']} layers frozen" if p.hp["freeze_layers"]
                      else ""))
@@ -355,6 +355,8 @@ def _training_args(p: Prepared, ckpt_dir: Path, bf16: bool) -> Any:
         disable_tqdm=True,
         train_sampling_strategy="group_by_length",
         dataloader_num_workers=0,
+        activation_checkpointing=c.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if c.gradient_checkpointing else None,
         save_only_model=False,
         include_for_metrics=["inputs"] if has_eval else [],
     )

@@ -29,8 +29,9 @@ class TuneforgeTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.adversary = adversary
         self.distill = distill
-        #: ``train_loss(model, inputs, num_items_in_batch)``: the task's own training loss (a generative task's
-        #: loss over its learned tokens only); evaluation keeps the model's loss and logits
+        #: ``train_loss(model, inputs, num_items_in_batch, metrics)``: the task's own training loss (a generative
+        #: task's loss over its learned tokens only; ``metrics`` gets per-token figures such as
+        #: ``mean_token_accuracy``, averaged into each training log); evaluation keeps the model's loss and logits
         self.train_loss = train_loss
         #: ``preference(model, inputs) -> (loss, per-pair metrics)``: the loss of a preference method (DPO)
         self.preference = preference
@@ -46,7 +47,10 @@ class TuneforgeTrainer(Trainer):
             self._keep_pair_metrics("train" if model.training else "eval", metrics)
             return (loss, None) if return_outputs else loss
         if self.train_loss is not None and model.training and not return_outputs and "labels" in inputs:
-            return self.train_loss(model, inputs, num_items_in_batch)
+            per_token: dict[str, Any] = {}  # e.g. mean_token_accuracy, averaged into the next training log
+            loss = self.train_loss(model, inputs, num_items_in_batch, per_token)
+            self._keep_pair_metrics("train", per_token)
+            return loss
         teacher = inputs.pop("teacher_probs", None)
         if teacher is None or self.distill is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -92,7 +96,7 @@ class TuneforgeTrainer(Trainer):
         return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.preference is not None and "loss" in logs:  # a training log (evaluations report theirs above)
+        if "loss" in logs:  # a training log (evaluations report theirs above): the kept per-pair/per-token metrics
             logs.update({k: v for k, v in self._take_pair_metrics("train").items() if k != "loss"})
         super().log(logs, start_time)
 

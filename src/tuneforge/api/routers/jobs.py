@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.api.deps import IdempotencyKey, Jobs, SessionDep, SettingsDep, StorageDep, TrainPrincipal
 from tuneforge.api.idempotency import fingerprint, idempotent
-from tuneforge.api.schemas import CheckpointPublic, EventPublic, JobCreate, JobPublic, ListPublic
+from tuneforge.api.schemas import CheckpointPublic, EventPublic, Hyperparameters, JobCreate, JobPublic, ListPublic
 from tuneforge.errors import ConfigError, InvalidRequestError
 from tuneforge.jobs.progress import estimated_finish, result_file
 from tuneforge.jobs.service import JobRequest, cancel_job, create_job, model_name, pause_job, resume_job
@@ -22,14 +22,24 @@ _KNOWN = set(JobCreate.model_fields)
 
 
 def to_request(body: JobCreate) -> JobRequest:
+    """The body in TuneForge's terms: OpenAI's ``method`` (or the older top-level ``hyperparameters``) as the job's
+    method type and hyperparameters, the extra fields as training options."""
     problems = []
     method = body.method
-    if method is not None and method.type != "supervised":
-        raise InvalidRequestError(f"method.type: '{method.type}' is not available for encoder fine-tuning; use "
-                                  "'supervised'.", param="method.type", code="unsupported_method")
-    hp = body.hyperparameters
-    if method is not None and method.supervised is not None:
+    kind = method.type if method is not None else "supervised"
+    if kind == "reinforcement":
+        raise InvalidRequestError("method.type: 'reinforcement' (reinforcement fine-tuning with graders) is not "
+                                  "available here; use 'supervised', or 'dpo' for preference pairs.",
+                                  param="method.type", code="unsupported_method")
+    hp: Hyperparameters | None = body.hyperparameters
+    if method is not None and kind == "dpo":
+        if body.hyperparameters is not None:
+            problems.append("hyperparameters: give the hyperparameters of a dpo job in method.dpo.hyperparameters")
+        hp = method.dpo.hyperparameters if method.dpo is not None else None
+    elif method is not None and method.supervised is not None:
         hp = method.supervised.hyperparameters
+    if method is not None and kind == "supervised" and method.dpo is not None:
+        problems.append("method.dpo: given with method.type 'supervised' (set method.type to 'dpo')")
     hyper = (hp.checked().model_dump() if hp is not None else {})
     if body.integrations:
         problems.append("integrations: not supported")
@@ -42,7 +52,7 @@ def to_request(body: JobCreate) -> JobRequest:
     options = {k: v for k, v in (body.model_extra or {}).items() if k not in _KNOWN}
     return JobRequest(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
                       task=task, hyperparameters=hyper, options=options, suffix=body.suffix, seed=body.seed,
-                      metadata=body.metadata)
+                      metadata=body.metadata, method=kind)
 
 
 def _public(session: Session, storage: Storage, job: Job) -> JobPublic:

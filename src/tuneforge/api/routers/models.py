@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tuneforge.api.deps import CurrentPrincipal, Models, SessionDep, SettingsDep, StateDep, TrainPrincipal
+from tuneforge.api.routers.chat import chat_base_models
 from tuneforge.api.schemas import EvaluationPublic, ListPublic, ModelDeleted, ModelPublic
 from tuneforge.errors import InvalidRequestError, PermissionDeniedError
 from tuneforge.evaluation.report import read_evaluation
@@ -16,20 +17,24 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 BASE_OWNER = "tuneforge"
 
 
-def _base(name: str) -> ModelPublic:
-    return ModelPublic(id=name, created=0, owned_by=BASE_OWNER, **base_model_info(name))
+def _base(name: str, chat: list[str]) -> ModelPublic:
+    return ModelPublic(id=name, created=0, owned_by=BASE_OWNER, task="generation" if name in chat else None,
+                       **base_model_info(name))
 
 
 @router.get("", response_model=ListPublic, summary="List models")
 def list_models(models: Models, principal: CurrentPrincipal, settings: SettingsDep) -> ListPublic:
+    """The base models (chat models with ``task: generation``) and the tenant's fine-tuned models, each with its
+    ``parent``: the model it was trained from."""
     own = [ModelPublic.of(m, principal.tenant_name) for m in models.list(limit=10_000).data]
-    return ListPublic.of([_base(n) for n in available_base_models(settings)] + own)
+    chat = chat_base_models(settings)
+    return ListPublic.of([_base(n, chat) for n in available_base_models(settings)] + own)
 
 
 @router.get("/{model}", response_model=ModelPublic, summary="Retrieve a model")
 def retrieve_model(model: str, models: Models, principal: CurrentPrincipal, settings: SettingsDep) -> ModelPublic:
     if model in available_base_models(settings):
-        return _base(model)
+        return _base(model, chat_base_models(settings))
     return ModelPublic.of(models.get(model), principal.tenant_name)
 
 
@@ -53,5 +58,5 @@ def remove_model(model: str, principal: TrainPrincipal, session: SessionDep, set
         raise PermissionDeniedError(f"'{model}' is a base model; only your fine-tuned models can be deleted.",
                                     param="model", code="cannot_delete_base_model")
     m = delete_model(session, tenant_id=principal.tenant_id, storage=state.storage, model_id=model)
-    state.inference.unload(m.id)
+    state.inference.unload(m.id, state.storage.local_path(m.storage_key))
     return ModelDeleted(id=m.id)

@@ -46,6 +46,7 @@ def get_usage(principal: AdminPrincipal, usage: Usage, jobs: Jobs, files: Files,
         "trained_tokens_per_month": {"limit": q.trained_tokens_per_month,
                                      "used": usage.total("trained_tokens", since=month_start())},
         "requests_per_minute": {"limit": q.requests_per_minute, "used": None},
+        "tokens_per_minute": {"limit": q.tokens_per_minute, "used": None},
         "storage_bytes": {"limit": q.storage_bytes, "used": files.bytes_used() + models.bytes_used()},
     }
     ends = principal.trial_ends_at

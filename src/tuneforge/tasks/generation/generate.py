@@ -38,6 +38,7 @@ __all__ = [
     "FinishReason",
     "Generation",
     "GenerationOptions",
+    "ReplyDecoder",
     "Stream",
     "context_length",
     "generate",
@@ -249,6 +250,11 @@ class _Row:
         self._send(text)
         return Generation(text=text, token_ids=list(self.ids), finish_reason=self.reason,
                           prompt_tokens=prompt_tokens, completion_tokens=self.generated)
+
+
+#: the per-row decoder, for decode loops of their own (the serving batcher): the same end-of-turn, stop-string and
+#: streaming rules as :func:`generate`
+ReplyDecoder = _Row
 
 
 def _criteria(rows: list[_Row], width: int, cancel: threading.Event | None) -> Any:

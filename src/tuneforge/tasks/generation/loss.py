@@ -18,12 +18,15 @@ from tuneforge.tasks.generation.template import IGNORE_INDEX
 __all__ = ["sparse_causal_lm_loss"]
 
 
-def sparse_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+def sparse_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                          metrics: dict[str, Any] | None = None) -> Any:
     """The mean next-token loss over the learned tokens of ``inputs`` (``input_ids``, ``labels`` and the
     collator's ``attention_mask`` or ``position_ids``), projecting only the positions that predict them.
 
     ``num_items_in_batch`` (the Trainer's count over a whole gradient-accumulation step) divides the summed loss,
-    as in transformers' own loss; without it the mean over this batch is taken.
+    as in transformers' own loss; without it the mean over this batch is taken. ``metrics``, when given, receives
+    ``mean_token_accuracy``: per learned token, 1.0 where the argmax of its logits was right (TRL's training metric,
+    from the logits the loss computed anyway).
     """
     import torch
     import torch.nn.functional as F
@@ -39,7 +42,10 @@ def sparse_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch
         return out.logits.sum() * 0.0
     out = model(**inputs, logits_to_keep=keep)
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    loss = F.cross_entropy(logits, target[keep[:, :-1]], reduction="sum")
+    targets = target[keep[:, :-1]]
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    if metrics is not None:
+        metrics["mean_token_accuracy"] = (logits.detach().argmax(-1) == targets).float()
     denominator = num_items_in_batch if num_items_in_batch is not None else n
     if torch.is_tensor(denominator):
         denominator = denominator.to(loss.device)

@@ -224,12 +224,14 @@ class GenerationTask:
         """The preference (DPO) loss of ``model`` against the reference its tuning method attached to it."""
         return PreferenceLoss(model, tokenizer)
 
-    def training_loss(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+    def training_loss(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                      metrics: dict[str, Any] | None = None) -> Any:
         """The training loss over the learned tokens, projecting only their positions onto the vocabulary
-        (:func:`.loss.sparse_causal_lm_loss`): the model's own loss at a fraction of the head's cost."""
+        (:func:`.loss.sparse_causal_lm_loss`): the model's own loss at a fraction of the head's cost. ``metrics``
+        receives the per-token ``mean_token_accuracy`` of the batch."""
         from tuneforge.tasks.generation.loss import sparse_causal_lm_loss
 
-        return sparse_causal_lm_loss(model, inputs, num_items_in_batch)
+        return sparse_causal_lm_loss(model, inputs, num_items_in_batch, metrics)
 
     # --- evaluation during training: token metrics from the logits, no generation ---------------------------
 
