@@ -16,8 +16,8 @@ after the other); the table shows
 * `stream tok/s` — the median of each stream's tokens over its own duration.
 
 The reference is plain transformers `model.generate(do_sample=False, use_cache=True)` in this process on the same
-prompt ids, one prompt at a time (after a warm-up), with the server idle: `single / generate` is level 1's tok/s
-over it. On a 2-core machine the load generator and the server share the cores. Writes
+prompt ids, one prompt at a time (after a warm-up), with the server stopped and `OMP_WAIT_POLICY=PASSIVE` (as the
+server runs): `single / generate` is level 1's tok/s over it. On a 2-core machine the load generator and the server share the cores. Writes
 bench/results/chat_serving.json.
 """
 
@@ -42,6 +42,9 @@ from common import machine, print_table, shared_datasets, write_result  # noqa: 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# as `tuneforge serve` sets it for itself: OpenMP threads that spin between operations starve everything else on a
+# busy machine (plain generate here measured 1 tok/s spinning and 10 tok/s passive on the shared 2 cores)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def conversations(n: int) -> list[list[dict[str, str]]]:

@@ -18,7 +18,7 @@ from openai import OpenAI
 
 from tests.api.conftest import Api, running_api
 from tests.methods.test_dpo import pair_rows
-from tests.service_support import jsonl, make_settings
+from tests.service_support import database, jsonl, make_settings
 from tests.tasks.test_generation_task import chat_rows
 from tuneforge.jobs.worker import Worker
 from tuneforge.store.models import Model
@@ -32,6 +32,13 @@ def openai_pair_rows(n: int = 12) -> list[dict[str, Any]]:
     return [{"input": {"messages": [{"role": "user", "content": r["prompt"]}]},
              "preferred_output": [{"role": "assistant", "content": r["chosen"]}],
              "non_preferred_output": [{"role": "assistant", "content": r["rejected"]}]} for r in pair_rows(n)]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_url(request, tmp_path_factory) -> Iterator[str]:
+    """A database of this module's own: the jobs its tests leave queued must not reach another module's worker."""
+    with database(request.param, tmp_path_factory.mktemp(f"chat-jobs-{request.param}")) as url:
+        yield url
 
 
 @pytest.fixture

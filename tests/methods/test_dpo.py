@@ -205,3 +205,19 @@ def test_a_file_of_the_other_kind_is_refused_naming_the_method_that_fits(tmp_pat
         assert "--method lora or full" in text
     else:
         assert "preference pairs" in text and "--method dpo" in text and f"--method {method}" in text
+
+
+def test_an_auto_dpo_batch_holds_half_the_sft_examples(tmp_path: Path) -> None:
+    """A pair is two sequences: auto batch 4 pairs for DPO where SFT takes 8 conversations; a set size wins."""
+    from tuneforge.training.config import make_config
+    from tuneforge.training.setup import auto_hyperparameters
+
+    task = get_task("generation")
+
+    def batch(method: str, **extra: object) -> int:
+        cfg = make_config({"task": "generation", "data": str(tmp_path / "d.jsonl"), "output": str(tmp_path / "o"),
+                           "method": method, **extra}, "test")
+        return int(auto_hyperparameters(cfg, n_train=64, model_config={}, model_max=512, task=task)["batch_size"])
+
+    assert get_method("dpo").sequences_per_example == 2 and get_method("lora").sequences_per_example == 1
+    assert (batch("lora"), batch("dpo"), batch("dpo", batch_size=8)) == (8, 4, 8)

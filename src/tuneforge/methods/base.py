@@ -76,6 +76,8 @@ class MethodDefaults:
 
     trains_encoder = False
     preference = False
+    #: sequences the model sees per training example (DPO: 2); an auto batch size is divided by it
+    sequences_per_example = 1
     options_class: type[MethodOptions] = MethodOptions
 
     def options(self, config: Any) -> Any:

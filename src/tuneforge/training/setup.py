@@ -66,7 +66,9 @@ def auto_hyperparameters(config: TrainConfig, *, n_train: int, model_config: dic
     the model, and the layers to freeze; an explicit value always wins."""
     auto = task.auto_hyperparameters(n_train=n_train, encoder_size=encoder_parameters(model_config))
     lr = config.learning_rate if config.learning_rate is not None else auto["learning_rate"]
-    bs = config.batch_size if config.batch_size is not None else auto["batch_size"]
+    # a method whose examples are several sequences (DPO: a chosen and a rejected answer) takes fewer per batch
+    per_example = int(getattr(get_method(config.method), "sequences_per_example", 1))
+    bs = config.batch_size if config.batch_size is not None else max(1, auto["batch_size"] // per_example)
     max_len = min(config.max_length or task.default_max_length, model_max)
     return {"learning_rate": lr, "batch_size": bs, "max_length": max_len,
             "freeze_layers": auto_freeze_layers(config, n_train=n_train, model_config=model_config)}
