@@ -57,16 +57,16 @@ class ChatMessageIn(BaseModel):
 
 
 class ChatCompletionCreate(_Sampling):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"model": "smollm2", "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 32, "temperature": 0}]})
+    """E.g. ``{"model": "smollm2", "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 32}``."""
+
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name of max_tokens (wins "
                                                                       "when both are given).")
 
 
 class CompletionCreate(_Sampling):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 20, "temperature": 0}]})
+    """E.g. ``{"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 20, "temperature": 0}``."""
+
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="A text (no chat template is applied), a list of texts, or token ids.")
 

@@ -36,6 +36,8 @@ class Flag:
     decls: tuple[str, ...]
     help: str
     metavar: str | None = None
+    #: checks the value as it is read (a usage error names the flag), e.g. a number or "auto"
+    callback: Any = None
 
 
 def _f(*decls: str, help: str) -> Flag:  # noqa: A002 (typer's own name for it)
@@ -131,6 +133,27 @@ def _option_type(annotation: Any) -> Any:
     return None
 
 
+def _number_or_word(annotation: Any) -> Any:
+    """For a field that is a number or one of some words (``epochs: float | "auto"``): a flag callback that refuses
+    anything else as a usage error naming the flag, as a plain number flag does; None for other fields."""
+    members = [a for a in get_args(annotation) if a is not type(None)]
+    words = [str(w) for a in members if get_origin(a) is Literal for w in get_args(a)]
+    numeric = [a for a in members if a in (int, float) or get_origin(a) is Annotated and get_args(a)[0] in (int, float)]
+    if not (words and numeric):
+        return None
+
+    def check(value: Any) -> Any:
+        if value is None or str(value) in words:
+            return value
+        try:
+            float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is neither a number nor {' / '.join(words)}") from None
+        return value
+
+    return check
+
+
 def _is(annotation: Any, origin: Any) -> bool:
     """Whether ``annotation`` (or a member of its union) is ``origin[...]`` (``list``, ``dict``, ``Literal``)."""
     return get_origin(annotation) is origin or any(get_origin(a) is origin for a in get_args(annotation))
@@ -178,7 +201,8 @@ def train_flags() -> dict[str, tuple[Any, Any, Flag]]:
         metavar = None
         if name in fields and kind is list[str]:
             metavar = "KEY=VALUE" if _is(fields[name].annotation, dict) else "NAME"
-        flags[name] = (annotation, default, Flag(decls, spelled.help if spelled else _help(fields[name]), metavar))
+        flags[name] = (annotation, default, Flag(decls, spelled.help if spelled else _help(fields[name]), metavar,
+                                                 _number_or_word(fields[name].annotation) if name in fields else None))
 
     for name, spelled in _COMPAT.items():
         add(name, spelled)
@@ -198,7 +222,7 @@ def _parameters(flags: dict[str, tuple[Any, Any, Flag]]) -> list[inspect.Paramet
     for name, (annotation, default, spelled) in flags.items():
         if name == next(n for n in flags if n in _TAIL):  # the column options go before the tail
             params += [param(f"{key}_column", opt, None) for key, opt in COLUMN_FLAGS.items()]
-        option = typer.Option(*spelled.decls, help=spelled.help, metavar=spelled.metavar)
+        option = typer.Option(*spelled.decls, help=spelled.help, metavar=spelled.metavar, callback=spelled.callback)
         params.append(param(name, Annotated[annotation, option], default))
     return params
 
