@@ -17,8 +17,8 @@ after the other); the table shows
 
 The reference is plain transformers `model.generate(do_sample=False, use_cache=True)` in this process on the same
 prompt ids, one prompt at a time (after a warm-up), with the server stopped and `OMP_WAIT_POLICY=PASSIVE` (as the
-server runs): `single / generate` is level 1's tok/s over it. On a 2-core machine the load generator and the server share the cores. Writes
-bench/results/chat_serving.json.
+server runs): `single / generate` is level 1's tok/s over it. On a 2-core machine the load generator and the
+server share the cores. Writes bench/results/chat_serving.json.
 """
 
 from __future__ import annotations

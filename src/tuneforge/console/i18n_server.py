@@ -44,6 +44,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                      "该 Idempotency-Key 之前已用于另一个不同的请求。"),
     "error.cannot_delete_base_model": ("Base models cannot be deleted.", "基础模型不能删除。"),
     "error.invalid_job_state": ("The job's status does not allow this now.", "任务当前的状态不允许此操作。"),
+    # chat and completions
+    "error.context_length_exceeded": ("The prompt is longer than the model's context: shorten it or ask for fewer "
+                                      "tokens.", "提示超出了模型的上下文长度：请缩短提示或减少生成的 token 数。"),
+    "error.model_not_supported": ("This model does not generate text: use a chat model.",
+                                  "该模型不能生成文本：请使用对话模型。"),
+    "error.model_unloaded": ("The model was unloaded while answering: send the request again.",
+                             "模型在回答时被卸载：请重新发送请求。"),
+    "error.server_overloaded": ("The server is busy: wait a moment and retry.", "服务器繁忙，请稍后重试。"),
+    "error.timeout": ("The request took too long and was stopped.", "请求耗时过长，已被停止。"),
+    "error.tokens_limit_exceeded": ("Too many tokens this minute: wait a moment and retry.",
+                                    "本分钟的 token 用量已达上限，请稍后重试。"),
+    "error.unknown_parameter": ("The request has a field the API does not know.", "请求中包含 API 不认识的字段。"),
+    "error.unsupported_content": ("The message content is not supported (text only).",
+                                  "不支持该消息内容（仅支持文本）。"),
+    "error.unsupported_parameter": ("A field of the request is not supported yet.", "请求中的某个字段暂不支持。"),
+    "error.unsupported_value": ("A field of the request has a value that is not supported.",
+                                "请求中某个字段的取值不受支持。"),
     # limits
     "error.rate_limit_exceeded": ("Too many requests: wait a moment and retry.", "请求过于频繁，请稍后重试。"),
     "error.quota_exceeded": ("A quota is used up.", "额度已用完。"),

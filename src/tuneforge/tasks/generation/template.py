@@ -186,7 +186,8 @@ def _learn(ids: list[int], labels: list[int], positions: list[int], eot: set[int
 def render_example(tokenizer: Any, messages: Sequence[dict[str, Any]], *, max_length: int | None = None,
                    eot_ids: set[int] | None = None) -> Rendered:
     """Token ids and labels of one conversation: assistant turns with weight 1 (with their end-of-turn token and
-    the template's text up to the next turn) are learned, everything else (system, user, ``weight: 0`` turns, template markup) is -100.
+    the template's text up to the next turn) are learned, everything else (system, user, ``weight: 0`` turns,
+    template markup) is -100.
 
     ``max_length`` cuts longer examples (``truncated`` is then True). ``eot_ids`` defaults to
     :func:`end_of_turn_ids` of the tokenizer.
