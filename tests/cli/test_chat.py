@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 import torch
 
-from tests.tasks.test_generation_collate import tiny_llama
-from tests.tasks.test_generation_template import tiny_tokenizer
 from tuneforge.cli import main
 from tuneforge.errors import ConfigError
 from tuneforge.tasks.generation.generate import GenerationOptions, generate
@@ -22,15 +20,9 @@ from tuneforge.tasks.generation.template import render_prompt
 
 
 @pytest.fixture(scope="module")
-def chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding a random tiny Llama and a byte-level tokenizer with a ChatML template."""
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    tok = tiny_tokenizer()
-    model = tiny_llama(tok)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
+def chat_model(tiny_chat_model: Path) -> Path:
+    """The random tiny Llama with a ChatML tokenizer (tests/conftest.py)."""
+    return tiny_chat_model
 
 
 @pytest.fixture()

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tasks.test_generation_collate import tiny_llama
 from tests.tasks.test_generation_task import chat_rows, cli, write_jsonl
-from tests.tasks.test_generation_template import tiny_tokenizer
 from tuneforge.methods import get_method
 from tuneforge.tasks import get_task
 
@@ -27,18 +25,6 @@ GOOD = ["The Eiffel Tower is in Paris, France.", "Hello there, nice to meet you!
 def pair_rows(n: int = 12) -> list[dict]:
     """TRL-style pairs whose rejected answer is short ("No."), which a model that has learned nothing prefers."""
     return [{"prompt": QUESTIONS[i % 4], "chosen": GOOD[i % 4], "rejected": "No."} for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding a random tiny Llama and a byte-level tokenizer with a ChatML template."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = tiny_tokenizer()
-    model = tiny_llama(tok)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(autouse=True)
