@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,18 @@ def _evaluate(model: str, data: Path, out: Path, log: Path) -> tuple[dict[str, A
     return _metrics(out), s
 
 
-def part_squad(work: Path, train_ns: list[int], test_n: int) -> list[dict[str, Any]]:
+def part_squad(work: Path, train_ns: list[int], test_n: int,
+               save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """The zero-shot row, then one row per training size; ``save(rows)`` after each (a long run keeps what it
+    measured if it is stopped)."""
     sq = shared_datasets() / "squad_v1.1"
     test = squad_chat(sq / "test_by_article.jsonl", 0, test_n, work / "squad-test.jsonl")
-    rows = []
+    rows: list[dict[str, Any]] = []
     base, s = _evaluate("smollm2", test, work / "squad-base", work / "squad-base.log")
     rows.append({"part": "squad", "model": "smollm2 zero-shot", "train_examples": 0, "test": test_n,
                  "f1": base["f1"], "exact_match": base["exact_match"], "rougeL": base["rougeL"],
                  "eval_s": round(s, 1), "command": "tuneforge evaluate smollm2 --task generation --data TEST"})
+    save(rows)
     for n in train_ns:
         train = squad_chat(sq / "train_by_article.jsonl", 0, n, work / f"squad-train-{n}.jsonl")
         run = work / f"squad-lora-{n}"
@@ -87,6 +92,7 @@ def part_squad(work: Path, train_ns: list[int], test_n: int) -> list[dict[str, A
                      "valid_loss": tuned.get("valid_loss"), "train_s": round(train_s, 1), "eval_s": round(s, 1),
                      "f1_gain": round(tuned["f1"] - base["f1"], 2),
                      "command": "tuneforge " + " ".join(cmd[:-3]).replace(str(train), "TRAIN")})
+        save(rows)
     return rows
 
 
@@ -200,19 +206,23 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     for part in a.parts:
         t0 = time.perf_counter()
+
+        def save(rows: list[dict[str, Any]], part: str = part, t0: float = t0) -> None:
+            results[part] = {"rows": rows, "machine": machine(), "wall_s": round(time.perf_counter() - t0, 1),
+                             "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+            write_result("generation", results)
+
         if part == "squad":
-            rows = part_squad(work, a.train_n, a.test_n)
+            rows = part_squad(work, a.train_n, a.test_n, save)
         elif part == "alpaca":
             rows = part_alpaca(work, a.alpaca_train, a.alpaca_test)
         elif part == "dpo":
             rows = part_dpo(work, a.dpo_train, a.dpo_test, a.dpo_max_length)
         else:
             rows = part_speed(work, a.trl_path, a.speed_n)
-        results[part] = {"rows": rows, "machine": machine(), "wall_s": round(time.perf_counter() - t0, 1),
-                         "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+        save(rows)
         cols = sorted({k for r in rows for k in r if k != "command"}, key=lambda k: (k != "model", k))
         print_table(rows, cols)
-        write_result("generation", results)
     print(f"Wrote {path} (work folder {work})")
 
 
