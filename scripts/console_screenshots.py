@@ -3,8 +3,9 @@ overview docs/console.png).
 
 Runs the console's page tests with ``TUNEFORGE_CONSOLE_DOCS=1``: they start a server on a free loopback port
 with a temporary data folder, fine-tune the shipped ``bert-tiny`` on ``examples/support_intents`` (so the
-evaluation shows a model that learned), and save each page as they check it. Needs Chromium
-(``scripts/install_browser.sh``) and the dev extra (Playwright).
+evaluation shows a model that learned), and save each page as they check it; the chat pages' tests
+(tests/console/test_chat_console.py) add a chat file, a generation job on a tiny Llama and the playground talking
+to the shipped ``smollm2``. Needs Chromium (``scripts/install_browser.sh``) and the dev extra (Playwright).
 
     python scripts/console_screenshots.py
 """
@@ -27,7 +28,7 @@ def main() -> int:
         old.unlink()
     env = {**os.environ, "TUNEFORGE_CONSOLE_DOCS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/console/test_pages.py",
-           "-k", "accessibility_checks or phone"]
+           "tests/console/test_chat_console.py", "-k", "accessibility_checks or phone"]
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     hero = docs / "job-light.png"
     if hero.is_file():  # the overview at the top of docs/console.md

@@ -44,7 +44,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "task.classification": ("Text classification", "文本分类"),
     "task.ner": ("Named entities (NER)", "命名实体识别（NER）"),
     "task.qa": ("Question answering", "抽取式问答"),
+    "task.generation": ("Text generation (chat)", "文本生成（对话）"),
     "method.full": ("Full fine-tuning", "全参数微调"),
+    "method.lora": ("LoRA (low-rank adapters)", "LoRA（低秩适配器）"),
     "status.validating_files": ("Validating files", "校验文件中"),
     "status.queued": ("Queued", "排队中"),
     "status.running": ("Running", "训练中"),
@@ -90,8 +92,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "datasets.upload": ("Upload a dataset", "上传数据集"),
     "datasets.drop": ("Drag and drop a file here, or", "将文件拖放到此处，或"),
     "datasets.choose": ("Choose a file", "选择文件"),
-    "datasets.formats": ("JSONL, JSON (SQuAD), CSV, TSV or CoNLL. One example per line or row.",
-                         "支持 JSONL、JSON（SQuAD）、CSV、TSV 或 CoNLL，每行一个样本。"),
+    "datasets.formats": ("JSONL, JSON (SQuAD), CSV, TSV or CoNLL; chat files ({\"messages\": [...]}) and "
+                         "preference pairs as JSONL. One example per line or row.",
+                         "支持 JSONL、JSON（SQuAD）、CSV、TSV 或 CoNLL；对话文件（{\"messages\": [...]}）和偏好对"
+                         "用 JSONL。每行一个样本。"),
     "datasets.files": ("Your files", "你的文件"),
     "datasets.empty": ("No files yet: upload one above.", "还没有文件，请先上传。"),
     "datasets.uploading": ("Uploading {name}…", "正在上传 {name}…"),
@@ -116,6 +120,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
                              "文件对该任务有效后显示（问答数据没有标签）。"),
     "dataset.labels_table": ("Show as a table", "以表格显示"),
     "dataset.preview": ("Preview (first rows)", "预览（前几行）"),
+    "dataset.conversations": ("The first records as conversations", "前几条记录（以对话显示）"),
+    "dataset.conversations_help": ("Each record as training reads it. An assistant turn with weight 0 is context "
+                                   "only: the model does not learn it. A preference pair shows the answer to "
+                                   "prefer beside the one to avoid.",
+                                   "按训练时的读取方式显示每条记录。weight 为 0 的助手回复只作上下文，模型不学习它。"
+                                   "偏好对并排显示优选回答和劣选回答。"),
+    "dataset.raw_rows": ("Show the records as they are in the file", "查看文件中的原始记录"),
+    "role.system": ("System", "系统"),
+    "role.user": ("User", "用户"),
+    "role.assistant": ("Assistant", "助手"),
+    "conv.line": ("Line {line}", "第 {line} 行"),
+    "conv.not_learned": ("not learned (weight 0)", "不学习（weight 0）"),
+    "conv.not_learned_help": ("Context only: training does not learn this turn.", "仅作上下文：训练不学习这一轮回复。"),
+    "conv.prompt": ("Prompt", "提示"),
+    "conv.chosen": ("Chosen (preferred)", "优选回答"),
+    "conv.rejected": ("Rejected", "劣选回答"),
+    "conv.problems": ("This record cannot be read for training:", "此记录无法用于训练："),
+    "conv.empty": ("No records to show.", "没有可显示的记录。"),
     "dataset.clean": ("Clean", "清洗"),
     "dataset.clean_help": ("Normalises text and removes empty, duplicate and conflicting examples into a new "
                            "file; every removal is listed.",
@@ -179,10 +201,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "field.logging_steps": ("Log every N steps", "每 N 步记录一次"),
     "field.seed": ("Seed", "随机种子"),
     "help.task": ("Classification assigns labels to texts; NER finds names in them; QA finds the answer to a "
-                  "question in a passage.", "分类为文本打标签；NER 找出文本中的实体；问答在段落中找出问题的答案。"),
+                  "question in a passage; text generation teaches a chat model to reply as the conversations of "
+                  "a chat file do.",
+                  "分类为文本打标签；NER 找出文本中的实体；问答在段落中找出问题的答案；"
+                  "文本生成让对话模型学会像对话文件中那样回复。"),
     "help.training_file": ("The examples the model learns from.", "模型学习用的样本。"),
     "help.validation_file": ("Held-out examples scored after each epoch: they give the dev curve and the "
                              "evaluation report.", "留出的样本，每轮结束后评估，用于验证曲线和评估报告。"),
+    "help.method_lora": ("Small adapter matrices are trained beside the frozen chat model: what OpenAI-style "
+                         "supervised fine-tuning of a generative model uses here, and the model is served from one "
+                         "shared copy of its base.",
+                         "在冻结的对话模型旁训练小型适配矩阵：这里生成式模型的监督微调即采用此方式，"
+                         "服务时与基础模型共用一份副本。"),
     "help.method": ("Every weight of the encoder is trained: the most accurate for encoder models of this size.",
                     "训练编码器的全部参数：对这种规模的编码器模型效果最好。"),
     "help.suffix": ("Letters, digits, '.', '-' or '_'; appears in the model's name.",
@@ -213,6 +243,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "job.dev_alt": ("Metrics on the validation file by step", "按步数的验证集指标"),
     "job.train_loss": ("training loss", "训练损失"),
     "job.dev_loss": ("dev loss", "验证损失"),
+    "job.token_accuracy": ("Token accuracy", "词元准确率"),
+    "job.token_accuracy_alt": ("Token accuracy by step, on the training batches and the validation file",
+                               "按步数的词元准确率（训练批次与验证集）"),
+    "job.token_accuracy_help": ("The share of the learned tokens the model predicts right, each given the text "
+                                "before it.", "模型在给定前文时预测正确的学习词元所占比例。"),
+    "job.train_token_accuracy": ("training token accuracy", "训练词元准确率"),
+    "job.dev_token_accuracy": ("dev token accuracy", "验证集词元准确率"),
     "job.events": ("Events", "事件"),
     "job.metrics": ("metrics", "指标"),
     "job.checkpoints": ("Checkpoints", "检查点"),
@@ -249,6 +286,36 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "model.labels": ("Labels", "标签数"),
     "model.playground": ("Playground", "在线试用"),
     "model.code": ("Use it from code", "在代码中调用"),
+    "chat.title": ("Chat playground", "对话试用"),
+    "chat.conversation": ("Conversation", "对话"),
+    "chat.empty": ("Write a message below. Each turn sends the whole conversation so far, with the system prompt "
+                   "first.", "在下方输入消息。每一轮都会发送到目前为止的整段对话，系统提示词放在最前面。"),
+    "chat.message": ("Message", "消息"),
+    "chat.message_help": ("Enter sends; Shift+Enter starts a new line.", "按 Enter 发送，Shift+Enter 换行。"),
+    "chat.send": ("Send", "发送"),
+    "chat.stop": ("Stop", "停止"),
+    "chat.clear": ("Clear conversation", "清空对话"),
+    "chat.cleared": ("Conversation cleared.", "对话已清空。"),
+    "chat.settings": ("Settings", "设置"),
+    "chat.system": ("System prompt", "系统提示词"),
+    "chat.system_help": ("Sent before the conversation on every turn: who the assistant is and how it answers. "
+                         "Optional.", "每一轮都放在对话之前发送：说明助手的身份和回答方式。可不填。"),
+    "chat.temperature": ("Temperature", "温度"),
+    "chat.temperature_help": ("0 always picks the most likely next token (the same reply every time); higher "
+                              "gives more varied replies. 0 to 2.",
+                              "0 总是选择最可能的下一个词元（每次回复相同）；越高回复越多样。范围 0 到 2。"),
+    "chat.max_tokens": ("Max tokens", "最大 token 数"),
+    "chat.max_tokens_help": ("The longest reply, in tokens; the server may allow fewer.",
+                             "回复的最大长度（token 数）；服务器可能限制得更少。"),
+    "chat.generating": ("Generating…", "生成中…"),
+    "chat.stopped": ("Stopped: the reply so far is kept.", "已停止：保留已生成的部分。"),
+    "chat.stopped_empty": ("Stopped before the reply began; your message is back in the box.",
+                           "回复开始前已停止；你的消息已放回输入框。"),
+    "chat.finish_length": ("The reply reached the max tokens.", "回复达到了最大 token 数。"),
+    "chat.usage": ("{prompt} prompt tokens, {completion} reply tokens.",
+                   "提示 {prompt} 个 token，回复 {completion} 个 token。"),
+    "chat.empty_reply": ("(empty reply)", "（空回复）"),
+    "chat.example": ("Hello! What can you help me with?", "你好！你能帮我做什么？"),
     "play.text": ("Text", "文本"),
     "play.question": ("Question", "问题"),
     "play.context": ("Context", "上下文"),

@@ -36,6 +36,39 @@ export async function api(path, { method = "GET", body, form, key, raw = false }
   return data;
 }
 
+/** POST `body` to a route that answers with Server-Sent Events (OpenAI's `stream: true`) and call `onData` with
+ * each `data:` event's JSON as it arrives, until `data: [DONE]`. `signal` (an AbortController's) stops it: the
+ * request is aborted and an AbortError thrown. An error status, or an error sent inside the stream, throws an
+ * ApiError as api() does. */
+export async function apiStream(path, body, { signal, onData } = {}) {
+  const r = await fetch(path, { method: "POST", signal, body: JSON.stringify(body), headers: {
+    Authorization: `Bearer ${apiKey()}`, "Content-Type": "application/json", Accept: "text/event-stream" } });
+  if (!r.ok) {
+    let data = null;
+    try { data = await r.json(); } catch (e) { /* not JSON */ }
+    if (r.status === 401) { sessionStorage.removeItem(KEY); location.href = loginUrl(); }
+    throw new ApiError(r.status, data);
+  }
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = (buffer + value).replace(/\r\n/g, "\n"); // a CR LF split across reads is joined first
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (!data) continue; // a comment or keep-alive
+      if (data === "[DONE]") { reader.cancel().catch(() => {}); return; }
+      const obj = JSON.parse(data);
+      if (obj.error) throw new ApiError(r.status, obj);
+      onData(obj);
+    }
+  }
+}
+
 function loginUrl() { return `/console/login?next=${encodeURIComponent(location.pathname + location.search)}`; }
 
 /** Build an element: el("a", {href: "/x", class: "c"}, "text", child). Text is never parsed as HTML. */

@@ -1,4 +1,5 @@
 import { ready, $, api, chart, clear, el, errorText, fmtNumber, palette, params, requireKey, show, stat, t } from "./app.js";
+import { bubbles } from "./conversation.js";
 
 await requireKey();
 const fileId = params.file_id;
@@ -49,16 +50,59 @@ function render(p) {
     options: { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
   });
 
+  // a chat file (generation) has no labels and no cleaner; its records are previewed as conversations, the raw
+  // rows folded away under them
+  const chat = p.task === "generation";
+  show($("#labels-card"), !chat);
+  $("#report-grid").classList.toggle("two", !chat);
+  show($("#clean-card"), !chat);
+  $("#tools-grid").classList.toggle("two", !chat);
+  show($("#conversations-box"), chat);
+  show($("#raw-rows"), chat);
+  if (chat) $("#raw-rows").append($("#preview-wrap"));
+  else $("#raw-rows").after($("#preview-wrap"));
+
   const head = clear($("#preview-table thead")), body = clear($("#preview-table tbody"));
   const cols = ["line", ...p.columns];
   head.append(el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c === "line" ? t("col.line") : c))));
   for (const row of p.rows) body.append(el("tr", {}, cols.map((c) => el("td", { class: c === "line" ? "num" : "" }, cell(row[c])))));
 }
 
+function side(kind, messages) {
+  return el("div", { class: `side ${kind}` }, el("h4", {}, t(`conv.${kind}`)), bubbles(messages, t(`conv.${kind}`)));
+}
+
+/** Each record as training reads it: a conversation's bubbles (weight-0 turns marked), a preference pair's prompt
+ * then its chosen and rejected answers side by side, or the record's problems. */
+function renderConversations(r) {
+  const box = clear($("#conversations"));
+  if (!r.data.length) box.append(el("p", { class: "empty" }, t("conv.empty")));
+  for (const c of r.data) {
+    const id = `conv-${c.line}`;
+    const kind = c.problems.length ? "bad" : c.messages ? "sft" : "pair";
+    const art = el("article", { class: `conversation ${kind}`, "aria-labelledby": `${id}-h`, "data-line": c.line,
+      "data-kind": kind }, el("h3", { id: `${id}-h` }, t("conv.line", { line: c.line ?? "—" }), " ",
+      c.format ? el("code", { class: "format" }, c.format) : ""));
+    if (kind === "bad") {
+      art.append(el("p", { class: "error" }, t("conv.problems")), el("ul", { class: "problems" },
+        c.problems.map((x) => el("li", {}, x.field ? el("code", {}, x.field) : "", " ", x.message))));
+    } else if (kind === "sft") {
+      art.append(bubbles(c.messages, t("conv.line", { line: c.line })));
+    } else {
+      art.append(bubbles(c.prompt, t("conv.prompt")), el("div", { class: "pair" },
+        side("chosen", c.chosen), side("rejected", c.rejected)));
+    }
+    box.append(art);
+  }
+}
+
 async function load() {
   const q = taskSelect.value ? `&task=${taskSelect.value}` : "";
-  try { render(await api(`/v1/files/${encodeURIComponent(fileId)}/preview?limit=20${q}`)); }
-  catch (e) { clear($("#validation")).append(el("p", { class: "error", role: "alert" }, errorText(e))); }
+  try {
+    const p = await api(`/v1/files/${encodeURIComponent(fileId)}/preview?limit=20${q}`);
+    render(p);
+    if (p.task === "generation") renderConversations(await api(`/v1/files/${encodeURIComponent(fileId)}/conversations?limit=20`));
+  } catch (e) { clear($("#validation")).append(el("p", { class: "error", role: "alert" }, errorText(e))); }
 }
 taskSelect.addEventListener("change", load);
 

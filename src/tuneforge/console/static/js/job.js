@@ -27,6 +27,8 @@ function renderJob(j) {
     stats.append(el("div", { class: "stat", id: "fine-tuned-model" }, el("span", { class: "k" }, t("col.model")),
       el("a", { class: "v", href: `/console/models/${encodeURIComponent(j.fine_tuned_model)}` }, j.fine_tuned_model)));
   }
+  $("#dev-card").hidden = perToken();
+  $("#accuracy-card").hidden = !perToken();
   const err = $("#job-error");
   if (j.error) { err.textContent = serverError(j.error, { code: true }); err.hidden = false; } else err.hidden = true;
 }
@@ -68,6 +70,9 @@ function renderProgress(j, events) {
   eta.hidden = !eta.textContent;
 }
 
+// a generation job's second chart is the token accuracy; the encoder tasks' is their dev metrics
+function perToken() { return job && job.task === "generation"; }
+
 function series(events, key) {
   // the end-of-training summary (train_runtime, average train_loss) is not a point of the curve
   return events.filter((e) => e.type === "metrics" && e.data && typeof e.data[key] === "number"
@@ -78,16 +83,30 @@ function series(events, key) {
 function renderEvents(events) {
   const asc = [...events].reverse(); // the API lists newest first
   const ds = (label, data, i) => ({ label, data, borderColor: palette()[i], backgroundColor: palette()[i], pointRadius: 2, tension: 0.2 });
-  const linear = { x: { type: "linear", title: { display: true, text: t("col.step") } } };
+  const linear = { x: { type: "linear", title: { display: true, text: t("col.step") }, ticks: { precision: 0 } } };
   const loss = [ds(t("job.train_loss"), series(asc, "train_loss"), 0)];
-  const evalLoss = series(asc, "eval_loss");
+  // the dev loss: eval_loss of the encoder tasks, valid_loss (OpenAI's name) of generation
+  const evalLoss = [...series(asc, "eval_loss"), ...series(asc, "valid_loss")].sort((a, b) => a.x - b.x);
   if (evalLoss.length) loss.push(ds(t("job.dev_loss"), evalLoss, 1));
   chart("loss-chart", { type: "line", data: { datasets: loss }, options: { scales: linear, plugins: { legend: { position: "bottom" } } } });
+  if (perToken()) {
+    // generation: the share of learned tokens predicted right, on the training batches and the validation file
+    const acc = [ds(t("job.train_token_accuracy"), series(asc, "train_mean_token_accuracy"), 0)];
+    const dev = series(asc, "valid_mean_token_accuracy");
+    if (dev.length) acc.push(ds(t("job.dev_token_accuracy"), dev, 1));
+    chart("accuracy-chart", { type: "line", data: { datasets: acc }, options: {
+      scales: { ...linear, y: { min: 0, max: 1 } }, plugins: { legend: { position: "bottom" } } } });
+    return renderEventTable(events);
+  }
   const keys = new Set();
   for (const e of asc) if (e.type === "metrics" && e.data) for (const k of Object.keys(e.data))
     if (k.startsWith("eval_") && !/(loss|runtime|per_second|_n$|epoch)$/.test(k) && typeof e.data[k] === "number") keys.add(k);
   const dev = [...keys].slice(0, 5).map((k, i) => ds(metricName(k), series(asc, k), i));
   chart("dev-chart", { type: "line", data: { datasets: dev }, options: { scales: linear, plugins: { legend: { position: "bottom" } } } });
+  renderEventTable(events);
+}
+
+function renderEventTable(events) {
   const tbody = clear($("#events-table tbody"));
   for (const e of events) {
     tbody.append(el("tr", { class: e.level }, el("td", { class: "nowrap" }, fmtClock(e.created_at)),

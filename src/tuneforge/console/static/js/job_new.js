@@ -14,29 +14,41 @@ fillFiles($("#training-file"), false, q.get("training_file"));
 fillFiles($("#validation-file"), true, q.get("validation_file"));
 if (!files.data.length) showError($("#job-error"), new Error(t("new.no_files")));
 
-const bases = models.data.filter((m) => m.owned_by === "tuneforge");
-const own = models.data.filter((m) => m.owned_by !== "tuneforge");
 const baseSelect = $("#base-model");
-const group = el("optgroup", { label: t("models.base") });
-for (const m of bases) {
-  const meta = [m.language, m.parameters].filter(Boolean).join(", ");
-  group.append(el("option", { value: m.id }, meta ? `${m.id} — ${meta}` : m.id));
+// the base models (and your models to continue from) that fit the task: chat models generate, encoders the rest
+const fits = (m, task) => (task === "generation") === (m.task === "generation") && (m.owned_by === "tuneforge" || m.task === task);
+function fillModels(task, chosen) {
+  clear(baseSelect);
+  const group = el("optgroup", { label: t("models.base") });
+  for (const m of models.data.filter((x) => x.owned_by === "tuneforge" && fits(x, task))) {
+    const meta = [m.language, m.parameters].filter(Boolean).join(", ");
+    group.append(el("option", { value: m.id }, meta ? `${m.id} — ${meta}` : m.id));
+  }
+  baseSelect.append(group);
+  const own = models.data.filter((x) => x.owned_by !== "tuneforge" && fits(x, task));
+  if (own.length) {
+    const g2 = el("optgroup", { label: t("models.continue") });
+    for (const m of own) g2.append(el("option", { value: m.id }, m.id));
+    baseSelect.append(g2);
+  }
+  if (chosen && [...baseSelect.options].some((o) => o.value === chosen)) baseSelect.value = chosen;
+  describeBase();
 }
-baseSelect.append(group);
-if (own.length) {
-  const g2 = el("optgroup", { label: t("models.continue") });
-  for (const m of own) g2.append(el("option", { value: m.id }, m.id));
-  baseSelect.append(g2);
-}
-const wanted = q.get("model");
-if (wanted) baseSelect.value = wanted;
 function describeBase() {
   const m = models.data.find((x) => x.id === baseSelect.value);
-  $("#base-help").textContent = m ? (m.description || t("models.fine_tuned_base", { task: m.task || "" })) : "";
+  $("#base-help").textContent = m ? (m.description || t("models.fine_tuned_base", { task: m.task ? t(`task.${m.task}`) : "" })) : "";
+}
+// the method the task trains with: full fine-tuning of an encoder, LoRA for a chat model (the API's defaults)
+function describeMethod(task) {
+  const lora = task === "generation";
+  clear($("#method")).append(el("option", { value: lora ? "lora" : "full" }, t(lora ? "method.lora" : "method.full")));
+  $("#method-help").textContent = t(lora ? "help.method_lora" : "help.method");
 }
 baseSelect.addEventListener("change", describeBase);
-describeBase();
 if (q.get("task")) $("#task").value = q.get("task");
+function taskChanged(chosen) { fillModels($("#task").value, chosen); describeMethod($("#task").value); }
+$("#task").addEventListener("change", () => taskChanged(baseSelect.value));
+taskChanged(q.get("model"));
 
 function num(name) { const v = form.elements[name].value.trim(); return v === "" ? null : Number(v); }
 

@@ -1,14 +1,25 @@
 import { ready, $, $$, api, clear, copyText, el, errorText, fmtNumber, metricName, params, requireKey, stat, t } from "./app.js";
+import { setupChat } from "./chat.js";
 
 await requireKey();
 const modelId = params.model_id;
-const [model, ev] = await Promise.all([api(`/v1/models/${encodeURIComponent(modelId)}`),
-  api(`/v1/models/${encodeURIComponent(modelId)}/evaluation`).catch(() => null)]);
+const model = await api(`/v1/models/${encodeURIComponent(modelId)}`);
+const base = model.owned_by === "tuneforge"; // a base model: no training, no evaluation
+const ev = base ? null : await api(`/v1/models/${encodeURIComponent(modelId)}/evaluation`).catch(() => null);
 const task = model.task;
+// generative models (base chat models and fine-tuned generation models) chat; the encoders predict
+const generative = task === "generation";
 
 // ---- summary and evaluation ----
 const stats = clear($("#model-stats"));
-stats.append(stat(t("field.task"), t(`task.${task}`)), stat(t("field.base_model"), model.base_model || "—"));
+stats.append(stat(t("field.task"), task ? t(`task.${task}`) : "—"));
+if (base) {
+  for (const [k, v] of [["col.language", model.language], ["col.size", model.parameters], ["col.description", model.description]]) {
+    if (v) stats.append(stat(t(k), v));
+  }
+} else {
+  stats.append(stat(t("field.base_model"), model.base_model || "—"));
+}
 if (model.fine_tuning_job) {
   stats.append(el("div", { class: "stat" }, el("span", { class: "k" }, t("col.job")),
     el("a", { class: "v", href: `/console/jobs/${encodeURIComponent(model.fine_tuning_job)}` }, model.fine_tuning_job)));
@@ -19,6 +30,7 @@ if (ev) {
   stats.append(stat(t("model.steps"), fmtNumber(ev.training.steps)), loss);
   if (ev.labels.length) stats.append(stat(t("model.labels"), String(ev.labels.length)));
 }
+$("#eval-card").hidden = base;
 
 const e = ev && ev.evaluation;
 if (!e) {
@@ -38,7 +50,7 @@ if (!e) {
     tbody.append(el("tr", {}, el("th", { scope: "row" }, name), el("td", { class: "num" }, fmtNumber(m.precision, 3)),
       el("td", { class: "num" }, fmtNumber(m.recall, 3)), el("td", { class: "num" }, fmtNumber(m.f1, 3)), el("td", { class: "num" }, m.support)));
   }
-  if (!pc.length) $("#per-class-table").closest("div").hidden = true;
+  if (!pc.length) $("#per-class-table").closest(".table-wrap").parentElement.hidden = true; // with its heading
   const cm = e.confusion_matrix;
   if (cm && cm.labels && cm.labels.length) {
     const max = Math.max(1, ...cm.matrix.flat());
@@ -56,9 +68,15 @@ if (!e) {
   } else {
     $("#confusion-box").hidden = true;
   }
+  if (!pc.length && $("#confusion-box").hidden) $("#per-class-table").closest(".grid").hidden = true;
 }
 
 // ---- playground ----
+if (generative) {
+  $("#play-card").hidden = true;
+  $("#play-grid").classList.remove("two");
+  setupChat(modelId);
+}
 const examples = { classification: t("play.example_cls"), ner: t("play.example_ner"), qa: t("play.example_context") };
 $("#play-text").value = examples[task] || "";
 if (task === "qa") {
@@ -119,14 +137,38 @@ $("#play-form").addEventListener("submit", async (evt) => {
 });
 
 // ---- snippets ----
+const origin = location.origin;
 const sample = task === "qa" ? { question: t("play.example_question"), context: examples.qa } : examples[task];
 const body = JSON.stringify({ model: modelId, inputs: [sample] });
-const origin = location.origin;
-$("#curl-snippet").textContent = `curl -s ${origin}/v1/predict \\
+if (generative) chatSnippets(); else predictSnippets();
+
+function chatSnippets() {
+  const messages = [{ role: "user", content: t("chat.example") }];
+  const request = JSON.stringify({ model: modelId, messages, max_tokens: 128 });
+  $("#curl-snippet").textContent = `curl -s ${origin}/v1/chat/completions \\
+  -H "Authorization: Bearer $TUNEFORGE_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '${request.replace(/'/g, "'\\''")}'`;
+  $("#python-snippet").textContent = `import os
+from openai import OpenAI
+
+client = OpenAI(base_url="${origin}/v1", api_key=os.environ["TUNEFORGE_API_KEY"])
+stream = client.chat.completions.create(
+    model=${JSON.stringify(modelId)},
+    messages=${JSON.stringify(messages)},
+    max_tokens=128,
+    stream=True,
+)
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)`;
+}
+
+function predictSnippets() {
+  $("#curl-snippet").textContent = `curl -s ${origin}/v1/predict \\
   -H "Authorization: Bearer $TUNEFORGE_API_KEY" \\
   -H "Content-Type: application/json" \\
   -d '${body.replace(/'/g, "'\\''")}'`;
-$("#python-snippet").textContent = `import os
+  $("#python-snippet").textContent = `import os
 import httpx
 
 r = httpx.post(
@@ -137,5 +179,6 @@ r = httpx.post(
 )
 r.raise_for_status()
 print(r.json()["data"][0])`;
+}
 for (const b of $$("button.copy")) b.addEventListener("click", () => copyText($(`#${b.dataset.copy}`).textContent, b));
 ready();

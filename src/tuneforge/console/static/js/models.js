@@ -11,7 +11,9 @@ for (const m of own) {
 show($("#models-empty"), own.length === 0);
 const base = clear($("#base-table tbody"));
 for (const m of models.filter((x) => x.owned_by === "tuneforge")) {
-  base.append(el("tr", {}, el("td", {}, el("code", {}, m.id)), el("td", {}, m.language || "—"), el("td", {}, m.parameters || "—"),
+  // a base chat model has a page with its playground; an encoder is only a starting point for fine-tuning
+  const name = m.task ? el("a", { href: `/console/models/${encodeURIComponent(m.id)}` }, el("code", {}, m.id)) : el("code", {}, m.id);
+  base.append(el("tr", {}, el("td", {}, name), el("td", {}, m.language || "—"), el("td", {}, m.parameters || "—"),
     el("td", {}, m.description || "")));
 }
 ready();
