@@ -1,12 +1,15 @@
 """The continuous-batching decode loop on a tiny in-process Llama: concurrent requests get exactly their
-one-at-a-time replies (and ``generate``'s), a request joins a batch mid-decode, cancellation and deadlines end a
-sequence at the next step, a full queue refuses, sampling with a seed draws what ``generate`` draws, and LoRA
-adapters decode from one base in mixed batches."""
+one-at-a-time replies (and ``generate``'s), requests that arrive together are prefilled in one pass (within the
+prefill budget), a request joins a batch mid-decode, cancellation and deadlines end a sequence at the next step, a
+full queue refuses, sampling with a seed draws what ``generate`` draws, and LoRA adapters decode from one base in
+mixed batches."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,22 @@ def model(tiny_chat_model: Path):
 
 
 @pytest.fixture(scope="module")
+def sharp_model(tiny_chat_model: Path):
+    """The tiny model with its weights drawn 10x wider: at conftest's init its replies hardly depend on the prompt
+    (a row decoded at wrong positions would still pass); these depend on every token and where it sits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(str(tiny_chat_model)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2, generator=g)
+    return m
+
+
+@pytest.fixture(scope="module")
 def prompts(tok) -> list[list[int]]:
     return [render_prompt(tok, [{"role": "user", "content": q}]) for q in QUESTIONS]
 
@@ -54,6 +73,26 @@ def wait_until(cond, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.002)
 
 
+@contextlib.contextmanager
+def held(b: GenerationBatcher) -> Iterator[None]:
+    """Keep the decode loop busy between two steps while the block runs: what it submits arrives together."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(m):
+        entered.set()
+        gate.wait(30)
+        return m
+
+    holder = threading.Thread(target=b.call, args=(hold,))
+    holder.start()
+    assert entered.wait(10)
+    try:
+        yield
+    finally:
+        gate.set()
+        holder.join(10)
+
+
 def test_concurrent_requests_get_their_one_at_a_time_greedy_replies(batcher, model, tok, prompts):
     opts = GenerationOptions(max_new_tokens=24)
     alone = [batcher.submit(p, opts, tokenizer=tok).result() for p in prompts]
@@ -65,6 +104,48 @@ def test_concurrent_requests_get_their_one_at_a_time_greedy_replies(batcher, mod
     assert batcher.widest > 1  # they did decode in one batch
     assert [(g.token_ids, g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for g in results] == [
         (g.token_ids, g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for g in alone]
+
+
+def test_requests_that_arrive_together_are_prefilled_in_one_pass_with_their_alone_replies(sharp_model, tok,
+                                                                                          prompts):
+    b = GenerationBatcher(sharp_model, limits=BatcherLimits(max_batch=8))
+    try:
+        opts = GenerationOptions(max_new_tokens=20)
+        jobs = [(p, opts) for p in prompts] + [(prompts[2], GenerationOptions(max_new_tokens=1))]  # one token
+        alone = [b.submit(p, o, tokenizer=tok).result() for p, o in jobs]
+        assert alone[:-1] == [generate(sharp_model, tok, [p], opts)[0] for p in prompts]
+        assert len({len(p) for p in prompts}) == len(prompts)  # every row of the pass is padded differently
+        assert len({tuple(g.token_ids) for g in alone[:-1]}) == len(prompts)  # and has a reply of its own
+        assert {g.finish_reason for g in alone} == {"stop", "length"}
+        passes = b.prefills
+        with held(b):
+            together = [b.submit(p, o, tokenizer=tok) for p, o in jobs]
+        results = [r.result() for r in together]
+        assert b.prefills == passes + 1 and b.widest_prefill == len(jobs)
+        assert results == alone
+        assert results[-1].completion_tokens == 1 and results[-1].token_ids == alone[2].token_ids[:1]
+    finally:
+        b.close()
+        b.join(10)
+
+
+def test_the_prefill_budget_splits_a_crowd_over_steps_in_arrival_order(sharp_model, tok, prompts):
+    longest = max(len(p) for p in prompts)
+    b = GenerationBatcher(sharp_model, limits=BatcherLimits(max_batch=8, prefill_tokens=2 * longest))
+    try:
+        opts = GenerationOptions(max_new_tokens=12)
+        alone = [b.submit(p, opts, tokenizer=tok).result() for p in prompts]
+        passes = b.prefills
+        with held(b):
+            together = [b.submit(p, opts, tokenizer=tok) for p in prompts]
+        assert [r.result() for r in together] == alone
+        assert b.prefills - passes >= 3 and b.widest_prefill >= 2  # at most 2 rows of the longest prompt a pass
+        assert b.widest > 2  # the rows prefilled at different steps still decoded together
+        firsts = [r.first_token_at for r in together]
+        assert firsts == sorted(firsts)  # the oldest join first
+    finally:
+        b.close()
+        b.join(10)
 
 
 def test_a_request_joins_the_batch_while_another_decodes(batcher, tok, prompts):
@@ -187,12 +268,20 @@ def test_lora_adapters_decode_from_one_base_in_mixed_batches(tiny_chat_model, to
         adapters[name] = folder
     shared = PeftModel.from_pretrained(load(), str(adapters["a1"]), adapter_name="a1")
     shared.load_adapter(str(adapters["a2"]), adapter_name="a2")
-    b = GenerationBatcher(shared.eval(), limits=BatcherLimits(max_batch=8))
+    b = GenerationBatcher(shared.eval(), limits=BatcherLimits(max_batch=16, prefill_tokens=1024))
     opts = GenerationOptions(max_new_tokens=16)
     jobs = [(p, a) for p in prompts[:3] for a in (None, "a1", "a2")]
     alone = [b.submit(p, opts, tokenizer=tok, adapter=a).result().token_ids for p, a in jobs]
-    together = [b.submit(p, opts, tokenizer=tok, adapter=a) for p, a in jobs]
+    with held(b):  # one prefill pass with every adapter and the base
+        together = [b.submit(p, opts, tokenizer=tok, adapter=a) for p, a in jobs]
     assert [r.result().token_ids for r in together] == alone
+    assert b.widest_prefill == len(jobs)
+    with held(b):  # a request whose prefill fails (no such adapter) fails alone; the others of its pass go on
+        bad = b.submit(prompts[0], opts, tokenizer=tok, adapter="missing")
+        good = [b.submit(p, opts, tokenizer=tok, adapter="a1") for p in prompts[:2]]
+    with pytest.raises(ValueError, match="missing"):
+        bad.result()
+    assert [r.result().token_ids for r in good] == [alone[1], alone[4]]
     base = load()
     for (p, a), ids in zip(jobs, alone, strict=True):  # each equals its own model decoding alone
         own = base if a is None else PeftModel.from_pretrained(load(), str(adapters[a])).eval()

@@ -4,16 +4,18 @@ The loop holds the sequences being generated with their KV caches as one left-pa
 ``DynamicCache`` whose rows are the sequences, plus an attention mask that hides each row's padding). Every turn of
 the loop:
 
-1. requests that arrived since the last step join (up to ``max_batch`` sequences, ``joins_per_step`` at a time):
-   each is prefilled on its own (its prompt through the model, exactly as ``model.generate`` does for one prompt),
-   its first token is picked and its cache is merged into the batch (the narrower of the two left-padded to the
-   wider);
+1. requests that arrived since the last step join, in the order they came, up to ``max_batch`` sequences and
+   while their prompts fit in ``prefill_tokens`` (rows x the longest prompt; at least one request a step): they are
+   prefilled together in one forward pass (left-padded, with an attention mask and position ids per row, as
+   ``model.generate`` runs a batch of prompts), each row's first token is picked, and the rows that go on are merged
+   into the batch's cache (the narrower of the two left-padded to the wider);
 2. one decode step runs every sequence of the batch together (one token each, position ids per row);
 3. each row's token goes through its reply decoder (:data:`tuneforge.tasks.generation.generate.ReplyDecoder`:
    the end-of-turn, stop-string and streaming rules of ``generate``), and rows that ended (end of turn, stop
    string, ``max_new_tokens``, cancelled, timed out) leave the batch; columns that only padding holds are cut.
 
-So a request that arrives while others decode waits at most one step, and a finished one frees its row at once.
+So a request that arrives while others decode waits at most one step (more when many arrive at once: the budget
+bounds how long the decoding rows pause for a prefill), and a finished one frees its row at once.
 Greedy rows take the argmax; sampled rows go through transformers' own logits processors (repetition penalty,
 temperature, top-k, top-p, in ``generate``'s order) and draw from a generator of their own (seeded by the request's
 ``seed``: the draws ``tuneforge predict --seed`` makes), so seeded requests need no global lock.
@@ -69,8 +71,9 @@ class BatcherLimits:
     max_queue: int = 256
     #: seconds from submitting a request to its last token
     timeout_s: float = 600.0
-    #: requests prefilled between two decode steps (the others wait a step, so the batch keeps decoding)
-    joins_per_step: int = 4
+    #: prompt tokens prefilled together between two decode steps, padding included (joining rows x their longest
+    #: prompt); the requests that do not fit wait for the next step, so the batch keeps decoding
+    prefill_tokens: int = 512
 
 
 class _Seq:
@@ -181,9 +184,12 @@ class GenerationBatcher:
         self._cache: Any = None
         self._mask: Any = None
         self._batchable = True  # False for caches that cannot be merged (sliding windows): one at a time
-        #: decode steps run and the largest batch seen (for metrics and tests)
+        #: decode steps run and the largest batch seen, prefill passes run and the most requests one of them
+        #: prefilled (for metrics and tests)
         self.steps = 0
         self.widest = 0
+        self.prefills = 0
+        self.widest_prefill = 0
         self._thread = threading.Thread(target=self._run, name=f"tuneforge-gen-{name}", daemon=True)
         self._thread.start()
 
@@ -265,15 +271,13 @@ class GenerationBatcher:
                         break
                     calls = list(self._calls)
                     self._calls.clear()
-                    room = (self.limits.max_batch if self._batchable else 1) - len(self._seqs)
-                    room = min(room, self.limits.joins_per_step)
-                    joining = [self._pending.popleft() for _ in range(min(max(room, 0), len(self._pending)))]
                     self._expire_pending()
+                    joining = self._joining()
                 for fn, fut in calls:
                     self._call(fn, fut)
                 try:
-                    for request in joining:
-                        self._join(request)
+                    if joining:
+                        self._prefill(joining)
                     self._drop_ended()
                     if self._seqs:
                         self._step()
@@ -314,50 +318,89 @@ class GenerationBatcher:
             return model(**inputs)
         return model(**inputs, adapter_names=[a or BASE_ADAPTER for a in adapters])
 
-    def _join(self, request: GenerationRequest) -> None:
-        """Prefill one request and merge its cache into the batch (or finish it at once)."""
+    def _joining(self) -> list[GenerationRequest]:
+        """The waiting requests that join at this step (called holding the lock): the oldest first, while the batch
+        has room and their padded prompts fit in ``prefill_tokens``; the oldest always, however long its prompt."""
+        room = (self.limits.max_batch if self._batchable else 1) - len(self._seqs)
+        joining: list[GenerationRequest] = []
+        width = 0
+        while self._pending and len(joining) < room:
+            n = len(self._pending[0].prompt_ids)
+            if joining and (len(joining) + 1) * max(width, n) > self.limits.prefill_tokens:
+                break
+            width = max(width, n)
+            joining.append(self._pending.popleft())
+        return joining
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        """Prefill these requests in one forward pass, pick each one's first token and merge the rows that go on
+        into the batch. When the pass fails, each request is tried again alone, so only the one at fault fails."""
         import torch
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
-        if request.cancelled:
-            request.put_unstarted()
-            return
-        if time.monotonic() >= request.deadline:
-            request.put_error(_timed_out(request))
-            return
-        eos = end_of_turn_ids(request.tokenizer, getattr(self.model, "generation_config", None))
-        seq = _Seq(request, eos, self.context)
-        try:
-            ids = torch.tensor([request.prompt_ids], dtype=torch.long)
-            mask = torch.ones_like(ids)
-            cache = DynamicCache(config=self.config)
-            out = self._forward([request.adapter], input_ids=ids, attention_mask=mask,
-                                position_ids=torch.arange(ids.shape[1]).unsqueeze(0), cache=cache, use_cache=True,
-                                logits_to_keep=1)
-            logits = out.logits[:, -1].to(dtype=torch.float32)
-            token = seq.pick(logits, int(torch.argmax(logits, dim=-1)[0]))
-        except Exception as e:  # noqa: BLE001 - this request fails alone
-            request.put_error(e)
-            return
-        if seq.take(token):
-            seq.finish()
-            return
-        if not all(type(layer) is DynamicLayer for layer in cache.layers):
-            self._batchable = False
-        self._merge(seq, cache, mask)
+        from tuneforge.tasks.generation.collate import left_pad, pad_token_id
 
-    def _merge(self, seq: _Seq, cache: Any, mask: Any) -> None:
+        live: list[GenerationRequest] = []
+        for request in requests:
+            if request.cancelled:
+                request.put_unstarted()
+            elif time.monotonic() >= request.deadline:
+                request.put_error(_timed_out(request))
+            else:
+                live.append(request)
+        if not live:
+            return
+        generation_config = getattr(self.model, "generation_config", None)
+        seqs = [_Seq(r, end_of_turn_ids(r.tokenizer, generation_config), self.context) for r in live]
+        try:
+            batch = left_pad([r.prompt_ids for r in live], pad_token_id(live[0].tokenizer))
+            mask = batch["attention_mask"]
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its first real token
+            cache = DynamicCache(config=self.config)
+            out = self._forward([r.adapter for r in live], input_ids=batch["input_ids"], attention_mask=mask,
+                                position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].to(dtype=torch.float32)
+            greedy = torch.argmax(logits, dim=-1).tolist()
+            tokens = [s.pick(logits[i: i + 1], int(greedy[i])) for i, s in enumerate(seqs)]
+        except Exception as e:  # noqa: BLE001 - the requests of this pass fail, not the loop
+            if len(live) == 1:
+                live[0].put_error(e)
+                return
+            log.warning("prefilling %d requests together failed (%s); prefilling them one at a time", len(live), e)
+            for i, request in enumerate(live):
+                if not self._batchable and self._seqs:  # a cache that cannot be merged: the rest wait their turn
+                    with self._cv:
+                        self._pending.extendleft(reversed(live[i:]))
+                    return
+                self._prefill([request])
+            return
+        self.prefills += 1
+        self.widest_prefill = max(self.widest_prefill, len(live))
+        ended = [s.take(t) for s, t in zip(seqs, tokens, strict=True)]
+        keep = [i for i, done in enumerate(ended) if not done]
+        if keep:
+            if len(keep) < len(seqs):
+                mask = _keep_rows(cache, mask, keep)
+            if not all(type(layer) is DynamicLayer for layer in cache.layers):
+                self._batchable = False
+            self._merge([seqs[i] for i in keep], cache, mask)
+        for s, done in zip(seqs, ended, strict=True):
+            if done:
+                s.finish()
+
+    def _merge(self, seqs: list[_Seq], cache: Any, mask: Any) -> None:
+        """Add prefilled rows (their cache and attention mask) to the batch."""
         import torch
 
         if self._cache is None:
-            self._seqs, self._cache, self._mask = [seq], cache, mask
+            self._seqs, self._cache, self._mask = list(seqs), cache, mask
             return
         width = max(self._mask.shape[1], mask.shape[1])
         for big, new in zip(self._cache.layers, cache.layers, strict=True):
             big.keys = torch.cat([_left_pad(big.keys, width, -2), _left_pad(new.keys, width, -2)], dim=0)
             big.values = torch.cat([_left_pad(big.values, width, -2), _left_pad(new.values, width, -2)], dim=0)
         self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)], dim=0)
-        self._seqs.append(seq)
+        self._seqs.extend(seqs)
 
     def _step(self) -> None:
         import torch
@@ -401,19 +444,11 @@ class GenerationBatcher:
                 s.fail(_timed_out(s.request))
 
     def _remove(self, rows: set[int]) -> None:
-        import torch
-
         keep = [i for i in range(len(self._seqs)) if i not in rows]
         if not keep:
             self._seqs, self._cache, self._mask = [], None, None
             return
-        index = torch.tensor(keep, dtype=torch.long)
-        mask = self._mask.index_select(0, index)
-        start = int(mask.any(dim=0).to(torch.int8).argmax())  # the first column some row still uses
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[..., start:, :]
-            layer.values = layer.values.index_select(0, index)[..., start:, :]
-        self._mask = mask[:, start:]
+        self._mask = _keep_rows(self._cache, self._mask, keep)
         self._seqs = [self._seqs[i] for i in keep]
 
     def _fail_all(self, error: BaseException) -> None:
@@ -432,6 +467,20 @@ class GenerationBatcher:
             r.put_error(error)
         for _, fut in calls:
             fut.set_exception(error)
+
+
+def _keep_rows(cache: Any, mask: Any, keep: list[int]) -> Any:
+    """Keep only rows ``keep`` of a left-padded batch: its cache in place, and cut the columns that only padding
+    holds now; returns the rows' attention mask."""
+    import torch
+
+    index = torch.tensor(keep, dtype=torch.long)
+    mask = mask.index_select(0, index)
+    start = int(mask.any(dim=0).to(torch.int8).argmax())  # the first column some row still uses
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, index)[..., start:, :]
+        layer.values = layer.values.index_select(0, index)[..., start:, :]
+    return mask[:, start:]
 
 
 def _timed_out(request: GenerationRequest) -> ServiceUnavailableError:
