@@ -264,6 +264,7 @@ def _value(name: str, value: Any) -> Any:
 
 def _train(options: dict[str, Any]) -> None:
     offline()
+    from tuneforge.tasks import get_task
     from tuneforge.training import load_config_file, make_config
     from tuneforge.training import train as run_train
 
@@ -299,6 +300,9 @@ def _train(options: dict[str, Any]) -> None:
               f"{(tr.get('saved_bytes') or 0) / 1e6:.1f} MB")
     if result.metrics:
         print_metrics(result.metrics, "Dev metrics (best checkpoint)")
+    describe = getattr(get_task(result.manifest["task"]), "describe_run", None)  # e.g. a fitted reject option
+    for line in describe(result.manifest) if describe is not None else []:
+        out.print(line, highlight=False)
     out.print(f"Next: tuneforge evaluate {result.output} --data TEST_FILE    "
               f"tuneforge predict {result.output} \"some text\"")
 

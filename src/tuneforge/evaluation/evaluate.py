@@ -35,13 +35,21 @@ def evaluate_predictor(predictor: Any, data: Path, out: Path, *, title: str, col
     """Predict ``data`` with ``predictor`` and write the report folder ``out`` (metrics.json, report.md, plots,
     predictions.jsonl); returns the metrics. ``options`` go to the task's ``predict`` (``max_new_tokens``)."""
     ds = load_dataset(data, predictor.task.name, columns=columns, require_labels=True,
-                      label_set=predictor.labels if predictor.task.closed_label_set else None,
+                      label_set=_allowed_labels(predictor) if predictor.task.closed_label_set else None,
                       multi_label=predictor.multi_label, strict_bio=strict_bio)
     if on_start:
         on_start(len(ds))
     preds = predictor.predict_examples(ds.examples, batch_size=batch_size, on_batch=on_batch, **(options or {}))
     return write_evaluation(out, predictor.task, preds, ds, predictor.labels, multi_label=predictor.multi_label,
                             title=title)
+
+
+def _allowed_labels(predictor: Any) -> list[str]:
+    """The labels evaluation data may hold: the model's, and those its task also scores (a run's out-of-scope
+    label, which no class of its head may have)."""
+    labels = list(predictor.labels)
+    extra = getattr(predictor.task, "reference_labels", None)
+    return list(extra(labels)) if extra is not None else labels
 
 
 def _options(predictor: Any, max_new_tokens: int | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_confusion_matrix", "plot_per_class_f1"]
+__all__ = ["plot_confusion_matrix", "plot_per_class_f1", "plot_reliability"]
 
 
 def _plt() -> Any:
@@ -73,6 +73,33 @@ def plot_per_class_f1(per_class: dict[str, dict[str, float]], path: Path, *, tit
     ax.set_xlabel("F1")
     ax.set_title(title)
     ax.tick_params(axis="y", labelsize=10 if n <= 30 else 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(series: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path:
+    """A reliability diagram: the accuracy of each confidence bin against its mean confidence, one line per
+    series (before and after calibration), over the diagonal of perfect calibration; the bars below show how many
+    predictions fell in each bin. ``series`` maps a name to its bins (``edges``, ``confidence``, ``accuracy``,
+    ``count``)."""
+    plt = _plt()
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
+    for k, (name, bins) in enumerate(series.items()):
+        pts = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"], strict=True) if c is not None]
+        ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", label=name)
+        edges = bins["edges"]
+        width = (edges[1] - edges[0]) / (len(series) + 1)
+        bars.bar([e + width * (k + 0.5) for e in edges[:-1]], bins["count"], width=width, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    bars.set_xlabel("confidence (score of the predicted class)")
+    bars.set_ylabel("predictions")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

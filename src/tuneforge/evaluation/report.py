@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneforge.evaluation.plots import plot_confusion_matrix, plot_per_class_f1
+from tuneforge.evaluation.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability
 from tuneforge.runs import read_manifest
 from tuneforge.utils.fs import atomic_dir
 
@@ -49,6 +49,8 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 confusions = [f"- {n} × `{a}` predicted as `{b}`" for n, a, b in pairs if n]
                 if confusions:
                     md += ["", "Most frequent confusions:", "", *confusions]
+        md += _out_of_scope_section(scores.get("out_of_scope"))
+        md += _calibration_section(scores, tmp)
         # a task may lay out its own examples section (generation: prompt / reference / generated tables); None
         # from it, or no such hook, gives the list of mistakes as the task describes them
         sections = getattr(task, "report_sections", None)
@@ -61,6 +63,37 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                 line_no = dataset.lines[i] if i < len(dataset.lines) else None
                 f.write(json.dumps({"line": line_no, **pred}, ensure_ascii=False) + "\n")
     return scores
+
+
+def _out_of_scope_section(options: dict[str, dict[str, Any]] | None) -> list[str]:
+    """What each reject option (none, msp, energy) gives on this data with the threshold fitted on dev."""
+    if not options:
+        return []
+    cols = ["threshold", "in_scope_accuracy", "oos_precision", "oos_recall", "oos_f1", "auroc", "fpr_at_95_tpr",
+            "reject_rate"]
+    cols = [c for c in cols if any(c in row for row in options.values())]
+    md = ["", "## Out of scope", "",
+          "Each reject option with its threshold fitted on the dev set (an input scoring below it gets the "
+          "out-of-scope label); `none` answers every input with its most likely class.", "",
+          "| option | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    md += [f"| {name} | " + " | ".join(_fmt(row[c]) if c in row else "" for c in cols) + " |"
+           for name, row in options.items()]
+    return md
+
+
+def _calibration_section(scores: dict[str, Any], tmp: Path) -> list[str]:
+    """The expected calibration error and a reliability diagram, where the task measured them."""
+    series = scores.get("reliability")
+    if not series:
+        return []
+    plot_reliability(series, tmp / "reliability.png", title="Reliability diagram")
+    ece = f"ECE {_fmt(scores.get('ece'))}"
+    if "ece_uncalibrated" in scores:
+        ece = (f"ECE {_fmt(scores['ece_uncalibrated'])} before temperature scaling, {_fmt(scores['ece'])} after "
+               f"(temperature {_fmt(scores.get('temperature'))})")
+    return ["", "## Calibration", "", f"{ece}: the gap between the score and the accuracy of the predictions, "
+            "over 15 equal-width confidence bins (0 is perfectly calibrated).", "",
+            "![Reliability diagram](reliability.png)"]
 
 
 def _error_section(task: Any, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]],

@@ -4,6 +4,10 @@ A run folder is loaded by its manifest's ``method``: a folder that is one model 
 method's loader (:func:`tuneforge.methods.get_method`); a folder that composes several models (an ensemble)
 goes through a run loader registered for its kind with :func:`register_run_loader`. A base model of a generative
 task (a chat model such as smollm2) also predicts as it is, zero-shot: :func:`load_base_predictor`.
+
+A run's task is the task bound to the run (``task.for_run(manifest)`` where the task has it): a classifier fitted
+with a calibration and a reject option decodes with them, so every prediction path (CLI, evaluation, API, the
+solutions) returns calibrated scores and the out-of-scope label for a rejected input.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tuneforge.tasks.common import softmax
 from tuneforge.tasks.encoder import forward_features
 from tuneforge.utils.hf import max_positions, quiet_transformers
 
-__all__ = ["Predictor", "RunLoader", "load_base_predictor", "load_predictor", "register_run_loader",
+__all__ = ["Predictor", "RunLoader", "bound_task", "load_base_predictor", "load_predictor", "register_run_loader",
            "run_loader_kinds"]
 
 #: ``loader(run_dir, manifest, bf16=...)``: an object with the :class:`Predictor` interface
@@ -97,6 +101,9 @@ class Predictor:
         outputs = forward_features(self.model, enc.features, self.task.collator(self.tokenizer),
                                    batch_size=batch_size, bf16=self.bf16)
         logits = np.stack([o[0] for o in outputs]).astype(np.float64)
+        probabilities = getattr(self.task, "probabilities", None)
+        if probabilities is not None:  # the task's own, at the run's calibrated temperature
+            return np.asarray(probabilities(logits, multi_label=self.multi_label))
         if self.multi_label:
             return 1.0 / (1.0 + np.exp(-logits))
         return softmax(logits, axis=-1)
@@ -120,7 +127,7 @@ def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Setting
     kind = manifest.get("method", "full")
     if kind in _RUN_LOADERS:
         return _RUN_LOADERS[kind](run_dir, manifest, bf16=bf16)
-    task = get_task(manifest["task"])
+    task = bound_task(get_task(manifest["task"]), manifest)
     quiet_transformers()
     method = get_method(kind)
     base = None if kind == "full" else runs.base_model_path(manifest, settings.cache_dir if settings else None)
@@ -128,6 +135,13 @@ def load_predictor(run_dir: str | Path, *, bf16: bool = False, settings: Setting
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
     return Predictor(run_dir, manifest, task, model, tokenizer, bf16=bf16)
+
+
+def bound_task(task: Task, manifest: dict[str, Any]) -> Task:
+    """``task`` as the run of ``manifest`` uses it (its fitted calibration and reject option), where the task
+    binds to runs; the task itself otherwise."""
+    for_run = getattr(task, "for_run", None)
+    return for_run(manifest) if for_run is not None else task
 
 
 def load_base_predictor(name_or_path: str | Path, task: str | Task, *, bf16: bool = False,

@@ -23,7 +23,8 @@ from tuneforge.errors import ConfigError
 from tuneforge.methods import AllMethodOptions, get_method, method_names
 from tuneforge.tasks import get_task, task_names
 
-__all__ = ["Columns", "CoreConfig", "TrainConfig", "TrainingOptions", "load_config_file", "make_config"]
+__all__ = ["Columns", "ConfidenceOptions", "CoreConfig", "TrainConfig", "TrainingOptions", "load_config_file",
+           "make_config"]
 
 
 class Columns(BaseModel):
@@ -157,7 +158,31 @@ class TrainingOptions(BaseModel):
         raise ValueError(f"freeze_layers: must be auto or a number of layers (0 or more), not {v!r}")
 
 
-class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
+class ConfidenceOptions(BaseModel):
+    """Knowing when not to answer (single-label classification): an out-of-scope label, a reject option and
+    calibration, fitted on the dev set after training (docs/out-of-scope.md)."""
+
+    oos_label: str | None = Field(
+        None, min_length=1, description="The label of out-of-scope examples, e.g. oos: trained as a class where the "
+                                        "training data has examples of it, allowed in dev and test data where it "
+                                        "has none; kept out of the calibration of the known classes, and the label "
+                                        "a rejected input gets.")
+    reject: Literal["auto", "msp", "energy", "none"] = Field(
+        "none", description="Reject inputs unlike the known classes by a threshold fitted on the dev set: on the "
+                            "maximum softmax probability (msp) or the energy score; auto: the one with the higher "
+                            "out-of-scope F1 on dev; none: always answer (needs --oos-label).")
+    reject_target: float = Field(
+        0.95, gt=0, le=1, description="Share of the correctly labelled in-scope dev examples the threshold must keep "
+                                      "answering; with out-of-scope dev examples it maximises their F1 within that.")
+    calibrate: bool = Field(False, description="Fit temperature scaling on the dev set's in-scope examples, so "
+                                               "that scores are calibrated probabilities.")
+
+    def wants_confidence(self) -> bool:
+        """Whether the run fits (or records) a calibration or reject policy after training."""
+        return self.oos_label is not None or self.reject != "none" or self.calibrate
+
+
+class TrainConfig(ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConfig):
     """Everything that defines a fine-tuning run."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -188,6 +213,7 @@ class TrainConfig(TrainingOptions, AllMethodOptions, CoreConfig):
             problems.append(f"multi_label: only classification can be multi-label, not {self.task}")
         if task.generative:
             problems += _encoder_only_problems(self)
+        problems += _confidence_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -209,6 +235,25 @@ def _encoder_only_problems(c: TrainConfig) -> list[str]:
         c.freeze_embeddings = False
     return [f"{name}: {what}, which a {c.task} model (a causal LM) does not have (leave it out)"
             for name, what in _ENCODER_ONLY.items() if getattr(c, name) != type(c).model_fields[name].default]
+
+
+def _confidence_problems(c: TrainConfig) -> list[str]:
+    given = [name for name in ("oos_label", "reject", "reject_target", "calibrate")
+             if getattr(c, name) != type(c).model_fields[name].default]
+    if not given:
+        return []
+    if not hasattr(get_task(c.task), "fit_confidence"):
+        return [f"{name}: applies to classification, not {c.task}" for name in given]
+    problems = [f"{name}: applies to single-label classification (leave out --multi-label)"
+                for name in given if c.multi_label]
+    if c.reject != "none" and c.oos_label is None:
+        problems.append("reject: needs --oos-label, the label a rejected input gets")
+    if c.reject_target != type(c).model_fields["reject_target"].default and c.oos_label is None:
+        problems.append("reject_target: applies with --oos-label and --reject")
+    for name in ("reject", "calibrate"):
+        if name in given and c.eval_data is None:
+            problems.append(f"{name}: is fitted on the dev set: give --eval-data")
+    return problems
 
 
 def _method_problems(c: TrainConfig) -> list[str]:

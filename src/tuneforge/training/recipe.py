@@ -13,14 +13,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from tuneforge import runs
-from tuneforge.errors import RunError
+from tuneforge.errors import ConfigError, RunError
 from tuneforge.methods import FitContext, Method, parameter_report
 from tuneforge.settings import Settings
 from tuneforge.training.callbacks import EventCallback, RichProgressCallback
@@ -87,7 +87,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None, resume: bool
         config = saved_config(out)
         console.print(f"Resuming the run in {out} with its saved configuration.")
     t_start = time.time()
-    p = prepare(config, settings, console)
+    p = _prepare(config, settings, console)
     _check_data_fits_method(p)
     created = _start_run_folder(out, config, resume=resume, overwrite=overwrite)
     try:
@@ -127,6 +127,64 @@ def _discard_unresumable(out: Path, *, created: bool) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def _prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepared:
+    """:func:`prepare`, and with ``--oos-label`` a dev file that may hold that label though no training example
+    does (the out-of-scope examples a reject option is fitted on): the run is prepared without its dev file, which
+    is then read with the label allowed. Its out-of-scope examples count in no loss (the head has no class for
+    them)."""
+    oos = config.oos_label
+    if oos is None or config.eval_data is None:
+        p = prepare(config, settings, console)
+    else:
+        from tuneforge.data import ColumnMap
+        from tuneforge.tasks import load_dataset
+
+        p = prepare(config.model_copy(update={"eval_data": None}), settings, console)
+        c = p.config = p.config.model_copy(update={"eval_data": config.eval_data})
+        allowed = p.train_ds.labels if oos in p.train_ds.labels else [*p.train_ds.labels, oos]
+        p.eval_ds = load_dataset(config.eval_data, p.task.name, require_labels=True, label_set=allowed,
+                                 columns=ColumnMap(**c.columns.model_dump()), multi_label=p.multi_label,
+                                 label_separator=c.label_separator, delimiter=c.delimiter, encoding=c.encoding)
+        p.eval_enc = p.task.encode(p.eval_ds.examples, p.tokenizer, p.labels, max_length=p.hp["max_length"],
+                                   stride=c.stride, multi_label=p.multi_label)
+    if p.multi_label and config.wants_confidence():
+        raise ConfigError("oos_label, reject, calibrate: apply to single-label classification; the data is "
+                          "multi-label", hint="leave these options out for multi-label data")
+    return p
+
+
+def _with_confidence(p: Prepared, model: Any,
+                     preds: list[dict[str, Any]] | None) -> tuple[Prepared, list[dict[str, Any]] | None]:
+    """With ``--oos-label``, ``--reject`` or ``--calibrate``: the calibration and reject option fitted on the final
+    model's dev outputs, the run's task bound to them (the manifest records them) and the dev predictions they
+    give; the run and ``preds`` unchanged otherwise. The outputs are computed in fp32, as the model is served: a
+    threshold fitted on bf16 logits sits off by their rounding."""
+    from tuneforge.tasks.encoder import forward_features
+
+    c = p.config
+    fit = getattr(p.task, "fit_confidence", None)
+    if fit is None or not c.wants_confidence():
+        return p, preds
+    outputs: list[Any] = []
+    examples: list[dict[str, Any]] = []
+    if p.eval_enc is not None and p.eval_ds is not None:
+        outputs = forward_features(model, p.eval_enc.features, p.task.collator(p.tokenizer),
+                                   batch_size=c.eval_batch_size, bf16=False)
+        examples = list(p.eval_ds.examples)
+    confidence = fit(outputs, examples, p.labels, oos_label=c.oos_label, reject=c.reject,
+                     target=c.reject_target, calibrate=c.calibrate and bool(outputs))
+    bound = replace(p, task=p.task.with_confidence(confidence))  # type: ignore[attr-defined]  # classification
+    if p.eval_enc is not None and outputs:
+        preds = bound.task.decode(outputs, p.eval_enc, examples, p.labels, multi_label=p.multi_label)
+    return bound, preds
+
+
+def _run_record(p: Prepared) -> dict[str, Any]:
+    """What the run's bound task adds to the manifest (a classifier's calibration and reject option)."""
+    record = getattr(p.task, "run_manifest", None)
+    return record() if record is not None else {}
 
 
 def _check_data_fits_method(p: Prepared) -> None:
@@ -176,6 +234,7 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     set_seed(c.seed)
     bf16 = use_bf16(c.precision)
     assert p.method is not None
+    method = p.method
     if p.method.own_loop:
         return _run_own_loop(p, out, console, bf16=bf16, t_start=t_start)
     model = _build_model(p, console)
@@ -254,13 +313,15 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     # (a resumed run whose best evaluation happened before the interruption).
     metrics = None
     best = best_step(trainer)
+    preds = stash.by_step.get(best) if best is not None else None
+    p, preds = _with_confidence(p, trainer.model, preds)
     if p.eval_ds is not None and p.eval_enc is not None:
-        preds = stash.by_step.get(best) if best is not None else None
         if preds is None:
             preds = dev_predictions(p, trainer.model, batch_size=c.eval_batch_size, bf16=bf16)
         metrics = write_dev_report(p, out, preds)
 
     manifest = build_manifest(p, out, bf16, metrics)
+    manifest.update(_run_record(p))
     if p.task.generative:
         manifest["chat_template"] = getattr(p.tokenizer, "chat_template", None)
     manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
@@ -272,7 +333,7 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
         stopped_early=trainer.state.global_step < trainer.state.max_steps, **report)
     if preference is not None:
         manifest["training"]["preference"] = {"beta": preference.beta, **trainer.preference_summary(best)}
-    _finalize(trainer.model, p.tokenizer, out, manifest, p.method, keep_checkpoints=c.keep_checkpoints)
+    _finalize(trainer.model, p.tokenizer, out, manifest, method, keep_checkpoints=c.keep_checkpoints)
     return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
 
 
@@ -280,6 +341,7 @@ def _run_own_loop(p: Prepared, out: Path, console: Console, *, bf16: bool, t_sta
     """Methods that train (or build) their model themselves (SetFit, zero-shot); evaluation and saving are shared."""
     c = p.config
     assert p.method is not None
+    method = p.method
     console.print(f"{c.method}: [bold]{p.base.name}[/] for {c.task} on {len(p.train_ds)} examples "
                   f"({len(p.labels)} labels)")
     t0 = time.time()
@@ -288,15 +350,19 @@ def _run_own_loop(p: Prepared, out: Path, console: Console, *, bf16: bool, t_sta
                                   settings=None, unlabeled_texts=p.unlabeled))
     train_seconds = time.time() - t0
     metrics = None
+    p, preds = _with_confidence(p, fit.model, None)
     if p.eval_ds is not None and p.eval_enc is not None:
-        metrics = write_dev_report(p, out, dev_predictions(p, fit.model, batch_size=c.eval_batch_size, bf16=bf16))
+        if preds is None:
+            preds = dev_predictions(p, fit.model, batch_size=c.eval_batch_size, bf16=bf16)
+        metrics = write_dev_report(p, out, preds)
     manifest = build_manifest(p, out, bf16, metrics)
+    manifest.update(_run_record(p))
     manifest["method_info"] = dict(fit.info)
     manifest["training"] = training_summary(
         steps=fit.steps, epochs=None, train_seconds=train_seconds,
         examples_per_second=len(p.train_ds) / max(train_seconds, 1e-9), wall_seconds=time.time() - t_start,
         final_loss=fit.final_loss, best_step=None, stopped_early=False, **parameter_report(fit.model))
-    _finalize(fit.model, p.tokenizer, out, manifest, p.method, keep_checkpoints=False)
+    _finalize(fit.model, p.tokenizer, out, manifest, method, keep_checkpoints=False)
     return TrainResult(out, manifest, metrics)
 
 

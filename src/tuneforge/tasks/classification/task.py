@@ -1,7 +1,13 @@
-"""Sequence classification on top of ``AutoModelForSequenceClassification``."""
+"""Sequence classification on top of ``AutoModelForSequenceClassification``.
+
+A run fitted with a calibration or a reject option (:mod:`.confidence`) is served by the task bound to it
+(:meth:`ClassificationTask.for_run`): its decoding applies the temperature and the threshold, its scoring adds the
+calibration and out-of-scope metrics.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -13,14 +19,19 @@ import numpy as np
 from tuneforge.data.cleaning import CleanOptions, CleanReport
 from tuneforge.data.dataset import Dataset
 from tuneforge.data.splitting import SplitKeys
-from tuneforge.errors import DataProblem
+from tuneforge.errors import DataProblem, RunError
 from tuneforge.tasks.base import Encoded
+from tuneforge.tasks.classification.calibration import calibration_metrics
+from tuneforge.tasks.classification.confidence import MANIFEST_KEY, Confidence, fit_confidence
 from tuneforge.tasks.classification.data import clean_classification, read_classification
 from tuneforge.tasks.common import load_with_head, softmax
 from tuneforge.tasks.datasets import read_options
 from tuneforge.tasks.encoder import EncoderTask, clip_texts
 
 __all__ = ["ClassificationTask"]
+
+#: the label id of an example whose class is not one of the head's (an out-of-scope dev example): no loss
+IGNORE_INDEX = -100
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -39,6 +50,52 @@ class ClassificationTask(EncoderTask):
     default_max_length = 256
     closed_label_set = True
     detect_order = 100  # the fallback: any file that no other task recognises is read as classification
+    #: the calibration and reject option of the run this task is bound to (None: the registered, unbound task)
+    confidence: Confidence | None = None
+
+    # --- a run's confidence policy (confidence.py) ----------------------------------------------------------
+
+    def with_confidence(self, confidence: Confidence | None) -> ClassificationTask:
+        """This task bound to a run's policy: decoding and scoring apply it."""
+        bound = copy.copy(self)
+        bound.confidence = confidence
+        return bound
+
+    def for_run(self, manifest: dict[str, Any]) -> ClassificationTask:
+        """The task as the run of ``manifest`` predicts: bound to its calibration and reject option, if any."""
+        try:
+            confidence = Confidence.from_manifest(manifest)
+        except ValueError as e:
+            raise RunError(f"the run's manifest is damaged: {e}", hint="Train the run again.") from None
+        return self if confidence is None else self.with_confidence(confidence)
+
+    def describe_run(self, manifest: dict[str, Any]) -> list[str]:
+        """What a finished run's calibration and reject option give on its dev set (for ``train``'s output)."""
+        bound = self.for_run(manifest)
+        return bound.confidence.summary() if bound.confidence is not None else []
+
+    def run_manifest(self) -> dict[str, Any]:
+        """What a run trained with this bound task records in its manifest: its policy."""
+        return {} if self.confidence is None else {MANIFEST_KEY: self.confidence.to_json()}
+
+    def fit_confidence(self, outputs: list[tuple[np.ndarray, ...]], examples: Sequence[dict[str, Any]],
+                       labels: list[str], *, oos_label: str | None, reject: str, target: float,
+                       calibrate: bool) -> Confidence:
+        """Fit a run's policy on its dev outputs (:func:`.confidence.fit_confidence`)."""
+        logits = np.stack([o[0] for o in outputs]) if outputs else np.zeros((0, len(labels)))
+        return fit_confidence(logits, [str(ex["label"]) for ex in examples], labels, oos_label=oos_label,
+                              reject=reject, target=target, calibrate=calibrate)
+
+    def reference_labels(self, labels: list[str]) -> list[str]:
+        """The labels data scored against the run may hold: the head's, and the run's out-of-scope label."""
+        oos = self.confidence.oos_label if self.confidence is not None else None
+        return labels if oos is None or oos in labels else [*labels, oos]
+
+    def probabilities(self, logits: np.ndarray, *, multi_label: bool) -> np.ndarray:
+        """Class probabilities of stacked logits (sigmoid for multi-label), at the run's temperature."""
+        if multi_label:
+            return _sigmoid(logits)
+        return softmax(np.asarray(logits) / (self.confidence.temperature if self.confidence else 1.0), axis=-1)
 
     # --- data: the reader and cleaner live in data.py -------------------------------------------------------
 
@@ -121,7 +178,7 @@ class ClassificationTask(EncoderTask):
                         vec[index[name]] = 1.0
                     f["labels"] = vec
                 else:
-                    f["labels"] = index[str(lab)]
+                    f["labels"] = index.get(str(lab), IGNORE_INDEX)
             features.append(f)
         return Encoded(features=features, example_index=list(range(len(examples))), n_examples=len(examples),
                        truncated=truncated)
@@ -133,6 +190,9 @@ class ClassificationTask(EncoderTask):
 
     def decode(self, outputs: list[tuple[np.ndarray, ...]], enc: Encoded, examples: Sequence[dict[str, Any]],
                labels: list[str], *, multi_label: bool = False) -> list[dict[str, Any]]:
+        if self.confidence is not None and not multi_label:
+            return self.confidence.decode(np.stack([o[0] for o in outputs]) if outputs else
+                                          np.zeros((0, len(labels))), labels)
         preds: list[dict[str, Any]] = []
         for (logits, *_rest) in outputs:
             if multi_label:
@@ -150,7 +210,7 @@ class ClassificationTask(EncoderTask):
 
     def score(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]], labels: list[str], *,
               multi_label: bool = False) -> dict[str, Any]:
-        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+        from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
         if multi_label:
             from sklearn.preprocessing import MultiLabelBinarizer
@@ -168,6 +228,21 @@ class ClassificationTask(EncoderTask):
                 "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                                     "support": int(s[i])} for i, lab in enumerate(labels)},
             }
+        scores = self._single_label_scores(predictions, examples, labels)
+        if self.confidence is not None and all("ood" in pr for pr in predictions):
+            scores.update(self.confidence.metrics(predictions, examples))
+        else:
+            # how well the scores are calibrated (a reject option's metrics need its decoding, which an ensemble of
+            # such runs does not have)
+            scores.update(calibration_metrics(np.array([pr["score"] for pr in predictions], dtype=np.float64),
+                                              np.array([pr["label"] == ex["label"] for pr, ex in
+                                                        zip(predictions, examples, strict=True)], dtype=bool)))
+        return scores
+
+    def _single_label_scores(self, predictions: list[dict[str, Any]], examples: Sequence[dict[str, Any]],
+                             labels: list[str]) -> dict[str, Any]:
+        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
         # references may hold labels the model never saw: keep them as their own classes so they count as errors
         extra = sorted({ex["label"] for ex in examples} - set(labels))
         classes = list(labels) + extra
@@ -195,5 +270,11 @@ class ClassificationTask(EncoderTask):
             pred = sorted(prediction["labels"])
             return gold != pred, f"{text!r}: expected {gold}, predicted {pred}"
         single = example.get("label")
-        return single != prediction["label"], (
-            f"{text!r}: expected `{single}`, predicted `{prediction['label']}` ({prediction['score']:.2f})")
+        shown = f"`{prediction['label']}` ({prediction['score']:.2f})"
+        if prediction.get("rejected"):
+            shown = f"`{prediction['label']}` (rejected; best `{prediction['best_label']}` {prediction['score']:.2f})"
+        return single != prediction["label"], f"{text!r}: expected `{single}`, predicted {shown}"
+
+    def public_prediction(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """Without the out-of-scope scores that only scoring reads."""
+        return {k: v for k, v in prediction.items() if k != "ood"}

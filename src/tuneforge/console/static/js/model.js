@@ -105,6 +105,10 @@ function renderPrediction(p, input) {
     const scores = Object.entries(p.scores || {}).sort((a, b) => b[1] - a[1]);
     const top = p.label ?? (p.labels || []).join(", ");
     box.append(el("p", {}, t("play.predicted"), " ", el("strong", { id: "predicted-label", class: "top-label" }, top)));
+    if (p.rejected) {  // the run's reject option: out of scope, the nearest known label kept
+      box.append(el("p", { id: "rejected-note", class: "muted" },
+        t("play.rejected", { label: p.best_label, score: (p.score ?? 0).toFixed(3) })));
+    }
     box.append(el("ul", { class: "scores", "aria-label": t("play.scores") }, scores.map(([label, s]) => el("li", {},
       el("span", {}, label), el("span", { class: "bar", role: "presentation" }, el("span", { style: { width: `${(100 * s).toFixed(1)}%` } })),
       el("span", { class: "num" }, s.toFixed(3))))));
