@@ -1,5 +1,6 @@
 """The assistant's console page in a real browser: accessibility in both themes, a phone-sized screen, a
-conversation typed with the keyboard, feedback on a reply, and creating an assistant from the form."""
+conversation typed with the keyboard, feedback on a reply, the handover queue, and creating an assistant from the
+form."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ def test_assistant_page_is_accessible_and_converses(browser, watch, tenant, them
     page.wait_for_selector("#chat-log li.bot >> nth=1")
     assert "Handed over" in page.inner_text("#chat-log")
     assert page.is_disabled("#chat-text")
+    # the handed-over conversation waits in the handover queue until a person marks it resolved
+    row = page.locator("#queue-table tbody tr", has_text="can I talk to a human?")
+    row.wait_for()
+    assert "asked for a person" in row.inner_text()
+    problems = page.evaluate(A11Y)
+    assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
+    row.get_by_role("button", name="Resolved").click()
+    page.wait_for_selector("#queue-empty:not([hidden])")
+    assert page.locator("#queue-table tbody tr").count() == 0
     page.context.close()
     assert not watch.errors and not watch.foreign, (watch.errors, watch.foreign)
 

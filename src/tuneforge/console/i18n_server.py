@@ -34,6 +34,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error.file_not_found": ("No such file.", "找不到该文件。"),
     "error.unknown_item": ("No such item.", "找不到该条目。"),
     "error.conflict": ("The object is in use or changed meanwhile.", "该对象正在使用中，或已被修改。"),
+    "error.not_handed_over": ("This conversation is not waiting in the handover queue.",
+                              "该会话不在人工转接队列中。"),
     "error.file_in_use": ("The file is used by a job that has not finished.", "该文件正被未结束的任务使用。"),
     "error.key_in_use": ("This key is the one signed in; use another key to revoke it.",
                          "这是当前登录使用的密钥；请用另一个密钥来吊销它。"),

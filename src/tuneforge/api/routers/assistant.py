@@ -1,7 +1,8 @@
 """/v1/solutions/assistant: API routes of :mod:`tuneforge.solutions.assistant`.
 
 Assistants are configured with a ``train`` key (create, delete, export feedback) and used with a ``predict`` key
-(sessions, messages, feedback). Every object is the tenant's own; another tenant's ids answer 404.
+(sessions, messages, the handover queue, feedback). Every object is the tenant's own; another tenant's ids
+answer 404.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import CurrentPrincipal, PredictPrincipal, SessionDep, SettingsDep, StateDep, TrainPrincipal
+from tuneforge.api.routers.chat import chat_base_models
 from tuneforge.api.schemas import ListPublic
 from tuneforge.jobs.service import available_base_models
 from tuneforge.solutions.assistant import service
@@ -48,7 +50,10 @@ class AssistantCreate(BaseModel):
                                                        "past tickets labelled with intents.")
     encoder: str = Field("minilm", description="The base model that embeds passages and messages.")
     config: dict[str, Any] = Field(default_factory=dict, description="threshold, handover_intents, "
-                                                                     "handover_phrases, templates, top_k ...")
+                                                                     "handover_phrases, templates, top_k; "
+                                                                     "answer_mode 'generate' with writer (one of "
+                                                                     "your fine-tuned generation models or a base "
+                                                                     "chat model) for generated, cited answers ...")
 
 
 class AssistantPublic(BaseModel):
@@ -99,6 +104,30 @@ class ReplyPublic(BaseModel):
     answer_span: dict[str, Any] | None = None
     used_context: bool = False
     transcript: list[dict[str, str]] | None = None
+    citations: list[dict[str, Any]] = Field(default_factory=list, description="A generated answer's citations: "
+                                                                                "n (its [n] in the text) and the "
+                                                                                "passage (id, title, source ...).")
+    best_intent: str | None = Field(None, description="An out-of-scope message: the best known intent.")
+
+
+class HandoverPublic(BaseModel):
+    """A conversation handed to a person: an item of the handover queue."""
+
+    object: Literal["assistant.handover"] = "assistant.handover"
+    session_id: str
+    assistant_id: str
+    status: Literal["handed_over", "resolved"]
+    reason: str | None
+    intent: str | None
+    best_intent: str | None
+    confidence: float | None
+    message: str | None
+    turns: int
+    handed_over_at: int
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> HandoverPublic:
+        return cls(**{**item, "handed_over_at": int(item["handed_over_at"].timestamp())})
 
 
 class FeedbackCreate(BaseModel):
@@ -154,7 +183,7 @@ def create_assistant(body: AssistantCreate, principal: TrainPrincipal, session: 
         knowledge_file=body.knowledge_file,
         knowledge=[k.model_dump() for k in body.knowledge] if body.knowledge else None,
         articles=[a.model_dump() for a in body.articles] if body.articles else None,
-        allowed_encoders=available_base_models(settings))
+        allowed_encoders=available_base_models(settings), chat_models=chat_base_models(settings))
     return AssistantPublic.of(row)
 
 
@@ -200,8 +229,28 @@ def send_message(assistant_id: str, session_id: str, body: MessageCreate, princi
                  session: SessionDep, state: StateDep, settings: SettingsDep, request: Request) -> ReplyPublic:
     reply, conv = service.send_message(session, tenant_id=principal.tenant_id, storage=state.storage,
                                        settings=settings, cache=_cache(request), assistant_id=assistant_id,
-                                       session_id=session_id, text=body.text)
+                                       session_id=session_id, text=body.text, inference=state.inference)
     return ReplyPublic(session_id=conv.id, **reply)
+
+
+@router.get("/assistants/{assistant_id}/handovers", response_model=ListPublic, summary="The handover queue")
+def list_handovers(assistant_id: str, principal: PredictPrincipal, session: SessionDep,
+                   status: Literal["handed_over", "resolved"] = "handed_over",
+                   limit: Annotated[int, Query(ge=1, le=100)] = 100) -> ListPublic:
+    """Conversations the assistant handed to a person (oldest first), with the reason (``out_of_scope``,
+    ``low_confidence``, ``nothing_relevant``, ``asked_for_human`` ...) and the customer's last message;
+    ``status=resolved`` lists those already taken care of."""
+    items = service.list_handovers(session, tenant_id=principal.tenant_id, assistant_id=assistant_id, status=status,
+                                   limit=limit)
+    return ListPublic.of([HandoverPublic.of(i) for i in items])
+
+
+@router.post("/assistants/{assistant_id}/handovers/{session_id}/resolve", response_model=HandoverPublic,
+             summary="Take a conversation off the handover queue")
+def resolve_handover(assistant_id: str, session_id: str, principal: PredictPrincipal,
+                     session: SessionDep) -> HandoverPublic:
+    return HandoverPublic.of(service.resolve_handover(session, tenant_id=principal.tenant_id,
+                                                      assistant_id=assistant_id, session_id=session_id))
 
 
 @router.post("/assistants/{assistant_id}/feedback", response_model=FeedbackPublic, summary="Feedback on an answer")

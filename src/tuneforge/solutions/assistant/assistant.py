@@ -8,6 +8,7 @@ A bundle is a folder::
     index/           the vector index of the passages (vectors.npy + index.json)
     intent/          a TuneForge classification run folder (optional: without it the intent is retrieval's)
     qa/              a TuneForge QA run folder (optional: points at the answer span inside the passage)
+    writer/          a TuneForge generation run folder (optional: writes generated answers that cite passages)
     feedback.jsonl   feedback given from the CLI (the API keeps it in the database)
 """
 
@@ -16,11 +17,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,17 +31,32 @@ from tuneforge import runs
 from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError, RunError
 from tuneforge.solutions.assistant.index import VectorIndex
 from tuneforge.solutions.assistant.knowledge import Passage, read_passages, write_passages
+from tuneforge.solutions.assistant.writer import (
+    NO_ANSWER,
+    WRITER_FOLDER,
+    Writer,
+    check_writer,
+    load_writer,
+    parse_citations,
+    says_no_answer,
+    writer_messages,
+)
 from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
-__all__ = ["BUNDLE_FILE", "Assistant", "AssistantConfig", "Reply", "Session", "build_bundle",
-           "calibrate_threshold", "embed_passages", "encoder_resolver", "evaluate_assistant",
-           "score_predictions"]
+__all__ = ["BUNDLE_FILE", "NOTHING_FOUND", "Assistant", "AssistantConfig", "Composed", "IntentGuess", "Reply",
+           "Session", "build_bundle", "calibrate_threshold", "embed_passages", "encoder_resolver",
+           "evaluate_assistant", "score_predictions", "set_writer"]
 
 BUNDLE_FILE = "assistant.json"
 FORMAT = "tuneforge-assistant"
 VERSION = 1
 DEFAULT_HANDOVER_PHRASES = ["talk to a human", "speak to a human", "real person", "human agent", "talk to an agent",
                             "speak to an agent", "customer service representative", "live agent", "talk to someone"]
+
+#: the reply when no passage is relevant enough to answer from
+NOTHING_FOUND = ("I couldn't find anything about this in our help articles, so I'm passing you to a member of our "
+                 "team, who will see our conversation so far.")
+HANDOVER_TEXT = "I'm passing you to a member of our team, who will see our conversation so far."
 
 EncoderResolver = Callable[[str], Path]
 
@@ -64,6 +81,21 @@ class AssistantConfig(BaseModel):
                                  description="A message of at most this many words may be a follow-up.")
     encoder: str = Field("minilm", description="Retrieval encoder: a base model name or folder, or 'intent' for "
                                                "the fine-tuned intent model's encoder.")
+    answer_mode: Literal["retrieval", "generate"] = Field(
+        "retrieval", description="retrieval: reply with the knowledge-base answer of the intent; generate: the "
+                                 "writer model writes the reply from the top passages and cites them ([1], [2]).")
+    writer: str | None = Field(None, description="The writer of generated answers: a base chat model (smollm2) or a "
+                                                 "generation run folder; in the API one of your fine-tuned "
+                                                 "generation models. Unset: the bundle's writer/ folder.")
+    writer_passages: int = Field(3, ge=1, le=10, description="Passages the writer reads, best first.")
+    writer_passage_chars: int = Field(400, ge=50, le=4000, description="Each passage is cut at this many "
+                                                                       "characters in the writer's prompt.")
+    writer_max_new_tokens: int = Field(256, ge=1, le=2048, description="The longest generated answer, in tokens.")
+    passage_min_similarity: float = Field(
+        0.0, ge=-1, le=1, description="A passage less similar than this to the message is not relevant: the writer "
+                                      "never sees it, and with none left the assistant says it found nothing and "
+                                      "hands over (0: every retrieved passage counts).")
+    require_citation: bool = Field(True, description="Hand over a generated answer that cites no passage.")
 
     @classmethod
     def parse(cls, values: dict[str, Any], source: str = "the assistant config") -> AssistantConfig:
@@ -92,9 +124,21 @@ class Session:
         return [{"role": str(t["role"]), "text": str(t["text"])} for t in self.turns]
 
 
+class IntentGuess(NamedTuple):
+    """The intent model's reading of a message. ``rejected``: a model with a reject option found it out of scope
+    (``intent`` is then its out-of-scope label, ``best_intent`` the best known intent)."""
+
+    intent: str | None
+    confidence: float
+    rejected: bool = False
+    best_intent: str | None = None
+
+
 @dataclass
 class Reply:
-    """The assistant's answer to one message."""
+    """The assistant's answer to one message. A generated answer lists the passages it ``citations`` (``n``: the
+    number it used in the text, ``id``: the passage), and its ``passages`` begin with the ones it was shown, in
+    their numbered order."""
 
     text: str
     intent: str | None
@@ -105,9 +149,27 @@ class Reply:
     answer_span: dict[str, Any] | None = None
     used_context: bool = False
     transcript: list[dict[str, str]] | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    best_intent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Composed:
+    """An answer composed from the knowledge base, before the handover rules: in ``retrieval`` mode the best
+    relevant passage's answer, in ``generate`` mode the writer's reply from the relevant passages (``passages``,
+    numbered 1.. in that order). ``nothing_relevant``: no passage passed the similarity floor, or the writer said
+    the passages do not answer the message; ``uncited``: a generated reply that cites no passage."""
+
+    text: str
+    mode: str
+    passages: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    nothing_relevant: bool = False
+    uncited: bool = False
+    invalid_citations: list[int] = field(default_factory=list)
 
 
 def encoder_resolver(settings: Any = None) -> EncoderResolver:
@@ -157,7 +219,8 @@ class Assistant:
     """A loaded bundle that answers messages. Load with :meth:`load`."""
 
     def __init__(self, folder: Path, info: dict[str, Any], config: AssistantConfig, passages: list[Passage],
-                 index: VectorIndex, embedder: Any, intent_model: Any = None, qa_model: Any = None) -> None:
+                 index: VectorIndex, embedder: Any, intent_model: Any = None, qa_model: Any = None,
+                 writer: Writer | Callable[[], Writer] | None = None) -> None:
         self.folder = folder
         self.info = info
         self.config = config
@@ -166,6 +229,20 @@ class Assistant:
         self.embedder = embedder
         self.intent_model = intent_model
         self.qa_model = qa_model
+        # the writer is loaded on first use (a chat model takes seconds to load; retrieval answers never need it)
+        self._writer: Writer | None = None
+        self._make_writer: Callable[[], Writer] | None = None
+        if callable(writer) and not hasattr(writer, "write"):
+            self._make_writer = writer
+        else:
+            self._writer = writer  # type: ignore[assignment]
+        self._writer_lock = threading.Lock()
+        # generated answers are written from knowledge-base passages only: past tickets are customers' messages
+        kb = [i for i, p in enumerate(passages) if p.kind != "ticket"]
+        self._kb_rows = np.asarray(kb, dtype=np.int64)
+        self._kb_index = index if len(kb) == len(passages) else VectorIndex(
+            index.vectors[kb] if kb else np.zeros((0, index.dim), np.float32), [index.ids[i] for i in kb],
+            dtype="float32")
         self._by_intent: dict[str, list[int]] = {}
         for i, p in enumerate(passages):
             if p.intent:
@@ -178,9 +255,12 @@ class Assistant:
     # --- loading -------------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, folder: str | Path, *, resolve_encoder: EncoderResolver | None = None,
-             config: AssistantConfig | None = None, intent_model: Any = None) -> Assistant:
+             config: AssistantConfig | None = None, intent_model: Any = None,
+             writer: Writer | Callable[[], Writer] | None = None, settings: Any = None) -> Assistant:
         """Load a bundle. ``config`` overrides the bundle's; ``intent_model`` (a Predictor) replaces the one in
-        ``intent/`` (the API keeps the tenant's fine-tuned model apart from the bundle)."""
+        ``intent/`` (the API keeps the tenant's fine-tuned model apart from the bundle); ``writer`` (a
+        :class:`~.writer.Writer`, or a function making one) replaces the bundle's ``writer/`` run or the
+        config's ``writer``, which are loaded when first needed."""
         folder = Path(folder)
         info = read_bundle_info(folder)
         cfg = config or AssistantConfig.parse(info.get("config", {}), f"{folder / BUNDLE_FILE}")
@@ -202,7 +282,29 @@ class Assistant:
         if index.dim and embedder.dim != index.dim:
             raise ModelFormatError(f"{folder}: the encoder gives {embedder.dim}-dimensional vectors, the index "
                                    f"holds {index.dim}; rebuild the index with the same encoder.")
-        return cls(folder, info, cfg, passages, index, embedder, intent_model, qa_model)
+        if writer is None:
+            writer = _bundle_writer(folder, cfg, settings)
+        if writer is None and cfg.answer_mode == "generate":
+            raise ConfigError("answer_mode: 'generate' needs a writer, and this bundle has none",
+                              hint="add one with `tuneforge solution assistant set-writer BUNDLE RUN_OR_BASE` "
+                                   "(a generation run, or a base chat model such as smollm2)")
+        return cls(folder, info, cfg, passages, index, embedder, intent_model, qa_model, writer)
+
+    @property
+    def has_writer(self) -> bool:
+        return self._writer is not None or self._make_writer is not None
+
+    @property
+    def writer(self) -> Writer:
+        """The writer of generated answers (loaded on first use)."""
+        with self._writer_lock:
+            if self._writer is None:
+                if self._make_writer is None:
+                    raise ConfigError("writer: this assistant has no writer model, so it cannot generate answers",
+                                      hint="add one with `tuneforge solution assistant set-writer BUNDLE "
+                                           "RUN_OR_BASE`, or pass --writer")
+                self._writer = self._make_writer()
+            return self._writer
 
     @property
     def labels(self) -> list[str]:
@@ -211,26 +313,93 @@ class Assistant:
         return sorted(self._by_intent)
 
     # --- the pieces ------------------------------------------------------------------------------------------------
-    def classify(self, texts: Sequence[str]) -> list[tuple[str | None, float, np.ndarray | None]]:
-        """(intent, confidence, probabilities) per text; without an intent model, from retrieval."""
+    def classify(self, texts: Sequence[str]) -> list[IntentGuess]:
+        """The intent of each text with its confidence; without an intent model, from retrieval.
+
+        A model's predictions (``predict``) are used as they are, so a model with a reject option marks
+        out-of-scope messages (``rejected``) and its calibrated scores are the confidences."""
         if not texts:
             return []
-        if self.intent_model is not None:
-            probs = self.intent_model.predict_proba(self.intent_model.to_examples(list(texts)))
-            labels = self.intent_model.labels
-            return [(labels[int(p.argmax())], float(p.max()), p) for p in probs]
+        model = self.intent_model
+        if model is not None:
+            if hasattr(model, "predict") and not getattr(model, "multi_label", False):
+                return [_guess(p) for p in model.predict(list(texts))]
+            probs = model.predict_proba(model.to_examples(list(texts)))
+            labels = model.labels
+            return [IntentGuess(labels[int(p.argmax())], float(p.max())) for p in probs]
         scores, rows = self.retrieve(texts, k=1)
-        out: list[tuple[str | None, float, np.ndarray | None]] = []
+        out: list[IntentGuess] = []
         for s, r in zip(scores, rows, strict=True):
             if len(r) == 0:
-                out.append((None, 0.0, None))
+                out.append(IntentGuess(None, 0.0))
             else:
-                out.append((self.passages[int(r[0])].intent, float(max(0.0, s[0])), None))
+                out.append(IntentGuess(self.passages[int(r[0])].intent, float(max(0.0, s[0]))))
         return out
 
     def retrieve(self, texts: Sequence[str], k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
         return self.index.search(q, k or self.config.top_k)
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """The retrieval vectors of ``texts`` (one row each)."""
+        parts = [np.asarray(self.embedder.embed(list(texts[b: b + batch_size])), dtype=np.float32)
+                 for b in range(0, len(texts), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
+
+    def search_knowledge(self, vectors: np.ndarray, k: int, *, floor: float | None = None
+                         ) -> list[list[tuple[int, float]]]:
+        """The ``k`` knowledge-base passages (past tickets left out) most similar to each query vector, as
+        (row in :attr:`passages`, similarity), best first; those below ``floor`` (default
+        ``passage_min_similarity``) are left out."""
+        floor = self.config.passage_min_similarity if floor is None else floor
+        if len(self._kb_index) == 0:
+            return [[] for _ in range(len(vectors))]
+        scores, rows = self._kb_index.search(np.asarray(vectors, dtype=np.float32), k)
+        return [[(int(self._kb_rows[int(r)]), float(sc)) for sc, r in zip(s, rr, strict=True) if sc >= floor]
+                for s, rr in zip(scores, rows, strict=True)]
+
+    def compose(self, questions: Sequence[str], *, mode: str | None = None, vectors: np.ndarray | None = None,
+                writer: Writer | None = None) -> list[Composed]:
+        """Answer each question from the knowledge base alone, before any handover rule (the evaluation compares
+        the modes on the same questions with it): ``retrieval`` takes the best relevant passage's answer,
+        ``generate`` has the writer (default :attr:`writer`) write one from the ``writer_passages`` best relevant
+        passages, numbered in that order, and reads its citations back."""
+        cfg = self.config
+        mode = mode or cfg.answer_mode
+        if mode not in ("retrieval", "generate"):
+            raise ConfigError(f"mode: '{mode}' is not an answer mode (retrieval or generate)")
+        vecs = self.embed(questions) if vectors is None else np.asarray(vectors, dtype=np.float32)
+        hits = self.search_knowledge(vecs, 1 if mode == "retrieval" else cfg.writer_passages)
+        out: list[Composed] = []
+        if mode == "retrieval":
+            for found in hits:
+                if not found:
+                    out.append(Composed(NO_ANSWER, mode, nothing_relevant=True))
+                    continue
+                row, score = found[0]
+                source = self._passage_json(row, score)
+                out.append(Composed(self.passages[row].answer, mode, [source], [{"n": 1, **_cited(source)}]))
+            return out
+        todo = [i for i, found in enumerate(hits) if found]
+        prompts = [writer_messages(questions[i], [self.passages[r] for r, _ in hits[i]],
+                                   chars=cfg.writer_passage_chars) for i in todo]
+        from tuneforge.tasks.generation.generate import GenerationOptions
+
+        texts = (writer or self.writer).write(prompts, GenerationOptions(max_new_tokens=cfg.writer_max_new_tokens)
+                                              ) if prompts else []
+        written = dict(zip(todo, texts, strict=True))
+        for i, found in enumerate(hits):
+            if i not in written:
+                out.append(Composed(NO_ANSWER, mode, nothing_relevant=True))
+                continue
+            text = written[i]
+            shown = [{"n": n, **self._passage_json(r, s)} for n, (r, s) in enumerate(found, 1)]
+            cites = parse_citations(text, len(shown))
+            citations = [{"n": n, **_cited(shown[n - 1])} for n in cites.numbers]
+            out.append(Composed(text, mode, shown, citations,
+                                nothing_relevant=not citations and says_no_answer(text), uncited=not citations,
+                                invalid_citations=cites.invalid))
+        return out
 
     def _passage_for(self, intent: str | None, query_vec: np.ndarray, rows: np.ndarray
                      ) -> tuple[Passage | None, str | None]:
@@ -278,7 +447,7 @@ class Assistant:
         cfg = self.config
         earlier = session.user_turns()[-cfg.context_turns:] if cfg.context_turns else []
         session.turns.append({"role": "user", "text": message})
-        (intent, conf, _), = self.classify([message])
+        [guess] = self.classify([message])
         query, used_context = message, False
         short = len(re.findall(r"\w+", message)) <= cfg.follow_up_words
         if earlier and short:
@@ -286,34 +455,38 @@ class Assistant:
             # reading that the intent model is surer of wins. A long message stands on its own: borrowing the
             # previous intent for an unclear new request would answer the wrong question.
             joined = " ".join([*earlier, message])
-            (c_intent, c_conf, _), = self.classify([joined])
-            if c_conf > conf:
-                intent, conf, query, used_context = c_intent, c_conf, joined, True
+            [in_context] = self.classify([joined])
+            if in_context.confidence > guess.confidence:
+                guess, query, used_context = in_context, joined, True
         q_vec = np.asarray(self.embedder.embed([query]), dtype=np.float32)[0]
         scores, rows = self.index.search(q_vec[None, :], cfg.top_k)
         retrieved = [self._passage_json(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True)]
         top = float(scores[0][0]) if scores.shape[1] else -1.0
-        reply = self._decide(session, message, intent, conf, q_vec, rows[0], retrieved, used_context, top)
+        reply = self._decide(message, query, guess, q_vec, rows[0], retrieved, used_context, top)
         session.turns.append({"role": "assistant", "text": reply.text, "intent": reply.intent,
-                              "confidence": reply.confidence, "handover": reply.handover, "reason": reply.reason})
+                              "confidence": reply.confidence, "handover": reply.handover, "reason": reply.reason,
+                              **({"best_intent": reply.best_intent} if reply.best_intent else {})})
         if reply.handover:
             reply.transcript = session.transcript()
         return reply
 
-    def _decide(self, session: Session, message: str, intent: str | None, conf: float, q_vec: np.ndarray,
-                rows: np.ndarray, retrieved: list[dict[str, Any]], used_context: bool, top: float) -> Reply:
+    def _decide(self, message: str, query: str, guess: IntentGuess, q_vec: np.ndarray, rows: np.ndarray,
+                retrieved: list[dict[str, Any]], used_context: bool, top: float) -> Reply:
         cfg = self.config
-        conf = round(conf, 6)
+        intent, conf = guess.intent, round(guess.confidence, 6)
 
-        def handover(reason: str) -> Reply:
-            return Reply(text="I'm passing you to a member of our team, who will see our conversation so far.",
-                         intent=intent, confidence=conf, handover=True, reason=reason, passages=retrieved,
-                         used_context=used_context)
+        def handover(reason: str, text: str = HANDOVER_TEXT, passages: list[dict[str, Any]] | None = None
+                     ) -> Reply:
+            return Reply(text=text, intent=intent, confidence=conf, handover=True, reason=reason,
+                         passages=retrieved if passages is None else passages, used_context=used_context,
+                         best_intent=guess.best_intent)
 
         if self._asks_for_human(message):
             return handover("asked_for_human")
         if intent is not None and intent in cfg.handover_intents:
             return handover("handover_intent")
+        if guess.rejected:  # the intent model's reject option: a question it was never taught
+            return handover("out_of_scope")
         if conf < cfg.threshold:
             return handover("low_confidence")
         if top < cfg.min_similarity:
@@ -321,6 +494,15 @@ class Assistant:
         if intent is not None and intent in cfg.templates:
             return Reply(text=cfg.templates[intent], intent=intent, confidence=conf, handover=False,
                          reason="template", passages=retrieved, used_context=used_context)
+        if cfg.answer_mode == "generate":
+            [made] = self.compose([query], mode="generate", vectors=q_vec[None, :])
+            shown = made.passages + [r for r in retrieved if r["id"] not in {p["id"] for p in made.passages}]
+            if made.nothing_relevant:
+                return handover("nothing_relevant", NOTHING_FOUND, shown)
+            if made.uncited and cfg.require_citation:
+                return handover("uncited", passages=shown)
+            return Reply(text=made.text, intent=intent, confidence=conf, handover=False, reason="generated",
+                         passages=shown, used_context=used_context, citations=made.citations)
         passage, text = self._passage_for(intent, q_vec, rows)
         if text is None:
             return handover("no_answer")
@@ -350,6 +532,55 @@ class Assistant:
                 "score": None if score is None else round(score, 6)}
 
 
+def _cited(passage: dict[str, Any]) -> dict[str, Any]:
+    return {k: passage[k] for k in ("id", "title", "anchor", "source", "intent")}
+
+
+def _guess(pred: dict[str, Any]) -> IntentGuess:
+    """An intent model's prediction dict as an :class:`IntentGuess`: ``label`` and ``score``, and from a model with
+    a reject option ``rejected`` (the label is then the out-of-scope label) and ``best_label``."""
+    rejected = bool(pred.get("rejected"))
+    score = pred.get("best_score", pred.get("score")) if rejected else pred.get("score")
+    return IntentGuess(pred.get("label"), float(score or 0.0), rejected,
+                       str(pred["best_label"]) if rejected and pred.get("best_label") else None)
+
+
+def _bundle_writer(folder: Path, config: AssistantConfig, settings: Any) -> Callable[[], Writer] | None:
+    """How to load the bundle's writer: its ``writer/`` run, else the config's ``writer`` (a base chat model or a
+    run folder); None when it has neither."""
+    if runs.has_manifest(folder / WRITER_FOLDER):
+        return lambda: load_writer(folder / WRITER_FOLDER, settings=settings)
+    if config.writer:
+        spec = config.writer
+        return lambda: load_writer(spec, settings=settings)
+    return None
+
+
+def set_writer(folder: str | Path, writer: str | Path, *, answer_mode: str = "generate") -> dict[str, Any]:
+    """Give a bundle its writer: a generation run folder is copied into ``writer/`` (so the bundle travels with
+    it), a base chat model name is recorded in the config; ``answer_mode`` is set (``generate`` by default).
+    Returns the bundle's new config."""
+    folder = Path(folder)
+    info = read_bundle_info(folder)
+    cfg = AssistantConfig.parse({**info.get("config", {}), "answer_mode": answer_mode}, f"{folder / BUNDLE_FILE}")
+    path = Path(writer)
+    check_writer(path)
+    if runs.has_manifest(path):
+        with atomic_dir(folder / WRITER_FOLDER, overwrite=True) as tmp, storage_errors(tmp):
+            tmp.rmdir()
+            shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("checkpoints", "eval-*"))
+        cfg.writer = None
+        info["writer"] = {"run": str(path), "name": runs.run_name(path)}
+    else:
+        with storage_errors(folder):
+            shutil.rmtree(folder / WRITER_FOLDER, ignore_errors=True)
+        cfg.writer = str(writer)
+        info["writer"] = {"base": str(writer)}
+    info["config"] = cfg.model_dump(mode="json")
+    atomic_write_json(folder / BUNDLE_FILE, info)
+    return info["config"]
+
+
 def read_bundle_info(folder: Path) -> dict[str, Any]:
     path = Path(folder) / BUNDLE_FILE
     if not Path(folder).is_dir() or not path.exists():
@@ -377,7 +608,8 @@ def build_bundle(output: Path, *, passages: list[Passage], config: AssistantConf
                  resolve_encoder: EncoderResolver | None = None, extra: dict[str, Any] | None = None,
                  overwrite: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Write a bundle: copy the intent (and QA) run folders in, embed the passages with the configured encoder,
-    build the index. All or nothing: a failure leaves no folder behind."""
+    build the index. All or nothing: a failure leaves no folder behind. (A writer is added with
+    :func:`set_writer`.)"""
     say = progress or (lambda _m: None)
     if not passages:
         raise DataError([DataProblem("knowledge base", None, None, "no passages to index",
@@ -419,7 +651,7 @@ def evaluate_assistant(assistant: Assistant, rows: Sequence[dict[str, Any]], *, 
     where a message should be handed over when its intent is out of scope or a handover intent."""
     texts = [str(r["text"]) for r in rows]
     labels = [str(r["label"]) for r in rows]
-    preds: list[tuple[str | None, float, Any]] = []
+    preds: list[IntentGuess] = []
     retrieved: list[list[str | None]] = []
     top: list[float] = []
     k = assistant.config.top_k
@@ -430,23 +662,25 @@ def evaluate_assistant(assistant: Assistant, rows: Sequence[dict[str, Any]], *, 
         retrieved += [[assistant.passages[int(r)].intent for r in rr] for rr in idx]
         top += [float(s[0]) if len(s) else -1.0 for s in scores]
     asks = [assistant._asks_for_human(t) for t in texts]
-    return score_predictions([(p[0], p[1]) for p in preds], labels, retrieved, known=assistant.labels,
-                             config=assistant.config, asks_for_human=asks, similarity=top)
+    return score_predictions([(p.intent, p.confidence, p.rejected) for p in preds], labels, retrieved,
+                             known=assistant.labels, config=assistant.config, asks_for_human=asks, similarity=top)
 
 
-def score_predictions(preds: Sequence[tuple[str | None, float]], labels: Sequence[str],
+def score_predictions(preds: Sequence[tuple[str | None, float] | tuple[str | None, float, bool]],
+                      labels: Sequence[str],
                       retrieved: Sequence[Sequence[str | None]] | None, *, known: Sequence[str],
                       config: AssistantConfig, asks_for_human: Sequence[bool] | None = None,
                       similarity: Sequence[float] | None = None) -> dict[str, Any]:
-    """The metrics of :func:`evaluate_assistant` from predictions (intent, confidence) per message, the intents
-    of the passages retrieved for it and the top similarity; a threshold sweep reuses the same predictions."""
+    """The metrics of :func:`evaluate_assistant` from predictions (intent, confidence, and optionally whether the
+    intent model's reject option rejected it) per message, the intents of the passages retrieved for it and the
+    top similarity; a threshold sweep reuses the same predictions."""
     known_set = set(known)
     asks = asks_for_human or [False] * len(labels)
     sims = similarity if similarity is not None else [1.0] * len(labels)
     in_scope = [lab in known_set and lab not in config.handover_intents for lab in labels]
     correct = [p[0] == lab for p, lab in zip(preds, labels, strict=True)]
     handed = [p[1] < config.threshold or (p[0] in config.handover_intents) or a or sim < config.min_similarity
-              for p, a, sim in zip(preds, asks, sims, strict=True)]
+              or (len(p) > 2 and bool(p[2])) for p, a, sim in zip(preds, asks, sims, strict=True)]
     should = [not s for s in in_scope]
     ins = [i for i, s in enumerate(in_scope) if s]
     n_in = len(ins)

@@ -1,5 +1,6 @@
 """Build a bundle from files: import the knowledge base, fine-tune the intent classifier on past tickets (the
-normal TuneForge recipe), calibrate the handover threshold on held-out tickets, and index the passages."""
+normal TuneForge recipe), calibrate the handover threshold on held-out tickets, index the passages, and add the
+writer of generated answers when one is given."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tuneforge.solutions.assistant.assistant import (
     build_bundle,
     calibrate_threshold,
     encoder_resolver,
+    set_writer,
 )
 from tuneforge.solutions.assistant.knowledge import Passage, load_knowledge
 from tuneforge.tasks import load_dataset, split_dataset, write_dataset
@@ -47,6 +49,8 @@ class BuildOptions:
     similarity_quantile: float = 0.02
     config: dict[str, Any] | None = None
     qa_run: Path | None = None
+    #: a generation run folder or a base chat model: writes generated answers (answer mode ``generate``)
+    writer: str | None = None
     overwrite: bool = False
     seed: int = 42
 
@@ -132,8 +136,12 @@ def build_assistant(opts: BuildOptions, *, settings: Any = None, console: Consol
         info_path = staging / "assistant.json"
         info = json.loads(info_path.read_text(encoding="utf-8"))
         info["config"] = config.model_dump(mode="json")
+        if opts.writer is not None:
+            summary["writer"] = opts.writer
         info["build"] = summary
         atomic_write_json(info_path, info)
+        if opts.writer is not None:
+            config = AssistantConfig.parse(set_writer(staging, opts.writer))
         with atomic_dir(opts.output, overwrite=opts.overwrite) as final:
             final.rmdir()
             staging.rename(final)

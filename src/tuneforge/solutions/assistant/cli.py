@@ -13,7 +13,8 @@ from rich.table import Table
 from tuneforge.errors import ConfigError, DataError, DataProblem
 
 app = typer.Typer(no_args_is_help=True,
-                  help="The customer-service assistant: import a knowledge base, train, ask, feedback.")
+                  help="The customer-service assistant: import a knowledge base, train, ask, generate cited "
+                       "answers, feedback.")
 
 out = Console()
 err = Console(stderr=True)
@@ -59,6 +60,9 @@ def build(
     qa_run: Annotated[Path | None, typer.Option(help="A TuneForge QA run folder to point at the answer span.")] = None,
     no_ticket_index: Annotated[bool, typer.Option("--no-ticket-index",
                                                   help="Do not index past tickets for retrieval.")] = False,
+    writer: Annotated[str | None, typer.Option(
+        help="Generate answers that cite the passages: a generation run folder (copied into the bundle) or a base "
+             "chat model (smollm2). Sets the answer mode to generate.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
 ) -> None:
     """Import the knowledge base, fine-tune the intent classifier on past tickets, and build the index."""
@@ -72,7 +76,7 @@ def build(
     summary = build_assistant(BuildOptions(
         output=output, knowledge=kb or [], tickets=tickets, dev=dev, base_model=base_model, epochs=epochs,
         config=values, threshold=threshold, target_precision=target_precision, qa_run=qa_run,
-        similarity_quantile=similarity_quantile,
+        similarity_quantile=similarity_quantile, writer=writer,
         index_tickets=not no_ticket_index, overwrite=overwrite), console=err)
     out.print(f"Assistant bundle written to [bold]{output}[/]: {summary['passages']} passages, threshold "
               f"{summary['threshold']:.3f}" + (f", dev accuracy {summary['dev_accuracy']:.3f}"
@@ -95,7 +99,11 @@ def _print_reply(reply: Any, as_json: bool) -> None:
     out.print(reply.text, highlight=False, markup=False)
     if reply.answer_span:
         out.print(f"[dim]exact answer:[/] {reply.answer_span['text']}", highlight=False)
-    if reply.passages and not reply.handover:
+    if reply.citations:
+        for c in reply.citations:
+            out.print(f"[dim]\\[{c['n']}] {c['source']}{'#' + c['anchor'] if c['anchor'] else ''} {c['title']}[/]",
+                      highlight=False)
+    elif reply.passages and not reply.handover:
         p = reply.passages[0]
         out.print(f"[dim]source: {p['source']}{'#' + p['anchor'] if p['anchor'] else ''} {p['title']}[/]",
                   highlight=False)
@@ -177,25 +185,121 @@ def export_feedback(bundle: Annotated[Path, typer.Argument(help="An assistant bu
               + (f", {len(rows['knowledge'])} knowledge rows to {knowledge_output}" if knowledge_output else ""))
 
 
+@app.command("set-writer")
+def set_writer_cmd(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder.")],
+                   writer: Annotated[str, typer.Argument(help="A generation run folder (copied into the bundle) or a "
+                                                              "base chat model (smollm2).")],
+                   answer_mode: Annotated[str, typer.Option(help="generate (the writer answers) or retrieval (the "
+                                                                 "writer is kept for evaluate).")] = "generate",
+                   ) -> None:
+    """Give a bundle the writer of generated answers (answers that cite the knowledge-base passages)."""
+    from tuneforge.solutions.assistant.assistant import set_writer
+
+    cfg = set_writer(bundle, writer, answer_mode=answer_mode)
+    out.print(f"Writer of {bundle}: [bold]{cfg['writer'] or writer}[/]; answer mode {cfg['answer_mode']}.")
+
+
+@app.command("writer-data")
+def writer_data(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder (its passages and "
+                                                            "retrieval make the prompts).")],
+                data: Annotated[Path, typer.Option(help="Questions with reference answers (JSONL: question, answer, "
+                                                        "and intent or passage_id; or chat messages).")],
+                output: Annotated[Path, typer.Option("--output", "-o", help="Chat training file (JSONL).")],
+                limit: Annotated[int | None, typer.Option(help="At most this many examples (drawn at random).")
+                                 ] = None,
+                no_answer_share: Annotated[float, typer.Option(
+                    help="Share of examples whose passages do not hold the answer (the writer learns to say so)."
+                )] = 0.15,
+                mixed_share: Annotated[float, typer.Option(
+                    help="Share of examples showing the answering passage among near misses.")] = 0.3,
+                seed: Annotated[int, typer.Option(help="Random seed.")] = 42) -> None:
+    """Turn questions with reference answers into the writer's training examples: numbered passages and the
+    question -> the answer citing the passages that hold it. Train the writer on them with
+    `tuneforge train --task generation`, then `set-writer`."""
+    from tuneforge.solutions.assistant.answers import read_answer_rows
+    from tuneforge.solutions.assistant.writer_data import writer_examples
+    from tuneforge.utils.fs import write_jsonl
+
+    rows = read_answer_rows(data, require_answer=True)
+    assistant = _load(bundle)
+    with err.status(f"Retrieving passages for {len(rows)} questions..."):
+        examples, summary = writer_examples(assistant, rows, limit=limit, no_answer_share=no_answer_share,
+                                            mixed_share=mixed_share, seed=seed)
+    write_jsonl(output, examples)
+    out.print(f"{summary['examples']} examples written to {output} ({summary['answer']} answers, of which "
+              f"{summary['mixed']} among near misses; {summary['no_answer']} with no passage that answers; "
+              f"{summary['skipped']} questions skipped: no passage holds their answer)")
+    out.print(f"Next: tuneforge train --task generation --data {output} --base-model smollm2 --epochs 1 "
+              f"--max-length 640 --output writer-run && tuneforge solution assistant set-writer {bundle} writer-run",
+              highlight=False, markup=False)
+
+
 @app.command()
 def evaluate(bundle: Annotated[Path, typer.Argument(help="An assistant bundle folder.")],
-             data: Annotated[Path, typer.Option(help="Messages with their intent (text, label); intents the "
-                                                     "assistant does not know count as should-hand-over.")],
+             data: Annotated[Path | None, typer.Option(help="Messages with their intent (text, label); intents the "
+                                                            "assistant does not know count as should-hand-over.")
+                             ] = None,
+             answers: Annotated[Path | None, typer.Option(
+                 help="Questions with reference answers (question, answer, and intent or passage_id: what holds "
+                      "the answer; answer null: the knowledge base cannot answer it): compares retrieval-only and "
+                      "generated answers.")] = None,
+             writer: Annotated[list[str] | None, typer.Option(
+                 help="Also generate with this writer (a generation run folder or a base chat model); "
+                      "repeatable.")] = None,
+             batch_size: Annotated[int, typer.Option(help="Questions generated together.")] = 8,
+             output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics (and a few "
+                                                                                "answers) as JSON here.")] = None,
              as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
-    """Intent accuracy, retrieval hit-rate@1/@k and handover precision/recall on labelled messages."""
+    """Intent accuracy, retrieval hit-rate@1/@k and handover precision/recall on labelled messages (--data);
+    token F1, ROUGE-L and citation accuracy of retrieval-only against generated answers (--answers)."""
     from tuneforge.solutions.assistant.assistant import evaluate_assistant
     from tuneforge.tasks import load_dataset
 
-    ds = load_dataset(data, "classification", require_labels=True)
-    if not ds.examples:
-        raise DataError([DataProblem(str(data), None, None, "no messages")])
+    if data is None and answers is None:
+        raise ConfigError("data/answers: give labelled messages (--data), questions with answers (--answers) or both")
+    metrics: dict[str, Any] = {}
     assistant = _load(bundle)
-    with err.status(f"Evaluating on {len(ds.examples)} messages..."):
-        metrics = evaluate_assistant(assistant, [{"text": e["text"], "label": e["label"]} for e in ds.examples])
+    if data is not None:
+        ds = load_dataset(data, "classification", require_labels=True)
+        if not ds.examples:
+            raise DataError([DataProblem(str(data), None, None, "no messages")])
+        with err.status(f"Evaluating on {len(ds.examples)} messages..."):
+            metrics = evaluate_assistant(assistant, [{"text": e["text"], "label": e["label"]} for e in ds.examples])
+    if answers is not None:
+        from tuneforge.solutions.assistant.answers import evaluate_answers, read_answer_rows
+        from tuneforge.solutions.assistant.writer import load_writer
+
+        rows = read_answer_rows(answers)
+        modes = ["retrieval"] + (["generate"] if assistant.has_writer else [])
+        if not assistant.has_writer and not writer:
+            err.print("[yellow]note:[/] the bundle has no writer: retrieval-only answers only (add one with "
+                      "set-writer, or pass --writer)")
+        writers = {w: load_writer(w) for w in writer or []}
+        result = evaluate_answers(assistant, rows, modes=modes, writers=writers, batch_size=batch_size, keep=5,
+                                  progress=lambda m: err.print(f"[dim]{m}[/]"))
+        metrics["answers"] = result
+    if output is not None:
+        from tuneforge.utils.fs import atomic_write_json
+
+        atomic_write_json(output, metrics)
     if as_json:
-        out.print_json(data=metrics)
+        shown = dict(metrics)
+        if "answers" in shown:  # the sample answers go to --output only
+            shown["answers"] = {k: v for k, v in shown["answers"].items() if k != "samples"}
+        out.print_json(data=shown)
         return
-    table = Table("metric", "value", title=f"{bundle} on {data}")
-    for k, v in metrics.items():
-        table.add_row(k, "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v))
-    out.print(table)
+    flat = {k: v for k, v in metrics.items() if k != "answers"}
+    if flat:
+        table = Table("metric", "value", title=f"{bundle} on {data}")
+        for k, v in flat.items():
+            table.add_row(k, "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v))
+        out.print(table)
+    if "answers" in metrics:
+        res = metrics["answers"]["modes"]
+        names = list(res)
+        table = Table("metric", *names, title=f"answers of {bundle} to {answers}")
+        keys = list(dict.fromkeys(k for m in res.values() for k in m))
+        for k in keys:
+            table.add_row(k, *["—" if res[n].get(k) is None else f"{res[n][k]:.4f}" if isinstance(res[n][k], float)
+                               else str(res[n][k]) for n in names])
+        out.print(table)

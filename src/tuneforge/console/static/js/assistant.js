@@ -1,4 +1,5 @@
-// The customer-service assistant: list and create assistants, try a conversation, give and export feedback.
+// The customer-service assistant: list and create assistants, try a conversation (generated answers show their
+// citations), work the handover queue, give and export feedback.
 import { ready, $, api, clear, el, flash, fmtNumber, fmtTime, requireKey, show, showError, t } from "./app.js";
 
 await requireKey();
@@ -15,6 +16,8 @@ async function loadAssistants(select) {
   for (const a of assistants) {
     tbody.append(el("tr", {}, el("td", {}, a.name, " ", el("code", {}, a.id)), el("td", {}, fmtNumber(a.passages)),
       el("td", {}, a.intent_model ? el("code", {}, a.intent_model) : t("asst.retrieval_only")), el("td", {}, a.encoder),
+      el("td", {}, a.config.answer_mode === "generate" ? t("asst.mode_generate_short", { writer: a.config.writer })
+        : t("asst.mode_retrieval_short")),
       el("td", {}, fmtNumber(a.config.threshold, 2)), el("td", {}, fmtTime(a.created))));
   }
   show($("#assistants-empty"), assistants.length === 0);
@@ -25,7 +28,7 @@ async function loadAssistants(select) {
   for (const id of ["#chat-assistant", "#chat-text", "#chat-send", "#chat-new", "#export-button"]) $(id).disabled = none;
   sessionId = null;
   clear($("#chat-log"));
-  await loadFeedback();
+  await Promise.all([loadFeedback(), loadQueue()]);
 }
 
 async function loadModels() {
@@ -36,7 +39,12 @@ async function loadModels() {
     own.append(el("option", { value: m.id }, m.id));
   }
   const enc = clear($("#new-encoder"));
-  for (const m of models.filter((x) => x.owned_by === "tuneforge")) enc.append(el("option", { value: m.id }, m.id));
+  for (const m of models.filter((x) => x.owned_by === "tuneforge" && x.task !== "generation")) {
+    enc.append(el("option", { value: m.id }, m.id));
+  }
+  const writer = clear($("#new-writer"));
+  writer.append(el("option", { value: "" }, t("asst.no_writer")));
+  for (const m of models.filter((x) => x.task === "generation")) writer.append(el("option", { value: m.id }, m.id));
 }
 
 function parseKnowledge(text) {
@@ -59,7 +67,15 @@ function addTurn(role, text, reply) {
       : el("span", { class: "badge ok" }, t("asst.answered"));
     const src = reply.passages && reply.passages[0] && !reply.handover ? ` · ${t("asst.source")}: ${reply.passages[0].title || reply.passages[0].id}` : "";
     li.append(el("span", { class: "meta" }, badge, " ", t("asst.meta", {
-      intent: reply.intent ?? "—", confidence: fmtNumber(reply.confidence, 2), reason: reply.reason }) + src));
+      intent: reply.intent ?? "—", confidence: fmtNumber(reply.confidence, 2), reason: reasonText(reply.reason) })
+      + (reply.citations && reply.citations.length ? "" : src)));
+    if (reply.citations && reply.citations.length) {
+      const list = el("ol", { class: "cites", "aria-label": t("asst.citations") });
+      for (const c of reply.citations) {
+        list.append(el("li", { value: String(c.n) }, c.title || c.id, c.source ? ` (${c.source}${c.anchor ? "#" + c.anchor : ""})` : ""));
+      }
+      li.append(list);
+    }
     if (!reply.handover) {
       const fb = el("span", { class: "fb" });
       const send = async (helpful) => {
@@ -78,6 +94,33 @@ function addTurn(role, text, reply) {
   li.scrollIntoView({ block: "nearest" });
 }
 
+function reasonText(reason) {
+  const key = `asst.reason.${reason}`;
+  const text = t(key);
+  return text === key ? reason : text;
+}
+
+async function loadQueue() {
+  const tbody = clear($("#queue-table tbody"));
+  const id = current();
+  if (!id) { show($("#queue-empty"), true); return; }
+  const items = (await api(`${BASE}/assistants/${id}/handovers`)).data;
+  for (const h of items) {
+    const intent = h.best_intent ? t("asst.best_intent", { intent: h.intent ?? "—", best: h.best_intent }) : (h.intent ?? "—");
+    const resolve = el("button", { type: "button", onclick: async () => {
+      try {
+        await api(`${BASE}/assistants/${id}/handovers/${h.session_id}/resolve`, { method: "POST" });
+        flash(t("asst.resolved"));
+        await loadQueue();
+      } catch (e) { showError(error, e); }
+    } }, t("asst.resolve"));
+    tbody.append(el("tr", {}, el("td", {}, fmtTime(h.handed_over_at)), el("td", {}, h.message ?? "—"),
+      el("td", {}, reasonText(h.reason)), el("td", {}, intent), el("td", {}, el("code", {}, h.session_id)),
+      el("td", {}, resolve)));
+  }
+  show($("#queue-empty"), items.length === 0);
+}
+
 async function loadFeedback() {
   const tbody = clear($("#feedback-table tbody"));
   const id = current();
@@ -94,7 +137,7 @@ async function loadFeedback() {
 
 $("#chat-assistant").addEventListener("change", async () => {
   sessionId = null; clear($("#chat-log")); showError(error, null);
-  await loadFeedback();
+  await Promise.all([loadFeedback(), loadQueue()]);
 });
 $("#chat-new").addEventListener("click", () => { sessionId = null; clear($("#chat-log")); $("#chat-text").disabled = false; $("#chat-send").disabled = false; });
 $("#chat-form").addEventListener("submit", async (ev) => {
@@ -108,7 +151,10 @@ $("#chat-form").addEventListener("submit", async (ev) => {
     $("#chat-text").value = "";
     const reply = await api(`${BASE}/assistants/${current()}/sessions/${sessionId}/messages`, { method: "POST", body: { text } });
     addTurn("bot", reply.text, reply);
-    if (reply.handover) { $("#chat-text").disabled = true; $("#chat-send").disabled = true; flash(t("asst.handed_over")); }
+    if (reply.handover) {
+      $("#chat-text").disabled = true; $("#chat-send").disabled = true; flash(t("asst.handed_over"));
+      await loadQueue();
+    }
   } catch (e) { showError(error, e); }
 });
 $("#create-form").addEventListener("submit", async (ev) => {
@@ -119,10 +165,12 @@ $("#create-form").addEventListener("submit", async (ev) => {
   try {
     const knowledge = parseKnowledge($("#new-kb").value);
     const handover = $("#new-handover").value.split(",").map((s) => s.trim()).filter(Boolean);
+    const config = { threshold: Number($("#new-threshold").value), handover_intents: handover,
+      answer_mode: $("#new-mode").value };
+    if ($("#new-writer").value) config.writer = $("#new-writer").value;
     $("#create-button").disabled = true;
     const a = await api(`${BASE}/assistants`, { method: "POST", body: {
-      name, knowledge, intent_model: $("#new-model").value || null, encoder: $("#new-encoder").value,
-      config: { threshold: Number($("#new-threshold").value), handover_intents: handover } } });
+      name, knowledge, intent_model: $("#new-model").value || null, encoder: $("#new-encoder").value, config } });
     flash(t("asst.created", { name: a.name }));
     $("#create-form").reset();
     await loadAssistants(a.id);
