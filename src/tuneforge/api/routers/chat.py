@@ -265,8 +265,10 @@ def _plan(body: ChatCompletionCreate | CompletionCreate, target: ChatTarget, pro
         if asked > context:
             reply = f"{requested:,} in the completion" if requested else "at least 1 for the completion"
             where = "messages" if isinstance(body, ChatCompletionCreate) else "prompt"
+            # the code leads the message too (as the task's own budget errors say it): clients that show only the
+            # message (openai >= 3.x puts no error body in the exception text) still name the error
             raise InvalidRequestError(
-                f"This model's maximum context length is {context:,} tokens. However, you requested {asked:,} tokens "
+                f"context_length_exceeded: This model's maximum context length is {context:,} tokens. However, you requested {asked:,} tokens "
                 f"({len(p):,} in the {where}, {reply}). Please reduce the length of the {where} or completion.",
                 param=where, code="context_length_exceeded")
     longest = max(len(p) for p in prompts)
