@@ -128,6 +128,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--train", type=int, default=3000, help="BANKING77 training examples of the known intents")
     ap.add_argument("--test", type=int, default=1000, help="BANKING77 test sentences")
     ap.add_argument("--sst2-train", type=int, default=2000, help="SST-2 training sentences")
+    ap.add_argument("--name", default="out_of_scope", help="results file bench/results/NAME.json")
     a = ap.parse_args(argv)
     ds = shared_datasets()
     t0 = time.perf_counter()
@@ -177,7 +178,7 @@ def main(argv: list[str]) -> None:
                                    "confidence": r["manifest"].get("confidence"),
                                    "metrics": {k: v for k, v in r["metrics"].items() if not isinstance(v, dict)}}
                             for name, r in (("posthoc", posthoc), ("trained_oos", trained), ("sst2", sst2))}}
-        path = write_result("out_of_scope", payload)
+        path = write_result(a.name, payload)
         print(f"wrote {path} ({payload['wall_s']:.0f} s); --reject auto chose: {auto}")
 
 

@@ -400,3 +400,15 @@ def test_tokens_are_rate_limited_per_minute_with_openais_headers(api):
     assert limiter.hit("t", 100, 80).allowed and not limiter.hit("t", 100, 30).allowed
     limiter.refund("t", 50)
     assert limiter.hit("t", 100, 30).remaining == 40
+
+
+def test_chat_models_do_not_embed_base_or_fine_tuned(api, lora_run):
+    """/v1/embeddings answers the same 400 for a base chat model and for a chat model fine-tuned from it."""
+    key = api.tenant()[1]
+    c = api.as_(key)
+    model_id = install_chat_run(api.app, key, lora_run)
+    for name in ("tiny-chat", model_id):
+        r = c.post("/v1/embeddings", json={"model": name, "input": "hello"})
+        assert r.status_code == 400, (name, r.text)
+        assert error_of(r)["param"] == "model" and "encoder" in error_of(r)["message"], r.text
+    assert c.post("/v1/embeddings", json={"model": "tiny-bert", "input": "hello"}).status_code == 200

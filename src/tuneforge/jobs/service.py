@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -58,6 +59,28 @@ def available_base_models(settings: Settings) -> list[str]:
     from tuneforge.models.registry import list_base_models
 
     return [m.name for m in list_base_models() if m.installed] + sorted(settings.base_models)
+
+
+def _is_causal_lm(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
+
+
+def chat_base_models(settings: Settings) -> list[str]:
+    """The base models that generate: installed registry chat models and the operator's causal LMs."""
+    from tuneforge.models.registry import BASE_MODELS
+
+    names = []
+    for name in available_base_models(settings):
+        if name in settings.base_models:
+            if _is_causal_lm(Path(settings.base_models[name])):
+                names.append(name)
+        elif BASE_MODELS[name].kind == "causal-lm":
+            names.append(name)
+    return names
 
 
 def base_model_info(name: str) -> dict[str, str | None]:

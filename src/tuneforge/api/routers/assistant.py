@@ -13,9 +13,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import CurrentPrincipal, PredictPrincipal, SessionDep, SettingsDep, StateDep, TrainPrincipal
-from tuneforge.api.routers.chat import chat_base_models
 from tuneforge.api.schemas import ListPublic
-from tuneforge.jobs.service import available_base_models
+from tuneforge.jobs.service import available_base_models, chat_base_models
 from tuneforge.solutions.assistant import service
 from tuneforge.store.solution_tables.assistant import Assistant as AssistantRow
 from tuneforge.store.solution_tables.assistant import AssistantFeedback, AssistantSession

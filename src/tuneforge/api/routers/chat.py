@@ -52,13 +52,13 @@ from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, NotFoundError, TuneforgeError
 from tuneforge.inference.generation_batcher import GenerationRequest
 from tuneforge.inference.serving import ChatTarget
-from tuneforge.jobs.service import available_base_models, registry_name
+from tuneforge.jobs.service import available_base_models, chat_base_models, registry_name
 from tuneforge.settings import Settings
 from tuneforge.store.repositories import ModelRepo
 from tuneforge.store.tenants import Principal
 from tuneforge.tasks.generation.generate import Generation, GenerationOptions
 
-__all__ = ["chat_base_models", "router"]
+__all__ = ["chat_base_models", "router"]  # chat_base_models: from jobs.service, for the other routers
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -162,28 +162,6 @@ def _messages(body: ChatCompletionCreate) -> list[dict[str, str]]:
 
 # --- which model -------------------------------------------------------------------------------------------
 
-def _is_causal_lm(folder: Path) -> bool:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
-
-
-def chat_base_models(settings: Settings) -> list[str]:
-    """The base models that generate: installed registry chat models and the operator's causal LMs."""
-    from tuneforge.models.registry import BASE_MODELS
-
-    names = []
-    for name in available_base_models(settings):
-        if name in settings.base_models:
-            if _is_causal_lm(Path(settings.base_models[name])):
-                names.append(name)
-        elif BASE_MODELS[name].kind == "causal-lm":
-            names.append(name)
-    return names
-
-
 def _generative(task: str) -> bool:
     from tuneforge.tasks import get_task, task_names
 
@@ -268,8 +246,9 @@ def _plan(body: ChatCompletionCreate | CompletionCreate, target: ChatTarget, pro
             # the code leads the message too (as the task's own budget errors say it): clients that show only the
             # message (openai >= 3.x puts no error body in the exception text) still name the error
             raise InvalidRequestError(
-                f"context_length_exceeded: This model's maximum context length is {context:,} tokens. However, you requested {asked:,} tokens "
-                f"({len(p):,} in the {where}, {reply}). Please reduce the length of the {where} or completion.",
+                f"context_length_exceeded: This model's maximum context length is {context:,} tokens. However, you "
+                f"requested {asked:,} tokens ({len(p):,} in the {where}, {reply}). Please reduce the length of the "
+                f"{where} or completion.",
                 param=where, code="context_length_exceeded")
     longest = max(len(p) for p in prompts)
     max_new = requested or (cap if context is None else min(cap, context - longest))

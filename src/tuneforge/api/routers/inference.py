@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep, meter_model
 from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
 from tuneforge.api.state import ServiceState
-from tuneforge.errors import InvalidRequestError, NotFoundError
+from tuneforge.errors import ConfigError, InvalidRequestError, NotFoundError
 from tuneforge.jobs.runner import KEPT_CHECKPOINTS
-from tuneforge.jobs.service import available_base_models, registry_name
+from tuneforge.jobs.service import available_base_models, chat_base_models, registry_name
 from tuneforge.store.models import Model
 from tuneforge.store.repositories import ModelRepo
 
@@ -89,6 +89,9 @@ def _encoder(name: str, settings: SettingsDep) -> tuple[str, Path]:
         raise InvalidRequestError(f"model: '{name}' is not an embedding model here (available: "
                                   f"{', '.join(available_base_models(settings))}).", param="model",
                                   code="model_not_found")
+    if name in chat_base_models(settings):  # refused as its fine-tuned chat runs are
+        raise ConfigError(f"model: embeddings come from encoder models; '{name}' is a chat model",
+                          hint="use an encoder such as minilm; chat with it at /v1/chat/completions")
     if name in settings.base_models:
         return name, Path(settings.base_models[name])
     return name, resolve_base_model(name, settings.cache_dir).path

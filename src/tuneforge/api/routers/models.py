@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tuneforge.api.deps import CurrentPrincipal, Models, SessionDep, SettingsDep, StateDep, TrainPrincipal
-from tuneforge.api.routers.chat import chat_base_models
 from tuneforge.api.schemas import EvaluationPublic, ListPublic, ModelDeleted, ModelPublic
 from tuneforge.errors import InvalidRequestError, PermissionDeniedError
 from tuneforge.evaluation.report import read_evaluation
-from tuneforge.jobs.service import available_base_models, base_model_info
+from tuneforge.jobs.service import available_base_models, base_model_info, chat_base_models
 from tuneforge.store.artifacts import delete_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
