@@ -323,7 +323,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "play.predicted": ("Predicted:", "预测结果："),
     "play.scores": ("Scores by label", "各标签得分"),
     "play.rejected": ("Out of scope: the model's reject option declined to answer (nearest known label {label}, "
-                      "score {score}).", "超出范围：模型的拒识机制拒绝作答（最接近的已知标签 {label}，得分 {score}）。"),
+                      "score {score}).",
+                      "超出范围：模型的拒识机制拒绝作答（最接近的已知标签 {label}，得分 {score}）。"),
     "play.score": ("Score", "得分"),
     "play.entities": ("{n} entities found.", "找到 {n} 个实体。"),
     "play.answer": ("Answer:", "答案："),
