@@ -126,9 +126,10 @@ def main() -> None:
     from rich.console import Console
 
     from tuneforge.inference.embeddings import Embedder
-    from tuneforge.solutions.assistant.assistant import Assistant, score_predictions
+    from tuneforge.solutions.assistant.assistant import Assistant
     from tuneforge.solutions.assistant.build import BuildOptions, build_assistant
     from tuneforge.solutions.assistant.knowledge import passages_from_rows
+    from tuneforge.solutions.assistant.scoring import score_predictions
 
     encoder = args.encoder or args.base_model
     data = shared_datasets() / "banking77"

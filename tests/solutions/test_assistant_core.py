@@ -18,7 +18,6 @@ from tuneforge.solutions.assistant.assistant import (
     Session,
     build_bundle,
     calibrate_threshold,
-    evaluate_assistant,
 )
 from tuneforge.solutions.assistant.feedback import (
     Feedback,
@@ -28,6 +27,7 @@ from tuneforge.solutions.assistant.feedback import (
 )
 from tuneforge.solutions.assistant.index import VectorIndex
 from tuneforge.solutions.assistant.knowledge import load_knowledge, split_html, split_markdown
+from tuneforge.solutions.assistant.scoring import evaluate_assistant
 
 KB = [
     {"question": "how do i cancel my subscription", "answer": "Open Settings, choose Plan and press Cancel.",

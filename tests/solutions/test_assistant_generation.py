@@ -21,10 +21,10 @@ from tuneforge.solutions.assistant.assistant import (
     AssistantConfig,
     Session,
     build_bundle,
-    evaluate_assistant,
     set_writer,
 )
 from tuneforge.solutions.assistant.knowledge import load_knowledge
+from tuneforge.solutions.assistant.scoring import evaluate_assistant
 from tuneforge.solutions.assistant.writer import (
     NO_ANSWER,
     WRITER_SYSTEM,

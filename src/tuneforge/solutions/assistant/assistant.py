@@ -14,96 +14,50 @@ A bundle is a folder::
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneforge import runs
-from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError, RunError
+from tuneforge.errors import ConfigError, DataError, DataProblem, ModelFormatError
+from tuneforge.solutions.assistant.bundle import (
+    BUNDLE_FILE,
+    EncoderResolver,
+    build_bundle,
+    bundle_writer,
+    embed_passages,
+    encoder_path,
+    encoder_resolver,
+    load_embedder,
+    read_bundle_info,
+    set_writer,
+)
+from tuneforge.solutions.assistant.config import AssistantConfig
 from tuneforge.solutions.assistant.index import VectorIndex
-from tuneforge.solutions.assistant.knowledge import Passage, read_passages, write_passages
+from tuneforge.solutions.assistant.knowledge import Passage, read_passages
 from tuneforge.solutions.assistant.writer import (
     NO_ANSWER,
-    WRITER_FOLDER,
     Writer,
-    check_writer,
-    load_writer,
     parse_citations,
     says_no_answer,
     writer_messages,
 )
-from tuneforge.utils.fs import atomic_dir, atomic_write_json, storage_errors
 
-__all__ = ["BUNDLE_FILE", "NOTHING_FOUND", "Assistant", "AssistantConfig", "Composed", "IntentGuess", "Reply",
-           "Session", "build_bundle", "calibrate_threshold", "embed_passages", "encoder_resolver",
-           "evaluate_assistant", "score_predictions", "set_writer"]
+# the bundle's functions and the config are re-exported: they are the assistant's API
+__all__ = ["BUNDLE_FILE", "NOTHING_FOUND", "Assistant", "AssistantConfig", "Composed", "EncoderResolver",
+           "IntentGuess", "Reply", "Session", "build_bundle", "calibrate_threshold", "embed_passages",
+           "encoder_resolver", "read_bundle_info", "set_writer"]
 
-BUNDLE_FILE = "assistant.json"
-FORMAT = "tuneforge-assistant"
-VERSION = 1
-DEFAULT_HANDOVER_PHRASES = ["talk to a human", "speak to a human", "real person", "human agent", "talk to an agent",
-                            "speak to an agent", "customer service representative", "live agent", "talk to someone"]
 
 #: the reply when no passage is relevant enough to answer from
 NOTHING_FOUND = ("I couldn't find anything about this in our help articles, so I'm passing you to a member of our "
                  "team, who will see our conversation so far.")
 HANDOVER_TEXT = "I'm passing you to a member of our team, who will see our conversation so far."
-
-EncoderResolver = Callable[[str], Path]
-
-
-class AssistantConfig(BaseModel):
-    """How the assistant decides; stored in the bundle's assistant.json and editable per deployment."""
-
-    model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(0.5, ge=0, le=1, description="Below this confidence the assistant hands over.")
-    min_similarity: float = Field(0.0, ge=-1, le=1,
-                                  description="Hand over when no passage or past ticket is at least this similar to "
-                                              "the message: it is unlike anything seen (0: off).")
-    handover_intents: list[str] = Field(default_factory=list,
-                                        description="Intents always handed to a human (talk to a human, complaints).")
-    handover_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HANDOVER_PHRASES),
-                                        description="A message containing one of these asks for a human.")
-    templates: dict[str, str] = Field(default_factory=dict, description="The reply for an intent.")
-    top_k: int = Field(5, ge=1, le=100, description="Passages retrieved per message.")
-    context_turns: int = Field(2, ge=0, le=10,
-                               description="Earlier user turns read with a short or unclear follow-up.")
-    follow_up_words: int = Field(6, ge=0, le=100,
-                                 description="A message of at most this many words may be a follow-up.")
-    encoder: str = Field("minilm", description="Retrieval encoder: a base model name or folder, or 'intent' for "
-                                               "the fine-tuned intent model's encoder.")
-    answer_mode: Literal["retrieval", "generate"] = Field(
-        "retrieval", description="retrieval: reply with the knowledge-base answer of the intent; generate: the "
-                                 "writer model writes the reply from the top passages and cites them ([1], [2]).")
-    writer: str | None = Field(None, description="The writer of generated answers: a base chat model (smollm2) or a "
-                                                 "generation run folder; in the API one of your fine-tuned "
-                                                 "generation models. Unset: the bundle's writer/ folder.")
-    writer_passages: int = Field(3, ge=1, le=10, description="Passages the writer reads, best first.")
-    writer_passage_chars: int = Field(400, ge=50, le=4000, description="Each passage is cut at this many "
-                                                                       "characters in the writer's prompt.")
-    writer_max_new_tokens: int = Field(256, ge=1, le=2048, description="The longest generated answer, in tokens.")
-    passage_min_similarity: float = Field(
-        0.0, ge=-1, le=1, description="A passage less similar than this to the message is not relevant: the writer "
-                                      "never sees it, and with none left the assistant says it found nothing and "
-                                      "hands over (0: every retrieved passage counts).")
-    require_citation: bool = Field(True, description="Hand over a generated answer that cites no passage.")
-
-    @classmethod
-    def parse(cls, values: dict[str, Any], source: str = "the assistant config") -> AssistantConfig:
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            raise ConfigError([f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()],
-                              hint=f"Fix these fields of {source}.") from None
 
 
 @dataclass
@@ -170,32 +124,6 @@ class Composed:
     nothing_relevant: bool = False
     uncited: bool = False
     invalid_citations: list[int] = field(default_factory=list)
-
-
-def encoder_resolver(settings: Any = None) -> EncoderResolver:
-    """Turns a base model name (or folder) into its folder; names in ``settings.base_models`` come first."""
-    from tuneforge.models.registry import resolve_base_model
-    from tuneforge.settings import Settings
-
-    s = settings or Settings()
-
-    def resolve(name: str) -> Path:
-        local = getattr(s, "base_models", {}) or {}
-        if name in local:
-            return Path(local[name])
-        return resolve_base_model(name, s.cache_dir).path
-
-    return resolve
-
-
-def _load_embedder(path: Path) -> Any:
-    from tuneforge.inference.embeddings import Embedder
-
-    return Embedder(path, max_length=128)
-
-
-def embed_passages(embedder: Any, passages: Sequence[Passage]) -> np.ndarray:
-    return np.asarray(embedder.embed([p.text for p in passages]), dtype=np.float32)
 
 
 def calibrate_threshold(confidence: Sequence[float], correct: Sequence[bool], *, target_precision: float = 0.95,
@@ -278,12 +206,12 @@ class Assistant:
             from tuneforge.inference import load_predictor
 
             qa_model = load_predictor(folder / "qa")
-        embedder = _load_embedder(encoder_path(folder, info.get("encoder", cfg.encoder), resolve_encoder))
+        embedder = load_embedder(encoder_path(folder, info.get("encoder", cfg.encoder), resolve_encoder))
         if index.dim and embedder.dim != index.dim:
             raise ModelFormatError(f"{folder}: the encoder gives {embedder.dim}-dimensional vectors, the index "
                                    f"holds {index.dim}; rebuild the index with the same encoder.")
         if writer is None:
-            writer = _bundle_writer(folder, cfg, settings)
+            writer = bundle_writer(folder, cfg, settings)
         if writer is None and cfg.answer_mode == "generate":
             raise ConfigError("answer_mode: 'generate' needs a writer, and this bundle has none",
                               hint="add one with `tuneforge solution assistant set-writer BUNDLE RUN_OR_BASE` "
@@ -543,167 +471,3 @@ def _guess(pred: dict[str, Any]) -> IntentGuess:
     score = pred.get("best_score", pred.get("score")) if rejected else pred.get("score")
     return IntentGuess(pred.get("label"), float(score or 0.0), rejected,
                        str(pred["best_label"]) if rejected and pred.get("best_label") else None)
-
-
-def _bundle_writer(folder: Path, config: AssistantConfig, settings: Any) -> Callable[[], Writer] | None:
-    """How to load the bundle's writer: its ``writer/`` run, else the config's ``writer`` (a base chat model or a
-    run folder); None when it has neither."""
-    if runs.has_manifest(folder / WRITER_FOLDER):
-        return lambda: load_writer(folder / WRITER_FOLDER, settings=settings)
-    if config.writer:
-        spec = config.writer
-        return lambda: load_writer(spec, settings=settings)
-    return None
-
-
-def set_writer(folder: str | Path, writer: str | Path, *, answer_mode: str = "generate") -> dict[str, Any]:
-    """Give a bundle its writer: a generation run folder is copied into ``writer/`` (so the bundle travels with
-    it), a base chat model name is recorded in the config; ``answer_mode`` is set (``generate`` by default).
-    Returns the bundle's new config."""
-    folder = Path(folder)
-    info = read_bundle_info(folder)
-    cfg = AssistantConfig.parse({**info.get("config", {}), "answer_mode": answer_mode}, f"{folder / BUNDLE_FILE}")
-    path = Path(writer)
-    check_writer(path)
-    if runs.has_manifest(path):
-        with atomic_dir(folder / WRITER_FOLDER, overwrite=True) as tmp, storage_errors(tmp):
-            tmp.rmdir()
-            shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("checkpoints", "eval-*"))
-        cfg.writer = None
-        info["writer"] = {"run": str(path), "name": runs.run_name(path)}
-    else:
-        with storage_errors(folder):
-            shutil.rmtree(folder / WRITER_FOLDER, ignore_errors=True)
-        cfg.writer = str(writer)
-        info["writer"] = {"base": str(writer)}
-    info["config"] = cfg.model_dump(mode="json")
-    atomic_write_json(folder / BUNDLE_FILE, info)
-    return info["config"]
-
-
-def read_bundle_info(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / BUNDLE_FILE
-    if not Path(folder).is_dir() or not path.exists():
-        raise RunError(f"{folder} is not an assistant bundle (no {BUNDLE_FILE}).",
-                       hint="Build one with: tuneforge solution assistant build --kb ... --output FOLDER")
-    try:
-        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"{path} is corrupt: {e}") from None
-    if info.get("format") != FORMAT:
-        raise ModelFormatError(f"{path} is not an assistant bundle file (format {info.get('format')!r}).")
-    return info
-
-
-def encoder_path(folder: Path, encoder: str, resolve: EncoderResolver | None) -> Path:
-    if encoder == "intent":
-        if not runs.has_manifest(folder / "intent"):
-            raise ConfigError("encoder: 'intent' needs the bundle's intent model (intent/), which it does not have")
-        return folder / "intent"
-    return (resolve or encoder_resolver())(encoder)
-
-
-def build_bundle(output: Path, *, passages: list[Passage], config: AssistantConfig,
-                 intent_run: Path | None = None, qa_run: Path | None = None,
-                 resolve_encoder: EncoderResolver | None = None, extra: dict[str, Any] | None = None,
-                 overwrite: bool = False, progress: Callable[[str], None] | None = None) -> Path:
-    """Write a bundle: copy the intent (and QA) run folders in, embed the passages with the configured encoder,
-    build the index. All or nothing: a failure leaves no folder behind. (A writer is added with
-    :func:`set_writer`.)"""
-    say = progress or (lambda _m: None)
-    if not passages:
-        raise DataError([DataProblem("knowledge base", None, None, "no passages to index",
-                                     "give a knowledge base (--kb) or past tickets (--tickets)")])
-    if config.encoder == "intent" and intent_run is None:
-        raise ConfigError("encoder: 'intent' needs an intent model (train one from --tickets)")
-    with atomic_dir(output, overwrite=overwrite) as tmp:
-        with storage_errors(tmp):
-            if intent_run is not None:
-                shutil.copytree(intent_run, tmp / "intent", ignore=shutil.ignore_patterns("checkpoints"))
-            if qa_run is not None:
-                shutil.copytree(qa_run, tmp / "qa", ignore=shutil.ignore_patterns("checkpoints"))
-        say(f"Embedding {len(passages)} passages...")
-        embedder = _load_embedder(encoder_path(tmp, config.encoder, resolve_encoder))
-        vectors = embed_passages(embedder, passages)
-        VectorIndex(vectors, [p.id for p in passages]).save(tmp / "index")
-        write_passages(tmp / "passages.jsonl", passages)
-        labels: list[str] = []
-        if intent_run is not None:
-            labels = list(runs.read_manifest(intent_run, require_weights=False).get("labels", []))
-        atomic_write_json(tmp / BUNDLE_FILE, {
-            "format": FORMAT, "version": VERSION, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "config": config.model_dump(mode="json"), "encoder": config.encoder, "labels": labels,
-            "passages": len(passages), "kinds": _count(p.kind for p in passages), **(extra or {})})
-    return output
-
-
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return out
-
-
-def evaluate_assistant(assistant: Assistant, rows: Sequence[dict[str, Any]], *, batch_size: int = 64
-                       ) -> dict[str, Any]:
-    """Score single messages (``text``, ``label``): intent accuracy on in-scope rows (label known to the
-    assistant), hit-rate@1/@k (a retrieved passage of the message's intent), and handover precision / recall,
-    where a message should be handed over when its intent is out of scope or a handover intent."""
-    texts = [str(r["text"]) for r in rows]
-    labels = [str(r["label"]) for r in rows]
-    preds: list[IntentGuess] = []
-    retrieved: list[list[str | None]] = []
-    top: list[float] = []
-    k = assistant.config.top_k
-    for b in range(0, len(texts), batch_size):
-        chunk = texts[b: b + batch_size]
-        preds += assistant.classify(chunk)
-        scores, idx = assistant.retrieve(chunk, k)
-        retrieved += [[assistant.passages[int(r)].intent for r in rr] for rr in idx]
-        top += [float(s[0]) if len(s) else -1.0 for s in scores]
-    asks = [assistant._asks_for_human(t) for t in texts]
-    return score_predictions([(p.intent, p.confidence, p.rejected) for p in preds], labels, retrieved,
-                             known=assistant.labels, config=assistant.config, asks_for_human=asks, similarity=top)
-
-
-def score_predictions(preds: Sequence[tuple[str | None, float] | tuple[str | None, float, bool]],
-                      labels: Sequence[str],
-                      retrieved: Sequence[Sequence[str | None]] | None, *, known: Sequence[str],
-                      config: AssistantConfig, asks_for_human: Sequence[bool] | None = None,
-                      similarity: Sequence[float] | None = None) -> dict[str, Any]:
-    """The metrics of :func:`evaluate_assistant` from predictions (intent, confidence, and optionally whether the
-    intent model's reject option rejected it) per message, the intents of the passages retrieved for it and the
-    top similarity; a threshold sweep reuses the same predictions."""
-    known_set = set(known)
-    asks = asks_for_human or [False] * len(labels)
-    sims = similarity if similarity is not None else [1.0] * len(labels)
-    in_scope = [lab in known_set and lab not in config.handover_intents for lab in labels]
-    correct = [p[0] == lab for p, lab in zip(preds, labels, strict=True)]
-    handed = [p[1] < config.threshold or (p[0] in config.handover_intents) or a or sim < config.min_similarity
-              or (len(p) > 2 and bool(p[2])) for p, a, sim in zip(preds, asks, sims, strict=True)]
-    should = [not s for s in in_scope]
-    ins = [i for i, s in enumerate(in_scope) if s]
-    n_in = len(ins)
-    tp = sum(h and s for h, s in zip(handed, should, strict=True))
-    n_handed, n_should = sum(handed), sum(should)
-    answered = [correct[i] for i in ins if not handed[i]]
-    out: dict[str, Any] = {"messages": len(labels), "in_scope": n_in, "out_of_scope": n_should,
-                           "intent_accuracy": _ratio(sum(correct[i] for i in ins), n_in)}
-    if retrieved is not None:
-        k = max((len(r) for r in retrieved), default=0)
-        out["hit_rate@1"] = _ratio(sum(bool(retrieved[i]) and retrieved[i][0] == labels[i] for i in ins), n_in)
-        out[f"hit_rate@{k}"] = _ratio(sum(labels[i] in retrieved[i] for i in ins), n_in)
-    out.update({
-        "threshold": config.threshold,
-        "min_similarity": config.min_similarity,
-        "handover_rate": _ratio(n_handed, len(labels)),
-        "handover_precision": _ratio(tp, n_handed),
-        "handover_recall": _ratio(tp, n_should),
-        "in_scope_handover_rate": _ratio(sum(handed[i] for i in ins), n_in),
-        "answered_accuracy": _ratio(sum(answered), len(answered)),
-    })
-    return out
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b else None

@@ -252,7 +252,7 @@ def evaluate(bundle: Annotated[Path, typer.Argument(help="An assistant bundle fo
              as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
     """Intent accuracy, retrieval hit-rate@1/@k and handover precision/recall on labelled messages (--data);
     token F1, ROUGE-L and citation accuracy of retrieval-only against generated answers (--answers)."""
-    from tuneforge.solutions.assistant.assistant import evaluate_assistant
+    from tuneforge.solutions.assistant.scoring import evaluate_assistant
     from tuneforge.tasks import load_dataset
 
     if data is None and answers is None:

@@ -121,7 +121,7 @@ def check_writer(spec: str | Path) -> None:
     path = Path(spec)
     if runs.has_manifest(path):
         task = runs.read_manifest(path, require_weights=False).get("task")
-        if task != "generation":
+        if not _generative(task):
             raise ConfigError(
                 f"writer: {path} is a {task} run; the writer must be a generation run",
                 hint="train one with `tuneforge train --task generation` on the rows of "
@@ -139,6 +139,12 @@ def check_writer(spec: str | Path) -> None:
             f"writer: '{spec}' is neither a generation run folder nor a base chat model",
             hint="give a folder written by `tuneforge train --task generation`, or smollm2",
         )
+
+
+def _generative(task: Any) -> bool:
+    from tuneforge.tasks import get_task, task_names
+
+    return task in task_names() and bool(get_task(task).generative)
 
 
 def _shorten(text: str, chars: int) -> str:
