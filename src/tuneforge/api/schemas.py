@@ -299,6 +299,11 @@ class PredictCreate(BaseModel):
     inputs: list[str | dict[str, Any]] = Field(
         min_length=1, description='Texts (classification, ner), {"text", "text_pair"} pairs, or '
                                   '{"question", "context"} (qa).')
+    explain: bool = Field(False, description="Also explain each prediction (classification, ner): each word's "
+                                             "attribution by integrated gradients, under `explanation`; at most "
+                                             "8 inputs per request, each costing ~50 forward passes.")
+    explain_label: str | None = Field(None, description="With explain: the label (ner: entity type) to explain "
+                                                        "instead of the predicted one.")
 
 
 class Usage(BaseModel):
@@ -435,7 +440,9 @@ class EvaluationPublic(BaseModel):
     training: dict[str, Any]
     evaluation: dict[str, Any] | None = Field(
         description="The dev evaluation: metrics, per_class (precision/recall/F1/support per class or entity "
-                    "type), confusion_matrix {labels, matrix}, report_markdown; null without a validation file.")
+                    "type), confusion_matrix {labels, matrix}, report_markdown; slices {report, slices, summary} and "
+                    "robustness {report, metric, perturbations} from the first report of `tuneforge evaluate "
+                    "--slice-by/--robustness` in the model's folder (else null); null without a validation file.")
 
 
 # ------------------------------------------------------------------------------------------------- API keys

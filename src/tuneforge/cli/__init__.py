@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tuneforge.cli import chat, data, predict, service, solutions, train
+from tuneforge.cli import chat, data, explain, federated, predict, service, solutions, train
 from tuneforge.cli.options import err, out
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 
@@ -86,6 +86,8 @@ for _command in (train.models, predict.evaluate, predict.predict, chat.chat, tra
 app.add_typer(data.app, name="data")
 service.register(app)  # serve, worker, admin
 solutions.register(app)
+app.command(name="explain")(explain.explain)  # explain (integrated gradients)
+federated.register(app)  # federated (Flower)
 
 
 # ------------------------------------------------------------------------------------------------------- main

@@ -59,9 +59,14 @@ def data_check(
     epochs: Annotated[str | None, typer.Option(help="Generation: epochs of the billable figure, a number or auto "
                                                     "(OpenAI's rule: 3, so that examples x epochs is 100-25,000; "
                                                     "the default).")] = None,
+    pii_scan: Annotated[bool, typer.Option("--pii-scan/--no-pii-scan",
+                                           help="Warn when the texts hold personal data (e-mails, phone numbers, "
+                                                "credit cards, IBANs, IPs, Chinese ID numbers; the first "
+                                                "20,000 examples).")] = True,
 ) -> None:
     """Validate a data file and summarize it. Every problem is listed with its file, line and field; for a
-    generation file also its tokens (rendered with the base model's chat template) and tokens x epochs."""
+    generation file also its tokens (rendered with the base model's chat template) and tokens x epochs. Personal
+    data in the texts is reported as a warning (mask it with ``data clean --mask-pii``)."""
     offline()
     from tuneforge.tasks import guess_file_task, load_dataset
 
@@ -78,11 +83,65 @@ def data_check(
                       min_classes=2, delimiter=delimiter, encoding=encoding)  # the same rules as train
     tokens = _generation_tokens(spec, ds, base_model, max_length, epochs) if spec.generative else None
     print_warnings(ds)
+    if pii_scan:
+        _warn_pii(ds, file)
     out.print(f"[green]OK[/] {file}: {len(ds)} {name} examples ({ds.format}), fingerprint {ds.fingerprint}")
     if spec.generative:
         _generation_summary(ds, tokens)
     else:
         _summarize(spec, ds.examples)
+
+
+def _warn_pii(ds: Any, file: Path) -> None:
+    """A warning naming the personal data found in ``ds`` (counts per type, first lines), if any."""
+    from tuneforge.data.pii import scan_dataset
+
+    with err.status("Looking for personal data..."):
+        report = scan_dataset(ds)
+    if not report.counts:
+        return
+    lines = sorted({ln for where in report.lines.values() for ln in where if ln is not None})
+    scope = f" (in the first {report.scanned:,})" if report.scanned < len(ds) else ""
+    err.print(f"[yellow]warning:[/] personal data in {report.examples} of {len(ds)} examples{scope}: "
+              f"{report.summary()}{_lines(lines)}. Mask it with: tuneforge data clean {file} --mask-pii -o OUT "
+              "(or train with --mask-pii)", highlight=False)
+
+
+def _name_finder(run: Path) -> Any:
+    """Person names from a TuneForge NER run: the spans of its PER (or PERSON) entities."""
+    from tuneforge.inference.predictor import load_predictor
+
+    with err.status(f"Loading the NER model {run}..."):
+        predictor = load_predictor(run)
+    types = {label.split("-", 1)[-1] for label in predictor.labels}
+    person = types & {"PER", "PERSON"}
+    if not person:
+        raise ConfigError(f"pii_ner: {run} predicts no person entities (PER or PERSON); it predicts "
+                          f"{', '.join(sorted(types)) or 'nothing'}",
+                          hint="Give an NER run trained with PER entities, or leave --pii-ner out.")
+
+    def names(texts: Any) -> list[list[tuple[int, int]]]:
+        preds = predictor.predict(list(texts))
+        return [[(int(e["start"]), int(e["end"])) for e in p.get("entities", []) if e.get("type") in person]
+                for p in preds]
+
+    return names
+
+
+def _pii_table(report: Any) -> None:
+    if not report.counts:
+        out.print("No personal data found.")
+        return
+    from tuneforge.data.pii import MASKS
+
+    t = Table(title=f"Personal data masked ({report.examples} examples)")
+    t.add_column("type")
+    t.add_column("mask")
+    t.add_column("found", justify="right")
+    t.add_column("first lines")
+    for kind, n in report.counts.most_common():
+        t.add_row(kind, MASKS[kind], str(n), ", ".join(str(x) for x in report.lines.get(kind, []) if x is not None))
+    out.print(t)
 
 
 def _epochs(value: str | None) -> float | str:
@@ -223,12 +282,22 @@ def data_clean(
     no_html: Annotated[bool, typer.Option("--keep-html", help="Do not strip HTML tags and entities.")] = False,
     lowercase: Annotated[bool, typer.Option(help="Lower-case the text.")] = False,
     delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
+    mask_pii: Annotated[bool, typer.Option("--mask-pii", help="Mask personal data after cleaning: e-mails <EMAIL>, "
+                                                              "phone numbers <PHONE>, credit cards <CREDIT_CARD>, "
+                                                              "IBANs <IBAN>, IPs <IP>, Chinese ID numbers <CN_ID>, "
+                                                              "names <PERSON> (with --pii-ner).")] = False,
+    pii_ner: Annotated[Path | None, typer.Option("--pii-ner", help="With --mask-pii: a TuneForge NER run whose "
+                                                                   "PER entities are masked as <PERSON>.")] = None,
 ) -> None:
-    """Normalize (Unicode NFKC, whitespace, HTML), dedupe and filter; print what was removed and why."""
+    """Normalize (Unicode NFKC, whitespace, HTML), dedupe and filter; print what was removed and why. With
+    --mask-pii, personal data is masked too (counts per type printed)."""
     from tuneforge.data import CleanOptions
     from tuneforge.tasks import clean_dataset, load_dataset, write_dataset
 
     get_task(task)
+    if pii_ner is not None and not mask_pii:
+        raise ConfigError("pii_ner: names are masked with --mask-pii; add it (or leave --pii-ner out)")
+    names = _name_finder(pii_ner) if pii_ner is not None else None
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column)
     with err.status("Cleaning..."):
@@ -237,6 +306,11 @@ def data_clean(
         opts = CleanOptions(min_chars=min_chars, max_chars=max_chars, near_threshold=near_threshold,
                             near_dedupe=not no_near_dedupe, strip_html=not no_html, lowercase=lowercase)
         cleaned, report = clean_dataset(ds, opts)
+        pii = None
+        if mask_pii:
+            from tuneforge.data.pii import PiiDetector, mask_dataset
+
+            cleaned, pii = mask_dataset(cleaned, PiiDetector(names=names))
         write_dataset(cleaned, output)
     print_warnings(ds)
     out.print(f"Kept {report.kept} of {len(ds)} examples; modified the text of {report.changed}; wrote {output}")
@@ -252,6 +326,8 @@ def data_clean(
         out.print(t)
     for old, new in report.label_renames.items():
         out.print(f"label '{old}' → '{new}'")
+    if pii is not None:
+        _pii_table(pii)
 
 
 @app.command("split")

@@ -44,6 +44,20 @@ StopOpt = Annotated[list[str] | None, typer.Option(
     "--stop", help="Generation: a string that ends the reply (not included); repeat for up to 4.")]
 
 
+# evaluate: fairness slices (tuneforge.evaluation.slices) and robustness (tuneforge.evaluation.robustness)
+SliceByOpt = Annotated[list[str] | None, typer.Option(
+    "--slice-by", help="Report the metrics of each slice of the data, repeatable: length (short <= 10 < medium <= 25 "
+                       "< long words), script (Unicode script), has_number, metadata.FIELD, or a column of the file "
+                       "(column:NAME for one named like a built-in).")]
+SliceMinGapOpt = Annotated[float | None, typer.Option(
+    min=0, help="Flag a slice whose headline metric is worse than the overall one by more than this, in the "
+                "metric's units (default 0.05; 5 for the 0-100 scores of QA and generated text).")]
+RobustnessOpt = Annotated[bool, typer.Option(
+    "--robustness", help="Also re-score the data with its texts perturbed (typos, case, punctuation, synonyms; "
+                         "Chinese: simplified/traditional, full/half-width) and report each drop.")]
+RobustnessSeedOpt = Annotated[int, typer.Option(help="--robustness: the seed of the perturbations.")]
+
+
 def generation_options(**values: Any) -> Any:
     """The validated :class:`~tuneforge.tasks.generation.generate.GenerationOptions` of the generation flags
     (``None``: not given); a ConfigError names every bad one."""
@@ -87,17 +101,23 @@ def evaluate(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation: the most tokens per reply "
                                                                     "(default 256).")] = None,
     lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
+    slice_by: SliceByOpt = None, slice_min_gap: SliceMinGapOpt = None, robustness: RobustnessOpt = False,
+    robustness_seed: RobustnessSeedOpt = 0,
     text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
     tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
     context_column: ContextCol = None, answers_column: AnswersCol = None,
 ) -> None:
     """Evaluate a trained model, or a base model zero-shot: writes metrics.json, report.md, plots and
-    predictions.jsonl into RUN/eval-<name>/ or --output."""
+    predictions.jsonl into RUN/eval-<name>/ or --output; --slice-by adds each slice's metrics, --robustness the
+    drop under perturbed texts (docs/responsible-ai.md)."""
     offline()
     from rich.progress import Progress
 
     from tuneforge.evaluation import evaluate_base_model, evaluate_run
+    from tuneforge.evaluation.evaluate import EvaluationChecks
 
+    checks = EvaluationChecks(slice_by=tuple(slice_by or ()), slice_min_gap=slice_min_gap, robustness=robustness,
+                              robustness_seed=robustness_seed)
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column, question=question_column, context=context_column, answers=answers_column)
     is_run = _is_run_folder(run)
@@ -114,7 +134,7 @@ def evaluate(
         tid = progress.add_task("Evaluating", total=None)
         common: dict[str, Any] = dict(columns=cols, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                       on_start=lambda n: progress.update(tid, total=n),
-                                      on_batch=lambda n: progress.advance(tid, n))
+                                      on_batch=lambda n: progress.advance(tid, n), checks=checks)
         if is_run:
             metrics, folder = evaluate_run(run, data, name=name, output=output, strict_bio=not lenient_bio, **common)
         else:

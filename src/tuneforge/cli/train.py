@@ -298,6 +298,12 @@ def _train(options: dict[str, Any]) -> None:
     out.print(f"Method {result.manifest['method']}: {tr['trainable_parameters']:,} of {tr['parameters']:,} "
               f"parameters trained ({100 * tr.get('trainable_share', 0):.2f}%), saved "
               f"{(tr.get('saved_bytes') or 0) / 1e6:.1f} MB")
+    privacy = result.manifest.get("privacy")
+    if privacy:  # a differentially private run: the budget it spent
+        out.print(f"Differential privacy: ε = {privacy['epsilon']:.3f} spent of {privacy['target_epsilon']:g} at "
+                  f"δ = {privacy['delta']:.3g} ({privacy['accountant']} accountant; noise multiplier "
+                  f"{privacy['noise_multiplier']:.4f}, clipping {privacy['max_grad_norm']:g}, sample rate "
+                  f"{privacy['sample_rate']:.4g}, {privacy['steps']} steps)", highlight=False)
     if result.metrics:
         print_metrics(result.metrics, "Dev metrics (best checkpoint)")
     describe = getattr(get_task(result.manifest["task"]), "describe_run", None)  # e.g. a fitted reject option

@@ -284,8 +284,49 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "model.mean_train_loss_help": ("The training loss averaged over every step of the training.",
                                    "整个训练过程中各步训练损失的平均值。"),
     "model.labels": ("Labels", "标签数"),
+    # fairness slices and robustness on the model page (tuneforge evaluate --slice-by / --robustness)
+    "model.slices": ("Slices", "分组评估"),
+    "model.slices_help": ("{metric} on each slice of the data (report {report}); a slice worse than the overall "
+                          "figure by more than {gap} is flagged.",
+                          "数据各分组上的{metric}（报告 {report}）；比总体差超过 {gap} 的分组会被标出。"),
+    "model.slice": ("Slice", "分组"),
+    "model.gap": ("Gap to overall", "与总体之差"),
+    "model.slice_flag": ("Flag", "标记"),
+    "model.slice_flagged": ("below the overall figure", "低于总体"),
+    "model.slice_overall": ("Overall {value}; difference between slices {diff}.",
+                            "总体 {value}；分组间最大差距 {diff}。"),
+    "model.slice_fairness": ("Positive class {label}: demographic parity difference {dp}, equalized-odds "
+                             "difference {eo}.",
+                             "正类 {label}：人口均等差异 {dp}，均等几率差异 {eo}。"),
+    "model.robustness": ("Robustness", "鲁棒性"),
+    "model.robustness_help": ("{metric} with the texts perturbed (report {report}, seed {seed}); drop: how much "
+                              "worse than on the original texts.",
+                              "文本受扰动后的{metric}（报告 {report}，种子 {seed}）；下降：比原文本差多少。"),
+    "model.perturbation": ("Perturbation", "扰动"),
+    "model.changed": ("Texts changed", "改动的文本"),
+    "model.original": ("Original", "原始"),
+    "model.perturbed": ("Perturbed", "扰动后"),
+    "model.drop": ("Drop", "下降"),
+    "model.skipped": ("skipped: no simplified/traditional converter (opencc or zhconv) is installed",
+                      "已跳过：未安装简繁转换库（opencc 或 zhconv）"),
+    "perturb.typos": ("Typos", "拼写错误"),
+    "perturb.uppercase": ("Upper case", "全部大写"),
+    "perturb.lowercase": ("Lower case", "全部小写"),
+    "perturb.no_punctuation": ("Punctuation removed", "去除标点"),
+    "perturb.synonyms": ("Synonym swaps", "同义词替换"),
+    "perturb.traditional": ("Simplified → traditional", "简体转繁体"),
+    "perturb.simplified": ("Traditional → simplified", "繁体转简体"),
+    "perturb.full_width": ("Half → full width", "半角转全角"),
+    "perturb.half_width": ("Full → half width", "全角转半角"),
     "model.playground": ("Playground", "在线试用"),
     "model.code": ("Use it from code", "在代码中调用"),
+    "model.card": ("Model card", "模型卡片"),
+    "model.card_help": ("What the model is for, what it was trained on (data by fingerprint), every "
+                        "hyperparameter, its evaluations, limitations, privacy and training cost, in the Hugging "
+                        "Face model-card format (the run folder's README.md).",
+                        "模型的用途、训练数据（以指纹标识）、全部超参数、评估结果、局限性、隐私与训练开销，采用 "
+                        "Hugging Face 模型卡片格式（即运行目录中的 README.md）。"),
+    "model.card_none": ("This model has no model card.", "此模型没有模型卡片。"),
     "chat.title": ("Chat playground", "对话试用"),
     "chat.conversation": ("Conversation", "对话"),
     "chat.empty": ("Write a message below. Each turn sends the whole conversation so far, with the system prompt "
@@ -328,6 +369,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "play.score": ("Score", "得分"),
     "play.entities": ("{n} entities found.", "找到 {n} 个实体。"),
     "play.answer": ("Answer:", "答案："),
+    # explanations in the playground (integrated gradients: tuneforge.evaluation.explain)
+    "play.explain": ("Explain the prediction", "解释预测结果"),
+    "play.explain_help": ("Shade each word by how much it pushed the prediction (integrated gradients); about 50 "
+                          "times slower than a prediction.",
+                          "按每个词对预测的推动程度着色（积分梯度）；比一次普通预测慢约 50 倍。"),
+    "play.explanation": ("Why {label}: each word's attribution", "为何是 {label}：各词的归因"),
+    "play.explanation_entity": ("Why {type} “{text}”", "为何“{text}”是 {type}"),
+    "play.explain_for": ("for the label", "支持该标签"),
+    "play.explain_against": ("against it", "反对该标签"),
+    "play.explain_delta": ("Convergence delta {delta}: how far the attributions' sum is from the change of the "
+                           "label's logit.", "收敛误差 {delta}：各词归因之和与该标签 logit 变化量之差。"),
+    "play.explain_none": ("No entity to explain.", "没有可解释的实体。"),
     "play.no_answer": ("(no answer)", "（无答案）"),
     "play.example_cls": ("a great film, i love this film", "a great film, i love this film"),
     "play.example_ner": ("john lives in paris", "john lives in paris"),

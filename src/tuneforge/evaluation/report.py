@@ -21,8 +21,10 @@ def _fmt(v: Any) -> str:
 
 
 def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]], dataset: Any,
-                     labels: list[str], *, multi_label: bool = False, title: str = "Evaluation") -> dict[str, Any]:
-    """Score ``predictions`` against ``dataset`` and write the report folder atomically; returns the metrics."""
+                     labels: list[str], *, multi_label: bool = False, title: str = "Evaluation",
+                     parts: Sequence[Any] = ()) -> dict[str, Any]:
+    """Score ``predictions`` against ``dataset`` and write the report folder atomically; returns the metrics.
+    ``parts`` add their own metrics and section (``metrics()``, ``markdown(folder)``): slices, robustness."""
     examples: Sequence[dict[str, Any]] = dataset.examples
     scores = task.score(predictions, examples, labels, multi_label=multi_label)
     flat = {k: v for k, v in scores.items() if not isinstance(v, dict)}
@@ -51,6 +53,9 @@ def write_evaluation(out_dir: Path, task: Any, predictions: list[dict[str, Any]]
                     md += ["", "Most frequent confusions:", "", *confusions]
         md += _out_of_scope_section(scores.get("out_of_scope"))
         md += _calibration_section(scores, tmp)
+        for part in parts:  # evaluate --slice-by (slices.py), --robustness (robustness.py)
+            scores.update(part.metrics())
+            md += part.markdown(tmp)
         # a task may lay out its own examples section (generation: prompt / reference / generated tables); None
         # from it, or no such hook, gives the list of mistakes as the task describes them
         sections = getattr(task, "report_sections", None)
@@ -113,6 +118,20 @@ def _error_section(task: Any, predictions: list[dict[str, Any]], examples: Seque
     return md
 
 
+def _slices_and_robustness(reports: list[Path], first: dict[str, Any]) -> dict[str, Any]:
+    """``slices`` and ``robustness`` of the first report holding each (``tuneforge evaluate --slice-by`` or
+    ``--robustness`` into the run folder), each with the name of its report; None where no report has them."""
+    found: dict[str, Any] = {"slices": None, "robustness": None}
+    for d in reports:
+        scores = first if d == reports[0] else json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        name = d.name.removeprefix("eval-")
+        if found["slices"] is None and scores.get("slices"):
+            found["slices"] = {"report": name, "slices": scores["slices"], "summary": scores.get("slice_summary")}
+        if found["robustness"] is None and scores.get("robustness"):
+            found["robustness"] = {"report": name, **scores["robustness"]}
+    return found
+
+
 def read_evaluation(run_dir: Path) -> dict[str, Any]:
     """A trained run's manifest summary and its dev evaluation (``eval-*/metrics.json`` and ``report.md``), as
     plain data: what the API's ``GET /v1/models/{id}/evaluation`` returns. ``evaluation`` is None for a run
@@ -131,6 +150,7 @@ def read_evaluation(run_dir: Path) -> dict[str, Any]:
             "confusion_matrix": scores.get("confusion_matrix"),
             "report_markdown": report.read_text(encoding="utf-8") if report.is_file() else None,
         }
+        evaluation.update(_slices_and_robustness(reports, scores))
     training = manifest.get("training", {})
     return {"task": manifest.get("task"), "labels": manifest.get("labels", []),
             "multi_label": bool(manifest.get("multi_label")), "max_length": manifest.get("max_length"),

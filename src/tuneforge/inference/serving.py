@@ -363,10 +363,11 @@ class InferenceService:
         return [e for e in self.cache.entries() if isinstance(e, ChatModel)]
 
     def unload(self, key: str, run_dir: Path | None = None) -> None:
-        """Unload a deleted model: its predictor and embedder by id, and, given its folder, the chat model it is or
-        its adapter on a shared base."""
+        """Unload a deleted model: its predictor, embedder and explainer by id, and, given its folder, the chat model
+        it is or its adapter on a shared base."""
         self.cache.evict(f"predict:{key}")
         self.cache.evict(f"embed:{key}")
+        self.cache.evict(f"explain:{key}")  # the copy /v1/predict explains with (api.routers.inference)
         if run_dir is not None:
             self.cache.evict(self._chat_key(run_dir))
             for entry in self.chat_models():

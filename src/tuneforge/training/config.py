@@ -23,8 +23,8 @@ from tuneforge.errors import ConfigError
 from tuneforge.methods import AllMethodOptions, get_method, method_names
 from tuneforge.tasks import get_task, task_names
 
-__all__ = ["Columns", "ConfidenceOptions", "CoreConfig", "TrainConfig", "TrainingOptions", "load_config_file",
-           "make_config"]
+__all__ = ["Columns", "ConfidenceOptions", "CoreConfig", "PrivacyOptions", "TrainConfig", "TrainingOptions",
+           "load_config_file", "make_config"]
 
 
 class Columns(BaseModel):
@@ -144,6 +144,10 @@ class TrainingOptions(BaseModel):
                             "examples) whose embeddings are frozen; none otherwise.")
     packing: bool = Field(False, description="Generation: padding-free batches (the batch's conversations "
                                              "concatenated, positions restarting per conversation).")
+    mask_pii: bool = Field(False, description="Mask personal data in the training and dev texts before training "
+                                              "(e-mails, phone numbers, credit cards, IBANs, IPs, Chinese ID "
+                                              "numbers, as `tuneforge data clean --mask-pii` does); the counts "
+                                              "per type are recorded in the manifest.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass instead of "
                                                             "keeping them: less memory for long sequences or a larger "
                                                             "model, about a third more compute.")
@@ -182,7 +186,74 @@ class ConfidenceOptions(BaseModel):
         return self.oos_label is not None or self.reject != "none" or self.calibrate
 
 
-class TrainConfig(ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConfig):
+class PrivacyOptions(BaseModel):
+    """Differentially private training (DP-SGD through Opacus; docs/responsible-ai.md)."""
+
+    dp_epsilon: float | None = Field(
+        None, gt=0, le=1000, description="Train with differential privacy (DP-SGD: per-example clipping, noise, "
+                                         "Poisson sampling) spending at most this privacy budget ε; the spent ε is "
+                                         "recorded in tuneforge.json (default: not private).")
+    dp_delta: float | None = Field(None, gt=0, lt=1, description="DP: the δ of the (ε, δ) guarantee (default: "
+                                                                 "1/(10 n) for n training examples).")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP: each example's gradient is clipped to this norm.")
+    dp_accountant: Literal["prv", "rdp"] = Field(
+        "prv", description="DP: Opacus' privacy accountant, prv (Gopi et al. 2021: tighter, Opacus' default) or rdp "
+                           "(Renyi DP).")
+
+
+#: the methods whose trainable weights Opacus computes per-example gradients for: plain layers (all of the
+#: unfrozen encoder, LoRA's two small matrices, bottleneck adapters) and the task head. AdaLoRA reallocates ranks
+#: from the gradients between steps, IA3 and prompt methods train custom parameters outside such layers, SetFit
+#: and zero-shot train (or build) their model outside the loop, DPO trains a chat model on pairs.
+PRIVATE_METHODS = ("full", "lora", "adapter")
+
+#: options that cannot be combined with DP training, with why
+_DP_CONFLICTS: dict[str, tuple[Any, str]] = {
+    "augment": ("none", "augmented copies of an example would each count as another example"),
+    "distill_from": (None, "the teacher's soft targets come from a non-private pass over the data"),
+    "warm_start_head": (False, "the head would be fitted on the data without privacy first"),
+    "adversarial": ("none", "its extra backward passes mix into the per-example gradients"),
+    "gradient_checkpointing": (False, "Opacus' per-example gradient hooks need the activations kept"),
+    "grad_accum": (1, "Poisson-sampled batches are not accumulated: give a larger --batch-size instead"),
+    "keep_checkpoints": (False, "a private run keeps no intermediate checkpoints"),
+}
+
+
+def private_task(task: Any) -> bool:
+    """Whether DP-SGD can train ``task``: one prediction per sequence or per token of an unsplit input (a
+    windowed task turns one example into several features; a generative one trains a chat model)."""
+    return not task.generative and not task.windowed
+
+
+def _privacy_problems(c: TrainConfig) -> list[str]:
+    """Problems of a run configuration's DP options (empty when fine), each naming the field."""
+    fields = type(c).model_fields
+    given = [name for name in ("dp_delta", "dp_max_grad_norm", "dp_accountant")
+             if getattr(c, name) != fields[name].default]
+    if c.dp_epsilon is None:
+        return [f"{name}: applies to differentially private training (give --dp-epsilon)" for name in given]
+    problems: list[str] = []
+    if c.method in method_names() and c.method not in PRIVATE_METHODS:
+        why = "it trains outside the training loop" if get_method(c.method).own_loop else \
+            "Opacus computes no per-example gradients for its parameters"
+        problems.append(f"dp_epsilon: method {c.method} cannot be trained with differential privacy ({why}); "
+                        f"use --method {' or '.join(PRIVATE_METHODS)}")
+    if c.task in task_names() and not private_task(get_task(c.task)):
+        supported = [t for t in task_names() if private_task(get_task(t))]
+        problems.append(f"dp_epsilon: differentially private training supports {', '.join(supported)}, "
+                        f"not {c.task}")
+    for name, (default, why) in _DP_CONFLICTS.items():
+        if getattr(c, name) != default:
+            problems.append(f"{name}: cannot be combined with --dp-epsilon ({why})")
+    if not c.freeze_embeddings and "freeze_embeddings" in c.model_fields_set:
+        problems.append("freeze_embeddings: a differentially private run keeps the embeddings frozen, as Opacus "
+                        "requires for transformers (leave out --train-embeddings)")
+    if c.precision == "bf16":
+        problems.append("precision: a differentially private run trains in fp32 (leave out --precision bf16)")
+    return problems
+
+
+class TrainConfig(PrivacyOptions, ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConfig):
     """Everything that defines a fine-tuning run."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -214,6 +285,7 @@ class TrainConfig(ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConf
         if task.generative:
             problems += _encoder_only_problems(self)
         problems += _confidence_problems(self)
+        problems += _privacy_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

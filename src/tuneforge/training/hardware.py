@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["bf16_supported", "cpu_model", "use_bf16"]
+__all__ = ["bf16_supported", "cpu_model", "hardware_summary", "use_bf16"]
 
 
 @functools.cache
@@ -35,3 +35,11 @@ def bf16_supported() -> bool:
 
 def use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and bf16_supported())
+
+
+def hardware_summary() -> dict[str, object]:
+    """What trained the run, for its manifest and model card: the device kind, its name and count, CPU threads."""
+    if torch.cuda.is_available():
+        return {"device": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+                "cpu_threads": torch.get_num_threads()}
+    return {"device": "cpu", "name": cpu_model() or "unknown", "count": 1, "cpu_threads": torch.get_num_threads()}

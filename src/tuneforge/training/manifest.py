@@ -43,6 +43,9 @@ def build_manifest(p: Prepared, out: Path, bf16: bool, metrics: dict[str, Any] |
         data["eval"] = _fingerprint(p.eval_ds)
     if p.notes.get("augmented_rows"):
         data["train"]["augmented_rows"] = p.notes["augmented_rows"]
+    if p.notes.get("pii_masked"):  # mask_pii: what was masked in each file, per type
+        for part, counts in p.notes["pii_masked"].items():
+            data[part]["pii_masked"] = counts
     if p.unlabeled:
         data["unlabeled"] = {"path": str(c.unlabeled_data), "texts": len(p.unlabeled)}
     base: dict[str, Any] = {"name": p.base.name, "model_id": p.base.spec.model_id if p.base.spec else str(p.base.path),

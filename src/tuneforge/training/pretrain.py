@@ -108,8 +108,10 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from tuneforge.evaluation.card import write_card
     from tuneforge.training.callbacks import RichProgressCallback
     from tuneforge.training.dropout import use_fast_dropout
+    from tuneforge.training.hardware import hardware_summary
     from tuneforge.utils.hf import quiet_transformers
 
     settings = settings or Settings()
@@ -167,6 +169,8 @@ def pretrain(*, data: Path, base_model: str, output: Path, epochs: float = 1.0, 
                          "train_seconds": round(time.time() - t0, 2)},
             "usage": f"tuneforge train --base-model {output} ...",
         }
+        manifest["hardware"] = hardware_summary()
         runs.write_manifest(tmp, manifest)
+        write_card(tmp, manifest)  # the model card (README.md)
     console.print(f"Held-out masked-LM loss after: {after:.4f} (before {before:.4f})")
     return manifest

@@ -21,12 +21,13 @@ from rich.console import Console
 
 from tuneforge import runs
 from tuneforge.errors import ConfigError, RunError
+from tuneforge.evaluation.card import write_card
 from tuneforge.methods import FitContext, Method, parameter_report
 from tuneforge.settings import Settings
 from tuneforge.training.callbacks import EventCallback, RichProgressCallback
 from tuneforge.training.config import TrainConfig, make_config
 from tuneforge.training.dev_eval import EvalStash, best_step, dev_predictions, stash_callback, write_dev_report
-from tuneforge.training.hardware import use_bf16
+from tuneforge.training.hardware import hardware_summary, use_bf16
 from tuneforge.training.manifest import build_manifest, now, training_summary
 from tuneforge.training.optim import build_optimizer, freeze_lower_layers
 from tuneforge.training.setup import Prepared, prepare, total_steps
@@ -147,6 +148,11 @@ def _prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepa
         p.eval_ds = load_dataset(config.eval_data, p.task.name, require_labels=True, label_set=allowed,
                                  columns=ColumnMap(**c.columns.model_dump()), multi_label=p.multi_label,
                                  label_separator=c.label_separator, delimiter=c.delimiter, encoding=c.encoding)
+        if c.mask_pii:  # as prepare masks a dev file it reads itself
+            from tuneforge.data.pii import PiiDetector, mask_dataset
+
+            p.eval_ds, found = mask_dataset(p.eval_ds, PiiDetector())
+            p.notes.setdefault("pii_masked", {})["eval"] = dict(found.counts)
         p.eval_enc = p.task.encode(p.eval_ds.examples, p.tokenizer, p.labels, max_length=p.hp["max_length"],
                                    stride=c.stride, multi_label=p.multi_label)
     if p.multi_label and config.wants_confidence():
@@ -237,6 +243,9 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     method = p.method
     if p.method.own_loop:
         return _run_own_loop(p, out, console, bf16=bf16, t_start=t_start)
+    if c.dp_epsilon is not None:  # DP-SGD: Opacus samples, clips and noises in its own loop
+        return _run_private(p, out, console, resume=resume, on_event=on_event, should_stop=should_stop,
+                            t_start=t_start)
     model = _build_model(p, console)
     n_layers = int(getattr(model.config, "num_hidden_layers", 0))
     model = p.method.prepare(model, c, p.task, total_steps=total_steps(len(p.train_features), p.hp["batch_size"], c))
@@ -337,6 +346,56 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     return TrainResult(out, manifest, metrics, stopped_early=manifest["training"]["stopped_early"])
 
 
+def _run_private(p: Prepared, out: Path, console: Console, *, resume: bool,
+                 on_event: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
+                 t_start: float) -> TrainResult:
+    """Differentially private training (``--dp-epsilon``): the task model, method and optimizer as in :func:`_run`,
+    trained with DP-SGD by :func:`~tuneforge.training.privacy.train_private`; the dev report, manifest (with its
+    ``privacy`` section) and saving are every run's. Training is in fp32 and keeps no checkpoints."""
+    from tuneforge.training.privacy import freeze_for_privacy, train_private
+
+    c = p.config
+    assert p.method is not None
+    method = p.method
+    if resume:
+        raise RunError("A differentially private run cannot be resumed: it keeps no checkpoints, and its privacy "
+                       "accounting covers one uninterrupted run.", hint="Start it again with --overwrite.")
+    model = _build_model(p, console)
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+    model = method.prepare(model, c, p.task, total_steps=total_steps(len(p.train_features), p.hp["batch_size"], c))
+    freeze_for_privacy(model)
+    report = parameter_report(model)
+    encoder_scale = method.lr_scale if c.learning_rate is None else 1.0
+    optimizer = build_optimizer(model, lr=p.hp["learning_rate"], weight_decay=c.weight_decay,
+                                head_lr_multiplier=c.head_lr_multiplier, encoder_scale=encoder_scale,
+                                layer_decay=c.layer_lr_decay, n_layers=n_layers)
+    console.print(f"Fine-tuning [bold]{p.base.name}[/] ({c.method}) for {c.task} on {len(p.train_ds)} examples "
+                  f"with differential privacy, {report['trainable_parameters'] / 1e6:.2f}M of "
+                  f"{report['parameters'] / 1e6:.2f}M parameters trainable, lr "
+                  f"{p.hp['learning_rate'] * encoder_scale:g}, expected batch {p.hp['batch_size']}, fp32")
+    run = train_private(p, model, optimizer, console=console, on_event=on_event, should_stop=should_stop)
+    if run.interrupted:
+        console.print(f"Stopped on request at step {run.steps}; a private run cannot be resumed.")
+        return TrainResult(out, {}, None, interrupted=True)
+    metrics = None
+    p, preds = _with_confidence(p, run.model, run.preds)
+    if p.eval_ds is not None and p.eval_enc is not None:
+        if preds is None:
+            preds = dev_predictions(p, run.model, batch_size=c.eval_batch_size, bf16=False)
+        metrics = write_dev_report(p, out, preds)
+    manifest = build_manifest(p, out, False, metrics)
+    manifest.update(_run_record(p))
+    manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
+    manifest["privacy"] = run.privacy
+    manifest["training"] = training_summary(
+        steps=run.steps, epochs=run.epochs, train_seconds=run.train_seconds,
+        examples_per_second=run.steps * p.hp["batch_size"] / max(run.train_seconds, 1e-9),
+        wall_seconds=time.time() - t_start, final_loss=run.final_loss, best_step=run.best_step,
+        stopped_early=run.stopped_early, **report)
+    _finalize(run.model, p.tokenizer, out, manifest, method, keep_checkpoints=False)
+    return TrainResult(out, manifest, metrics, stopped_early=run.stopped_early)
+
+
 def _run_own_loop(p: Prepared, out: Path, console: Console, *, bf16: bool, t_start: float) -> TrainResult:
     """Methods that train (or build) their model themselves (SetFit, zero-shot); evaluation and saving are shared."""
     c = p.config
@@ -375,6 +434,9 @@ def _finalize(model: Any, tokenizer: Any, out: Path, manifest: dict[str, Any], m
         saved = method.save(model, staging)
         manifest["training"]["saved_bytes"] = saved.get("saved_bytes")
         tokenizer.save_pretrained(str(staging))
+        # the model card (README.md, over any a library wrote) from the manifest and the dev report
+        manifest.setdefault("hardware", hardware_summary())
+        write_card(out, {**manifest, "method_info": {**manifest.get("method_info", {}), **saved}}, dest=staging)
         return saved
 
     runs.finalize_run(out, manifest, write_files, keep_checkpoints=keep_checkpoints)

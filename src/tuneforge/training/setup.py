@@ -198,6 +198,24 @@ def read_texts(path: Path, *, option: str, at_least: int = 1, purpose: str = "th
     return texts
 
 
+def _mask_pii(train_ds: Dataset, eval_ds: Dataset | None,
+              console: Console) -> tuple[Dataset, Dataset | None, dict[str, dict[str, int]]]:
+    """``mask_pii``: the training and dev data with their personal data masked (:mod:`tuneforge.data.pii`), and
+    the counts per type of each, for the manifest."""
+    from tuneforge.data.pii import PiiDetector, mask_dataset
+
+    with console.status("Masking personal data..."):
+        detector = PiiDetector()
+        train_ds, found = mask_dataset(train_ds, detector)
+        counts = {"train": dict(found.counts)}
+        if eval_ds is not None:
+            eval_ds, found_dev = mask_dataset(eval_ds, detector)
+            counts["eval"] = dict(found_dev.counts)
+    console.print("Masked personal data: " + "; ".join(
+        f"{part} {', '.join(f'{n} {k}' for k, n in c.items()) or 'none'}" for part, c in counts.items()))
+    return train_ds, eval_ds, counts
+
+
 def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepared:
     """Everything a run needs before its first step; raises (DataError, ConfigError, RunError) before any file is
     written."""
@@ -223,6 +241,8 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
         console.print(f"[yellow]note:[/] {note}")
         notes["base_model_note"] = note
         notes["requested_base_model"] = requested.name
+    if config.mask_pii:  # before augmentation, so that no augmented copy carries what was masked
+        train_ds, eval_ds, notes["pii_masked"] = _mask_pii(train_ds, eval_ds, console)
     if config.augment == "eda":
         from tuneforge.data.augment import EmbeddingSynonyms, augment_examples
 

@@ -71,14 +71,45 @@ def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, 
             settings: SettingsDep) -> PredictPublic:
     _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
     _check_lengths(body.inputs, settings.max_input_chars, "inputs")
+    _check_explain(body)
     m = fine_tuned(models, state, body.model)
     path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
     meter_model(request, model_id)
     models.session.close()  # hold no database connection during the forward pass
     preds, tokens = state.inference.predict(model_id, path, body.inputs)
+    data = [{"index": i, **p} for i, p in enumerate(preds)]
+    if body.explain:
+        for row, explanation in zip(data, _explanations(state, model_id, path, body), strict=True):
+            row["explanation"] = explanation
     state.meter.add(principal.tenant_id, "predicted_tokens", tokens, model=model_id)
-    return PredictPublic(model=model_id, task=task, data=[{"index": i, **p} for i, p in enumerate(preds)],
-                         usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+    return PredictPublic(model=model_id, task=task, data=data, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+#: inputs explained per request: each explanation costs ~``DEFAULT_STEPS`` forward and backward passes
+MAX_EXPLAIN_INPUTS = 8
+
+
+def _check_explain(body: PredictCreate) -> None:
+    if body.explain_label is not None and not body.explain:
+        raise InvalidRequestError("explain_label: it names the label to explain; add \"explain\": true",
+                                  param="explain_label", code="invalid_value")
+    if body.explain and len(body.inputs) > MAX_EXPLAIN_INPUTS:
+        raise InvalidRequestError(f"inputs: at most {MAX_EXPLAIN_INPUTS} inputs per request with explain, got "
+                                  f"{len(body.inputs)}; split them, or leave explain out.", param="inputs",
+                                  code="too_many_inputs")
+
+
+def _explanations(state: ServiceState, model_id: str, path: Path, body: PredictCreate) -> list[Any]:
+    """Each input's explanation (:mod:`tuneforge.evaluation.explain`), from a copy of the model kept beside the
+    served one in the model cache (the attribution hooks the embedding layer, which the served copy's concurrent
+    forward passes must not run through): an object for a classifier, a list (one per entity) for NER."""
+    from tuneforge.evaluation.explain import Explainer
+    from tuneforge.inference import load_predictor
+
+    explainer = state.inference.cache.get_entry(f"explain:{model_id}", lambda: Explainer(load_predictor(path)))
+    assert isinstance(explainer, Explainer)
+    results = explainer.explain(body.inputs, label=body.explain_label)
+    return [[e.to_json() for e in r] if isinstance(r, list) else r.to_json() for r in results]
 
 
 def _encoder(name: str, settings: SettingsDep) -> tuple[str, Path]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from tuneforge.api.deps import CurrentPrincipal, Models, SessionDep, SettingsDep, StateDep, TrainPrincipal
 from tuneforge.api.schemas import EvaluationPublic, ListPublic, ModelDeleted, ModelPublic
 from tuneforge.errors import InvalidRequestError, PermissionDeniedError
+from tuneforge.evaluation.card import base_model_card, read_card
 from tuneforge.evaluation.report import read_evaluation
 from tuneforge.jobs.service import available_base_models, base_model_info, chat_base_models
 from tuneforge.store.artifacts import delete_model
@@ -48,6 +50,22 @@ def evaluation(model: str, models: Models, state: StateDep, settings: SettingsDe
     folder = state.storage.local_path(m.storage_key)
     models.session.close()
     return EvaluationPublic(model=m.id, **read_evaluation(folder))
+
+
+@router.get("/{model}/card", summary="A model's card (markdown)", response_class=Response,
+            responses={200: {"content": {"text/markdown": {}}, "description": "The model card"}})
+def model_card(model: str, models: Models, state: StateDep, settings: SettingsDep) -> Response:
+    """The model card in the Hugging Face format (markdown with YAML front matter): a fine-tuned model's
+    ``README.md``, written when it was trained (with its evaluations, training data by fingerprint, every
+    hyperparameter, privacy and cost), or a short card of a base model."""
+    if model in available_base_models(settings):
+        text = base_model_card(model)
+    else:
+        m = models.get(model)
+        folder = state.storage.local_path(m.storage_key)
+        models.session.close()
+        text = read_card(folder)
+    return Response(text, media_type="text/markdown; charset=utf-8")
 
 
 @router.delete("/{model}", response_model=ModelDeleted, summary="Delete a fine-tuned model")

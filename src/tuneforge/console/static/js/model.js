@@ -69,6 +69,59 @@ if (!e) {
     $("#confusion-box").hidden = true;
   }
   if (!pc.length && $("#confusion-box").hidden) $("#per-class-table").closest(".grid").hidden = true;
+  renderSlices(e.slices);
+  renderRobustness(e.robustness);
+}
+
+// ---- fairness slices and robustness (tuneforge evaluate --slice-by / --robustness) ----
+function renderSlices(sl) {
+  if (!sl || !sl.slices || !Object.keys(sl.slices).length) return;
+  $("#slices-box").hidden = false;
+  const summary = sl.summary || {};
+  const first = Object.values(summary)[0] || {};
+  $("#slices-help").textContent = t("model.slices_help", { report: sl.report, metric: metricName(first.metric || ""),
+    gap: fmtNumber(first.min_gap, 4) });
+  const box = clear($("#slices-tables"));
+  for (const [slicer, table] of Object.entries(sl.slices)) {
+    const s = summary[slicer] || {};
+    const metric = s.metric;
+    const id = `slice-${slicer.replace(/[^\w-]/g, "_")}`;
+    const rows = Object.entries(table).map(([value, m]) => el("tr", { class: m.flagged ? "flagged" : "" },
+      el("th", { scope: "row" }, value), el("td", { class: "num" }, m.n),
+      el("td", { class: "num" }, fmtNumber(m[metric], 4)),
+      el("td", { class: "num" }, m.gap == null ? "—" : `${m.gap >= 0 ? "+" : ""}${fmtNumber(m.gap, 4)}`),
+      el("td", {}, m.flagged ? el("span", { class: "tag", title: t("model.slice_flagged") }, "⚠ " + t("model.slice_flagged")) : "")));
+    box.append(el("h4", { id: `${id}-h` }, slicer));
+    const notes = [t("model.slice_overall", { value: fmtNumber(s.overall, 4), diff: fmtNumber(s.difference, 4) })];
+    if (s.demographic_parity_difference != null || s.equalized_odds_difference != null) {
+      notes.push(t("model.slice_fairness", { label: s.positive_label, dp: fmtNumber(s.demographic_parity_difference, 4),
+        eo: fmtNumber(s.equalized_odds_difference, 4) }));
+    }
+    box.append(el("p", { class: "muted" }, notes.join(" ")));
+    box.append(el("div", { class: "table-wrap" }, el("table", { id, "aria-labelledby": `${id}-h` },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, t("model.slice")), el("th", { scope: "col" }, "n"),
+        el("th", { scope: "col" }, metricName(metric || "")), el("th", { scope: "col" }, t("model.gap")),
+        el("th", { scope: "col" }, t("model.slice_flag")))),
+      el("tbody", {}, rows))));
+  }
+}
+
+function renderRobustness(rb) {
+  if (!rb || !rb.perturbations) return;
+  $("#robust-box").hidden = false;
+  $("#robust-help").textContent = t("model.robustness_help", { report: rb.report, metric: metricName(rb.metric || ""),
+    seed: rb.seed });
+  const tbody = clear($("#robust-table tbody"));
+  for (const [name, r] of Object.entries(rb.perturbations)) {
+    const label = t(`perturb.${name}`);
+    if (r.skipped) {
+      tbody.append(el("tr", {}, el("th", { scope: "row" }, label), el("td", { colspan: "4", class: "muted", title: r.skipped }, t("model.skipped"))));
+      continue;
+    }
+    tbody.append(el("tr", {}, el("th", { scope: "row" }, label), el("td", { class: "num" }, `${r.changed} / ${r.n}`),
+      el("td", { class: "num" }, fmtNumber(r.original, 4)), el("td", { class: "num" }, fmtNumber(r.perturbed, 4)),
+      el("td", { class: "num" }, r.drop == null ? "—" : `${r.drop >= 0 ? "+" : ""}${fmtNumber(r.drop, 4)}`)));
+  }
 }
 
 // ---- playground ----
@@ -127,14 +180,57 @@ function renderPrediction(p, input) {
   }
 }
 
+// ---- explanations: each word shaded by its attribution (green for the label, red against it) ----
+const explainable = task === "classification" || task === "ner";
+$("#explain-field").hidden = !explainable;
+const SHADE = { for: [22, 163, 74], against: [220, 38, 38] };
+
+function shaded(text, attributions) {
+  // attributions: [{token, score, start, end}] in the text's order; the text between them kept as text nodes
+  const scale = Math.max(1e-12, ...attributions.map((a) => Math.abs(a.score)));
+  const out = el("p", { class: "highlighted explained" });
+  let at = 0;
+  for (const a of attributions.filter((x) => !x.segment && x.start >= at)) {
+    out.append(text.slice(at, a.start));
+    const [r, g, b] = a.score >= 0 ? SHADE.for : SHADE.against;
+    const alpha = (0.08 + 0.62 * Math.abs(a.score) / scale).toFixed(3);
+    out.append(el("span", { class: "attr", title: `${a.token} ${a.score >= 0 ? "+" : ""}${a.score.toFixed(4)}`,
+      "data-score": String(a.score), style: { background: `rgba(${r}, ${g}, ${b}, ${alpha})`, color: "var(--text)",
+        borderRadius: "3px", padding: "0 2px" } }, text.slice(a.start, a.end)));
+    at = a.end;
+  }
+  out.append(text.slice(at));
+  return out;
+}
+
+function renderExplanation(explanation, text) {
+  const box = el("div", { id: "explanation" });
+  const swatch = (rgb, label) => el("span", { class: "legend-item" }, el("span", { role: "presentation", style: {
+    display: "inline-block", width: "1em", height: "1em", verticalAlign: "middle", marginRight: ".3em",
+    borderRadius: "3px", background: `rgba(${rgb.join(", ")}, 0.7)` } }), label);
+  const list = Array.isArray(explanation) ? explanation : [explanation];
+  if (!list.length) box.append(el("p", { class: "muted" }, t("play.explain_none")));
+  for (const e of list) {
+    const head = Array.isArray(explanation) ? t("play.explanation_entity", { type: e.label, text: e.text })
+      : t("play.explanation", { label: e.label });
+    box.append(el("h3", {}, head), shaded(text, e.attributions),
+      el("p", { class: "muted" }, t("play.explain_delta", { delta: e.convergence_delta.toFixed(4) })));
+  }
+  box.append(el("p", { class: "legend" }, swatch(SHADE.for, t("play.explain_for")), " ",
+    swatch(SHADE.against, t("play.explain_against"))));
+  $("#play-result").append(box);
+}
+
 $("#play-form").addEventListener("submit", async (evt) => {
   evt.preventDefault();
   const text = $("#play-text").value;
   const input = task === "qa" ? { question: $("#play-question").value, context: text } : text;
+  const explain = explainable && $("#play-explain").checked;
   $("#play-button").disabled = true;
   try {
-    const r = await api("/v1/predict", { method: "POST", body: { model: modelId, inputs: [input] } });
+    const r = await api("/v1/predict", { method: "POST", body: { model: modelId, inputs: [input], ...(explain ? { explain: true } : {}) } });
     renderPrediction(r.data[0], input);
+    if (r.data[0].explanation) renderExplanation(r.data[0].explanation, input);
   } catch (err) {
     clear($("#play-result")).append(el("p", { class: "error", role: "alert" }, errorText(err)));
   } finally { $("#play-button").disabled = false; }
@@ -184,5 +280,11 @@ r = httpx.post(
 r.raise_for_status()
 print(r.json()["data"][0])`;
 }
+// ---- model card (GET /v1/models/{id}/card): the markdown as text, never parsed as HTML ----
+const cardText = await api(`/v1/models/${encodeURIComponent(modelId)}/card`, { raw: true })
+  .then((r) => r.text()).catch(() => null);
+if (cardText) $("#model-card-text").textContent = cardText;
+else { $("#model-card-empty").hidden = false; $("#model-card-text").closest(".code").hidden = true; }
+
 for (const b of $$("button.copy")) b.addEventListener("click", () => copyText($(`#${b.dataset.copy}`).textContent, b));
 ready();
