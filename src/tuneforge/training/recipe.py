@@ -187,6 +187,22 @@ def _with_confidence(p: Prepared, model: Any,
     return bound, preds
 
 
+def _report_and_manifest(p: Prepared, model: Any, preds: list[dict[str, Any]] | None, out: Path, *,
+                         bf16: bool) -> tuple[Prepared, dict[str, Any] | None, dict[str, Any]]:
+    """After training, every loop alike: the confidence policy fitted (:func:`_with_confidence`), the dev report
+    from ``preds`` (the predictions of the evaluation that chose the model; computed again when not at hand) and
+    the run's manifest; returns the run (bound to its policy), the dev metrics and the manifest."""
+    p, preds = _with_confidence(p, model, preds)
+    metrics = None
+    if p.eval_ds is not None and p.eval_enc is not None:
+        if preds is None:
+            preds = dev_predictions(p, model, batch_size=p.config.eval_batch_size, bf16=bf16)
+        metrics = write_dev_report(p, out, preds)
+    manifest = build_manifest(p, out, bf16, metrics)
+    manifest.update(_run_record(p))
+    return p, metrics, manifest
+
+
 def _run_record(p: Prepared) -> dict[str, Any]:
     """What the run's bound task adds to the manifest (a classifier's calibration and reject option)."""
     record = getattr(p.task, "run_manifest", None)
@@ -320,17 +336,9 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
 
     # The dev report comes from the evaluation that chose the best checkpoint; re-run only if it is not at hand
     # (a resumed run whose best evaluation happened before the interruption).
-    metrics = None
     best = best_step(trainer)
     preds = stash.by_step.get(best) if best is not None else None
-    p, preds = _with_confidence(p, trainer.model, preds)
-    if p.eval_ds is not None and p.eval_enc is not None:
-        if preds is None:
-            preds = dev_predictions(p, trainer.model, batch_size=c.eval_batch_size, bf16=bf16)
-        metrics = write_dev_report(p, out, preds)
-
-    manifest = build_manifest(p, out, bf16, metrics)
-    manifest.update(_run_record(p))
+    p, metrics, manifest = _report_and_manifest(p, trainer.model, preds, out, bf16=bf16)
     if p.task.generative:
         manifest["chat_template"] = getattr(p.tokenizer, "chat_template", None)
     manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
@@ -377,14 +385,7 @@ def _run_private(p: Prepared, out: Path, console: Console, *, resume: bool,
     if run.interrupted:
         console.print(f"Stopped on request at step {run.steps}; a private run cannot be resumed.")
         return TrainResult(out, {}, None, interrupted=True)
-    metrics = None
-    p, preds = _with_confidence(p, run.model, run.preds)
-    if p.eval_ds is not None and p.eval_enc is not None:
-        if preds is None:
-            preds = dev_predictions(p, run.model, batch_size=c.eval_batch_size, bf16=False)
-        metrics = write_dev_report(p, out, preds)
-    manifest = build_manifest(p, out, False, metrics)
-    manifest.update(_run_record(p))
+    p, metrics, manifest = _report_and_manifest(p, run.model, run.preds, out, bf16=False)
     manifest["resolved"]["encoder_learning_rate"] = p.hp["learning_rate"] * encoder_scale
     manifest["privacy"] = run.privacy
     manifest["training"] = training_summary(
@@ -408,14 +409,7 @@ def _run_own_loop(p: Prepared, out: Path, console: Console, *, bf16: bool, t_sta
                                   train_examples=list(p.train_ds.examples), tokenizer=p.tokenizer, console=console,
                                   settings=None, unlabeled_texts=p.unlabeled))
     train_seconds = time.time() - t0
-    metrics = None
-    p, preds = _with_confidence(p, fit.model, None)
-    if p.eval_ds is not None and p.eval_enc is not None:
-        if preds is None:
-            preds = dev_predictions(p, fit.model, batch_size=c.eval_batch_size, bf16=bf16)
-        metrics = write_dev_report(p, out, preds)
-    manifest = build_manifest(p, out, bf16, metrics)
-    manifest.update(_run_record(p))
+    p, metrics, manifest = _report_and_manifest(p, fit.model, None, out, bf16=bf16)
     manifest["method_info"] = dict(fit.info)
     manifest["training"] = training_summary(
         steps=fit.steps, epochs=None, train_seconds=train_seconds,
