@@ -35,16 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, shared_datasets, tuneforge, write_result  # noqa: E402
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+from common import machine, read_jsonl, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 
 def _qa(conv: dict[str, Any], meta: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -57,10 +48,11 @@ def prepare(work: Path, train_n: int, test_n: int, ood_n: int, seed: int) -> dic
     bitext = d / "bitext_customer_support"
     train = [
         _qa(c, m, "bitext")
-        for c, m in zip(_read(bitext / "train.jsonl"), _read(bitext / "train_meta.jsonl"), strict=True)
+        for c, m in zip(read_jsonl(bitext / "train.jsonl"), read_jsonl(bitext / "train_meta.jsonl"), strict=True)
     ]
     test = [
-        _qa(c, m, "test") for c, m in zip(_read(bitext / "test.jsonl"), _read(bitext / "test_meta.jsonl"), strict=True)
+        _qa(c, m, "test")
+        for c, m in zip(read_jsonl(bitext / "test.jsonl"), read_jsonl(bitext / "test_meta.jsonl"), strict=True)
     ]
     rng = random.Random(seed)
     writer_idx = set(rng.sample(range(len(train)), train_n))
@@ -69,11 +61,12 @@ def prepare(work: Path, train_n: int, test_n: int, ood_n: int, seed: int) -> dic
     step = max(1, len(test) // test_n)
     evaluation = [{k: r[k] for k in ("question", "answer", "intent")} for r in test[::step][:test_n]]
     ood = [
-        {"question": c["messages"][0]["content"], "answer": None} for c in _read(d / "alpaca" / "test.jsonl")[:ood_n]
+        {"question": c["messages"][0]["content"], "answer": None}
+        for c in read_jsonl(d / "alpaca" / "test.jsonl")[:ood_n]
     ]
-    _write(work / "kb.jsonl", kb)
-    _write(work / "writer-questions.jsonl", writer_rows)
-    _write(work / "test.jsonl", evaluation + ood)
+    write_jsonl(work / "kb.jsonl", kb)
+    write_jsonl(work / "writer-questions.jsonl", writer_rows)
+    write_jsonl(work / "test.jsonl", evaluation + ood)
     return {
         "knowledge_base": len(kb),
         "writer_questions": len(writer_rows),
@@ -92,7 +85,7 @@ def set_floor(bundle: Path, questions: Path, quantile: float) -> float:
     from tuneforge.utils.fs import atomic_write_json
 
     a = Assistant.load(bundle)
-    qs = [r["question"] for r in _read(questions)]
+    qs = [r["question"] for r in read_jsonl(questions)]
     best = [h[0][1] for h in a.search_knowledge(a.embed(qs), 1, floor=-1.0)]
     floor = round(float(np.quantile(best, quantile)), 4)
     info = json.loads((bundle / BUNDLE_FILE).read_text(encoding="utf-8"))

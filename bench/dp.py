@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, print_table, tuneforge, write_result  # noqa: E402
+from common import ROOT, machine, print_table, tuneforge, write_jsonl, write_result  # noqa: E402
 
 ANCHOR = {"source": "Li et al. 2021, Large language models can be strong differentially private learners (ICLR 2022), "
                     "table 1",
@@ -40,11 +40,6 @@ def _sst2() -> Path | None:
     env = os.environ.get("TUNEFORGE_SHARED_DIR")
     d = (Path(env) if env else ROOT.parent / "shared") / "datasets" / "sst2"
     return d if (d / "train.jsonl").is_file() and (d / "validation.jsonl").is_file() else None
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def run_one(name: str, work: Path, train: Path, test: Path, common: list[str], *flags: str) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def main(argv: list[str]) -> None:
         work.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(line) for line in (sst2 / "train.jsonl").open(encoding="utf-8")]
         random.Random(0).shuffle(rows)
-        train = _write(work / "sst2-train.jsonl", rows[:a.train])
+        train = write_jsonl(work / "sst2-train.jsonl", rows[:a.train])
         test = sst2 / "validation.jsonl"
         delta = 1.0 / a.train
         common = ["--base-model", "minilm", "--method", "lora", "--epochs", f"{a.epochs:g}", "--batch-size",

@@ -26,18 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+from common import machine, print_table, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 TRAIN_ARGS = ["--base-model", "minilm", "--epochs", "3", "--seed", "42"]
 KS: list[int | str] = [1, 3, 5, "20%"]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def train(ds: Path, work: Path, n_train: int) -> tuple[Path, float | None]:
@@ -46,8 +40,8 @@ def train(ds: Path, work: Path, n_train: int) -> tuple[Path, float | None]:
         return run, None
     rows = [json.loads(line) for line in (ds / "sst2" / "train.jsonl").open()]
     random.Random(0).shuffle(rows)
-    tr = _write(work / "sst2-train.jsonl", rows[:n_train])
-    dev = _write(work / "sst2-dev.jsonl", rows[n_train:n_train + 500])
+    tr = write_jsonl(work / "sst2-train.jsonl", rows[:n_train])
+    dev = write_jsonl(work / "sst2-dev.jsonl", rows[n_train:n_train + 500])
     seconds = tuneforge("train", "--task", "classification", "--data", str(tr), "--eval-data", str(dev),
                         "--output", str(run), *TRAIN_ARGS, log=work / "train.log")
     return run, seconds

@@ -23,19 +23,9 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+from common import machine, print_table, read_jsonl, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -55,15 +45,15 @@ def main() -> None:
     if not (d / "train.jsonl").is_file():
         sys.exit(f"BANKING77 is not at {d}: skipping the federated benchmark")
     rng = random.Random(args.seed)
-    train = rng.sample(_read(d / "train.jsonl"), args.train_n)
-    test = rng.sample(_read(d / "test.jsonl"), args.test_n)
+    train = rng.sample(read_jsonl(d / "train.jsonl"), args.train_n)
+    test = rng.sample(read_jsonl(d / "test.jsonl"), args.test_n)
     known = {r["label"] for r in train}
     test = [r for r in test if r["label"] in known]
 
     with tempfile.TemporaryDirectory(prefix="bench-federated-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        train_f, test_f = _write(work / "train.jsonl", train), _write(work / "test.jsonl", test)
+        train_f, test_f = write_jsonl(work / "train.jsonl", train), write_jsonl(work / "test.jsonl", test)
         fed_dir, cen_dir = work / "federated", work / "centralized"
         fed_s = tuneforge("federated", "--data", str(train_f), "--split", f"dirichlet:{args.alpha:g}", "--clients",
                           str(args.clients), "--rounds", str(args.rounds), "--epochs", "1", "--eval-data",

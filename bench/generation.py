@@ -35,14 +35,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+from common import RESULTS, machine, print_table, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 PROMPT = "Context: {context}\nQuestion: {question}\nAnswer with a short phrase from the context."
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _lines(path: Path, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
@@ -52,7 +47,7 @@ def _lines(path: Path, start: int = 0, count: int | None = None) -> list[dict[st
 
 def squad_chat(src: Path, start: int, count: int, out: Path) -> Path:
     rows = _lines(src, start, count)
-    return _write(out, [{"messages": [{"role": "user", "content": PROMPT.format(**r)},
+    return write_jsonl(out, [{"messages": [{"role": "user", "content": PROMPT.format(**r)},
                                       {"role": "assistant", "content": r["answers"]["text"][0]}]} for r in rows])
 
 
@@ -98,8 +93,8 @@ def part_squad(work: Path, train_ns: list[int], test_n: int,
 
 def part_alpaca(work: Path, n_train: int, n_test: int) -> list[dict[str, Any]]:
     d = shared_datasets() / "alpaca"
-    train = _write(work / "alpaca-train.jsonl", _lines(d / "train.jsonl", 0, n_train))
-    test = _write(work / "alpaca-test.jsonl", _lines(d / "test.jsonl", 0, n_test))
+    train = write_jsonl(work / "alpaca-train.jsonl", _lines(d / "train.jsonl", 0, n_train))
+    test = write_jsonl(work / "alpaca-test.jsonl", _lines(d / "test.jsonl", 0, n_test))
     base, _ = _evaluate("smollm2", test, work / "alpaca-base", work / "alpaca-base.log")
     run = work / "alpaca-lora"
     cmd = ["train", "--task", "generation", "--data", str(train), "--base-model", "smollm2", "--epochs", "1",
@@ -113,8 +108,8 @@ def part_alpaca(work: Path, n_train: int, n_test: int) -> list[dict[str, Any]]:
 
 def part_dpo(work: Path, n_train: int, n_test: int, max_length: int) -> list[dict[str, Any]]:
     d = shared_datasets() / "hh_harmless"
-    train = _write(work / "hh-train.jsonl", _lines(d / "train.jsonl", 0, n_train))
-    test = _write(work / "hh-test.jsonl", _lines(d / "test.jsonl", 0, n_test))
+    train = write_jsonl(work / "hh-train.jsonl", _lines(d / "train.jsonl", 0, n_train))
+    test = write_jsonl(work / "hh-test.jsonl", _lines(d / "test.jsonl", 0, n_test))
     base, _ = _evaluate("smollm2", test, work / "hh-base", work / "hh-base.log")
     run = work / "hh-dpo"
     cmd = ["train", "--task", "generation", "--method", "dpo", "--data", str(train), "--base-model", "smollm2",

@@ -31,16 +31,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+from common import RESULTS, machine, print_table, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return path
 
 
 def _per_class(rows: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
@@ -125,7 +120,7 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
     (every row but SetFit's), "fewshot" (the SetFit rows), "seeds" (full and LoRA over ``SEEDS``)."""
     earlier = earlier or {}
     base = ["--base-model", "minilm"]
-    train_file = _write(work / f"{name}-train.jsonl", train_rows[:n_train])
+    train_file = write_jsonl(work / f"{name}-train.jsonl", train_rows[:n_train])
     common = ["--data", str(train_file), *base, "--epochs", epochs]
     rows: list[dict[str, Any]] = []
 
@@ -140,7 +135,7 @@ def bench_dataset(name: str, train_rows: list[dict[str, Any]], eval_file: Path, 
             on_row(rows)
         return r
 
-    unl = _write(work / f"{name}-unlabeled.jsonl",
+    unl = write_jsonl(work / f"{name}-unlabeled.jsonl",
                  [{"text": r["text"]} for r in train_rows[n_train: n_train + extra_unlabeled]])
     if "trained" in parts:
         _trained(name, common, base, train_file, eval_file, work, earlier, add, rows, unl)
@@ -238,7 +233,7 @@ def _fewshot(name: str, train_rows: list[dict[str, Any]], base: list[str], eval_
         earlier_draws = earlier.get(f"setfit {k}/class", {}).get("draw_runs", [])
         for d in range(draws if k <= 8 or large_draws is None else large_draws):
             draw = _per_class(train_rows, k, seed=d)
-            fs = _write(work / f"{name}-fs{k}-{d}.jsonl", draw)
+            fs = write_jsonl(work / f"{name}-fs{k}-{d}.jsonl", draw)
             runs.append(_run(f"{name}-setfit{k}-{d}", _setfit_args(fs, base, d, len(draw)),
                 work / f"{name}-setfit{k}-{d}", work, eval_file,
                 earlier_draws[d] if d < len(earlier_draws) else None))
@@ -292,7 +287,7 @@ def main() -> None:
         sst_train, sst_dev = _rows(ds / "sst2" / "train.jsonl"), ds / "sst2" / "validation.jsonl"
         b77_train, b77_test = _rows(ds / "banking77" / "train.jsonl"), ds / "banking77" / "test.jsonl"
         if a.smoke:
-            sst_dev = _write(work / "sst2-dev-small.jsonl", _rows(sst_dev)[:40])
+            sst_dev = write_jsonl(work / "sst2-dev-small.jsonl", _rows(sst_dev)[:40])
             plan = [("sst2", sst_train, sst_dev, 48, "1", 2, shots)]
         else:
             plan = [(n, *p) for n, p in {

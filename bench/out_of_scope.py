@@ -33,16 +33,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, shared_datasets, tuneforge, write_result  # noqa: E402
+from common import machine, print_table, shared_datasets, tuneforge, write_jsonl, write_result  # noqa: E402
 
 UNSEEN = 10
 TARGETS = (0.9, 0.95, 0.98, 0.99)
 TRAIN_ARGS = ["--base-model", "minilm", "--epochs", "3", "--seed", "42"]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def banking_splits(ds: Path, work: Path, n_train: int, n_test: int) -> dict[str, Any]:
@@ -57,18 +52,18 @@ def banking_splits(ds: Path, work: Path, n_train: int, n_test: int) -> dict[str,
     unk = [{"text": r["text"], "label": "oos"} for r in tr if r["label"] in unseen]
     test = [{"text": r["text"], "label": "oos" if r["label"] in unseen else r["label"]} for r in te[:n_test]]
     return {"unseen": sorted(unseen),
-            "train": _write(work / "b77-train.jsonl", known[:n_train]),
-            "train_oos": _write(work / "b77-train-oos.jsonl", known[:n_train] + unk[60:120]),
-            "dev": _write(work / "b77-dev.jsonl", known[n_train:n_train + 400] + unk[:60]),
-            "test": _write(work / "b77-test.jsonl", test),
+            "train": write_jsonl(work / "b77-train.jsonl", known[:n_train]),
+            "train_oos": write_jsonl(work / "b77-train-oos.jsonl", known[:n_train] + unk[60:120]),
+            "dev": write_jsonl(work / "b77-dev.jsonl", known[n_train:n_train + 400] + unk[:60]),
+            "test": write_jsonl(work / "b77-test.jsonl", test),
             "test_oos": sum(r["label"] == "oos" for r in test)}
 
 
 def sst2_splits(ds: Path, work: Path, n_train: int) -> dict[str, Path]:
     rows = [json.loads(line) for line in (ds / "sst2" / "train.jsonl").open()]
     random.Random(0).shuffle(rows)
-    return {"train": _write(work / "sst2-train.jsonl", rows[:n_train]),
-            "dev": _write(work / "sst2-dev.jsonl", rows[n_train:n_train + 500]),
+    return {"train": write_jsonl(work / "sst2-train.jsonl", rows[:n_train]),
+            "dev": write_jsonl(work / "sst2-dev.jsonl", rows[n_train:n_train + 500]),
             "test": ds / "sst2" / "validation.jsonl"}
 
 

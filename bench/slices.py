@@ -28,17 +28,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, print_table, tuneforge, write_result  # noqa: E402
+from common import ROOT, machine, print_table, tuneforge, write_jsonl, write_result  # noqa: E402
 
 NEGATION = re.compile(r"(?:^|\s)(?:not|n't|no|never|nothing|nobody|none|neither|nor|without|hardly|barely)(?=\s|$)")
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def sst2_dir() -> Path | None:
@@ -66,10 +60,10 @@ def main(argv: list[str]) -> None:
         work.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(line) for line in (d / "train.jsonl").open(encoding="utf-8")]
         random.Random(0).shuffle(rows)
-        train = _write(work / "train.jsonl", rows[:a.train])
-        dev = _write(work / "dev.jsonl", rows[a.train:a.train + 500])
+        train = write_jsonl(work / "train.jsonl", rows[:a.train])
+        dev = write_jsonl(work / "dev.jsonl", rows[a.train:a.train + 500])
         val = [json.loads(line) for line in (d / "validation.jsonl").open(encoding="utf-8")]
-        test = _write(work / "validation.jsonl", [
+        test = write_jsonl(work / "validation.jsonl", [
             {**r, "metadata": {"has_negation": "yes" if NEGATION.search(r["text"].lower()) else "no"}} for r in val])
         run = work / "run"
         train_args = ["train", "--task", "classification", "--data", str(train), "--eval-data", str(dev),
