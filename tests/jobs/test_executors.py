@@ -41,16 +41,16 @@ def registry(monkeypatch):
 
 
 def test_the_shipped_executors_are_registered_by_name():
-    assert executor_names() == ("process", "thread")
+    assert executor_names() == ("process", "ray", "thread")
     assert isinstance(make_executor("process"), ProcessExecutor)
     assert isinstance(make_executor("thread"), ThreadExecutor)
 
 
-@pytest.mark.parametrize("name", ["ray", "threads", "", "Process"])
+@pytest.mark.parametrize("name", ["rays", "threads", "", "Process"])
 def test_an_unknown_executor_name_is_a_config_error_naming_the_choices(name):
     with pytest.raises(ConfigError) as e:
         make_executor(name)
-    assert e.value.problems == [f"executor: '{name}' is not an executor (choose one of: process, thread)"]
+    assert e.value.problems == [f"executor: '{name}' is not an executor (choose one of: process, ray, thread)"]
     assert "TUNEFORGE_EXECUTOR" in str(e.value)
 
 
@@ -71,7 +71,7 @@ def test_the_app_refuses_an_unknown_executor_before_it_starts(tmp_path):
     from tuneforge.api import create_app
 
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", executor="nope", embedded_workers=1)
-    with pytest.raises(ConfigError, match="choose one of: process, thread"):
+    with pytest.raises(ConfigError, match="choose one of: process, ray, thread"):
         create_app(settings)
     create_app(settings.model_copy(update={"embedded_workers": 0}))  # no worker in the server: nothing to choose
 
@@ -79,7 +79,7 @@ def test_the_app_refuses_an_unknown_executor_before_it_starts(tmp_path):
 def test_a_new_executor_is_one_register_call_and_is_imported_only_when_chosen(registry):
     module = __name__
     register_executor("recording", f"{module}:RecordingExecutor")
-    assert executor_names() == ("process", "recording", "thread")
+    assert executor_names() == ("process", "ray", "recording", "thread")
     ex = make_executor("recording", address="ray://head:10001")
     assert isinstance(ex, sys.modules[module].RecordingExecutor) and ex.options == {"address": "ray://head:10001"}
     register_executor("recording", f"{module}:RecordingExecutor")  # the same registration again is harmless

@@ -6,6 +6,7 @@ stop (cancel, pause), kill it (its lease was lost), read its result (see :mod:`.
 
 * ``process`` (:class:`ProcessExecutor`, the default): one child process per run (:mod:`.process`).
 * ``thread`` (:class:`ThreadExecutor`): a thread in the worker process, for tests and debugging (:mod:`.thread`).
+* ``ray``: a Ray actor on a cluster per run (:mod:`.ray`, imported when chosen; the ``ray`` extra).
 
 Another executor is one more module here and one :func:`register_executor` call below. Registering it by its
 ``"module:Class"`` path keeps an optional dependency (Ray, say) unimported until that executor is chosen.
@@ -58,3 +59,4 @@ def make_executor(name: str, **options: Any) -> Executor:
 
 register_executor("process", ProcessExecutor)
 register_executor("thread", ThreadExecutor)
+register_executor("ray", "tuneforge.jobs.executors.ray:RayExecutor")  # a Ray actor per run (docs/ray.md)
