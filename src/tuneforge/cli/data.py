@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tuneforge.cli import acquire
 from tuneforge.cli.options import (
     TASK_HELP,
     AnswersCol,
@@ -34,7 +35,8 @@ from tuneforge.errors import ConfigError
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Check, clean and split data files.")
+app = typer.Typer(no_args_is_help=True, help="Check, clean and split data files; crawl and import data.")
+acquire.register(app)  # data crawl, data import
 
 
 GenTaskOpt = Annotated[str | None, typer.Option("--task", "-t", help=TASK_HELP + " Default: from the file's "
@@ -51,6 +53,9 @@ def data_check(
     multi_label: Annotated[bool | None, typer.Option("--multi-label/--single-label",
                                                      help="Several labels per example (default: detect).")] = None,
     lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
+    strict: Annotated[bool, typer.Option(help="QA: refuse answer offsets that do not point at the answer (default: "
+                                              "repair those a little off, drop those not found, and report "
+                                              "both).")] = False,
     delimiter: DelimiterOpt = None, encoding: EncodingOpt = None,
     base_model: Annotated[str | None, typer.Option(help="Generation: the model whose chat template renders the "
                                                         "conversations to count tokens (default smollm2).")] = None,
@@ -80,7 +85,8 @@ def data_check(
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column, question=question_column, context=context_column, answers=answers_column)
     ds = load_dataset(file, name, columns=cols, format=fmt, multi_label=multi_label, strict_bio=not lenient_bio,
-                      min_classes=2, delimiter=delimiter, encoding=encoding)  # the same rules as train
+                      min_classes=2, delimiter=delimiter, encoding=encoding,
+                      repair_offsets=not strict)  # the same rules as train
     tokens = _generation_tokens(spec, ds, base_model, max_length, epochs) if spec.generative else None
     print_warnings(ds)
     if pii_scan:

@@ -80,6 +80,7 @@ class ReadOptions:
     label_separator: str | None = None
     min_classes: int = 1
     strict_bio: bool = True
+    repair_offsets: bool = False
     allow_empty: bool = False
     delimiter: str | None = None
     encoding: str | None = None

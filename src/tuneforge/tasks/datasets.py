@@ -43,6 +43,7 @@ def load_dataset(
     label_separator: str | None = None,
     min_classes: int = 1,
     strict_bio: bool = True,
+    repair_offsets: bool = False,
     allow_empty: bool = False,
     delimiter: str | None = None,
     encoding: str | None = None,
@@ -62,6 +63,9 @@ def load_dataset(
         strict_bio: when False, an ``I-X`` tag that does not follow ``B-X``/``I-X`` is a warning, not an error,
             and is rewritten to ``B-X`` (conlleval's reading of it)
             (some public corpora, such as Weibo NER, contain a few).
+        repair_offsets: qa only. Move an answer whose ``answer_start`` is a little off (UTF-16 units, bytes, a few
+            characters) to where its text is, and drop one that cannot be located, with a warning each in
+            ``Dataset.warnings``; when False (the default) such answers are errors.
         allow_empty: keep blank texts instead of reporting them (``data clean`` removes them with a reason).
         delimiter: the CSV/TSV field separator (one character, or ``tab``/``comma``/``semicolon``/``pipe``);
             None sniffs it.
@@ -74,7 +78,8 @@ def load_dataset(
     """
     options = dict(columns=columns, format=format, require_labels=require_labels, label_set=label_set,
                    multi_label=multi_label, label_separator=label_separator, min_classes=min_classes,
-                   strict_bio=strict_bio, allow_empty=allow_empty, delimiter=delimiter, encoding=encoding)
+                   strict_bio=strict_bio, repair_offsets=repair_offsets, allow_empty=allow_empty, delimiter=delimiter,
+                   encoding=encoding)
     if task not in task_names():
         errors = [f"task: unknown task {task!r} (choose from {', '.join(task_names())})"]
         raise ConfigError(errors + generic_option_errors(_options(options)))

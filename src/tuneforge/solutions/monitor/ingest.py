@@ -2,11 +2,13 @@
 
 - :func:`read_items` reads JSONL or CSV files (``text`` required; ``title``, ``url``, ``guid``, ``published_at``,
   ``source`` optional), reporting every bad line at once.
-- :func:`parse_feed` reads RSS 2.0, RSS 1.0 (RDF) and Atom with :mod:`xml.etree` (feedparser is not a
-  dependency); :func:`page_item` turns a web page into one item (its title and visible text).
-- :class:`Poller` fetches due sources with one ``httpx.Client``: it honours robots.txt for its user agent
-  (cached per host), sends conditional GETs (``If-None-Match`` / ``If-Modified-Since``) and treats ``304`` as
-  "nothing new"; a transport can be injected (``httpx.MockTransport`` in tests).
+- :func:`parse_feed` reads RSS 2.0, RSS 1.0 (RDF) and Atom (the crawler's parser,
+  :func:`tuneforge.data.crawl.parse_feed_entries`); :func:`page_item` turns a web page into one item (its title
+  and visible text).
+- :class:`Poller` fetches due sources through the crawler's :class:`~tuneforge.data.crawl.Fetcher` on one
+  ``httpx.Client``: robots.txt for its user agent (cached per host, re-checked on every redirect), a size limit,
+  conditional GETs (``If-None-Match`` / ``If-Modified-Since``), ``304`` read as "nothing new"; a transport can be
+  injected (``httpx.MockTransport`` in tests).
 - :class:`Deduplicator` drops repeats: the same URL or guid, the same normalised text, or a near-duplicate
   (Jaccard of character 5-gram sets at or above a threshold against recent items), so a story syndicated
   with a different headline suffix is counted once.
@@ -20,8 +22,6 @@ import json
 import math
 import re
 import unicodedata
-import urllib.robotparser
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -29,11 +29,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from tuneforge.data.cleaning import CleanOptions, clean_text
+from tuneforge.data.crawl import Fetcher, parse_feed_entries
 from tuneforge.errors import ConfigError, DataError, DataProblem
 
 __all__ = ["USER_AGENT", "Deduplicator", "FetchResult", "Poller", "RawItem", "SourceState", "normalized_hash",
@@ -142,64 +142,20 @@ def read_items(path: str | Path, *, source: str | None = None) -> list[RawItem]:
 
 # --- feeds and pages -----------------------------------------------------------------------------------------
 
-_ATOM = "{http://www.w3.org/2005/Atom}"
-_RSS1 = "{http://purl.org/rss/1.0/}"
-_DC = "{http://purl.org/dc/elements/1.1/}"
-_CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
-
-
-def _text(el: ET.Element | None) -> str:
-    return "".join(el.itertext()).strip() if el is not None else ""
-
-
-def _first(el: ET.Element, *tags: str) -> ET.Element | None:
-    for t in tags:
-        found = el.find(t)
-        if found is not None:
-            return found
-    return None
-
-
-def _when(el: ET.Element, *tags: str) -> datetime | None:
-    for t in tags:
-        v = _text(el.find(t))
-        if v:
-            try:
-                return parse_time(v)
-            except ValueError:
-                continue
+def _when(dates: Iterable[str]) -> datetime | None:
+    for v in dates:
+        try:
+            return parse_time(v)
+        except ValueError:
+            continue
     return None
 
 
 def parse_feed(content: bytes | str, *, url: str = "", source: str | None = None) -> list[RawItem]:
     """Items of an RSS 2.0, RSS 1.0 or Atom document (a feed that is not XML raises a DataError)."""
-    try:
-        root = ET.fromstring(content)
-    except ET.ParseError as e:
-        raise DataError([DataProblem(url or "feed", None, None, f"not an RSS/Atom feed: {e}",
-                                     "check the URL points at the feed, not at a web page")]) from None
     src = source or url
-    items: list[RawItem] = []
-    if root.tag == f"{_ATOM}feed":
-        for entry in root.iter(f"{_ATOM}entry"):
-            link = next((lk.get("href") for lk in entry.findall(f"{_ATOM}link")
-                         if lk.get("rel", "alternate") == "alternate"), None)
-            body = _text(_first(entry, f"{_ATOM}content", f"{_ATOM}summary"))
-            items.append(RawItem(text=_clean(body), title=_clean(_text(entry.find(f"{_ATOM}title"))),
-                                 url=urljoin(url, link) if link else None,
-                                 guid=_text(entry.find(f"{_ATOM}id")) or None,
-                                 published_at=_when(entry, f"{_ATOM}published", f"{_ATOM}updated"), source=src))
-    else:
-        entries = list(root.iter("item")) or list(root.iter(f"{_RSS1}item"))
-        if not entries and root.tag not in ("rss", "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"):
-            raise DataError([DataProblem(url or "feed", None, None, f"<{root.tag}> is not an RSS or Atom root",
-                                         "check the URL points at the feed")])
-        for entry in entries:
-            link = _text(_first(entry, "link", f"{_RSS1}link"))
-            body = _text(_first(entry, f"{_CONTENT}encoded", "description", f"{_RSS1}description"))
-            items.append(RawItem(text=_clean(body), title=_clean(_text(_first(entry, "title", f"{_RSS1}title"))),
-                                 url=urljoin(url, link) if link else None, guid=_text(entry.find("guid")) or None,
-                                 published_at=_when(entry, "pubDate", f"{_DC}date"), source=src))
+    items = [RawItem(text=_clean(e.text), title=_clean(e.title), url=e.link, guid=e.guid,
+                     published_at=_when(e.dates), source=src) for e in parse_feed_entries(content, url=url)]
     return [i for i in items if i.text or i.title]
 
 
@@ -368,30 +324,17 @@ class Poller:
                                      headers={"User-Agent": user_agent})
         self.max_bytes = max_bytes
         self.clock = clock
-        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
+        # Sources are polled minutes apart: a host's Crawl-delay is kept between back-to-back polls up to 2 s, and
+        # an unreachable robots.txt allows the poll (a feed host that fails robots.txt fails the feed too).
+        self.fetcher = Fetcher(user_agent=user_agent, client=self.client, max_bytes=max_bytes,
+                               max_crawl_delay_s=2.0, robots_unreachable="allow", robots_retries=0)
 
     def close(self) -> None:
         self.client.close()
 
     def allowed(self, url: str) -> bool:
         """Whether robots.txt of the URL's host lets this user agent fetch it (no robots.txt: yes)."""
-        parts = urlsplit(url)
-        host = f"{parts.scheme}://{parts.netloc}"
-        rp = self._robots.get(host)
-        if rp is None:
-            rp = urllib.robotparser.RobotFileParser(host + "/robots.txt")
-            try:
-                r = self.client.get(host + "/robots.txt")
-                if r.status_code in (401, 403):
-                    rp.parse(["User-agent: *", "Disallow: /"])  # as urllib.robotparser reads these answers
-                elif r.status_code >= 400:
-                    rp.parse([])  # no robots.txt: everything is allowed
-                else:
-                    rp.parse(r.text.splitlines())
-            except httpx.HTTPError:
-                rp.parse([])  # unreachable robots.txt: allowed, as urllib.robotparser and common crawlers do
-            self._robots[host] = rp
-        return rp.can_fetch(self.user_agent, url)
+        return self.fetcher.allowed(url)
 
     def fetch(self, source: SourceState) -> FetchResult:
         """Poll one source now (whether or not it is due); updates its etag/last_modified/last_polled_at."""
@@ -403,24 +346,22 @@ class Poller:
             headers["If-None-Match"] = source.etag
         if source.last_modified:
             headers["If-Modified-Since"] = source.last_modified
-        try:
-            r = self.client.get(source.url, headers=headers)
-        except httpx.HTTPError as e:
-            return FetchResult(source, "error", detail=f"{type(e).__name__}: {e}")
-        if r.status_code == 304:
+        r = self.fetcher.fetch(source.url, headers=headers)
+        if r.status == "not_modified":
             return FetchResult(source, "not_modified")
-        if r.status_code >= 400:
-            return FetchResult(source, "error", detail=f"HTTP {r.status_code}")
-        if len(r.content) > self.max_bytes:
-            return FetchResult(source, "error", detail=f"response over {self.max_bytes} bytes")
-        source.etag = r.headers.get("ETag") or source.etag
-        source.last_modified = r.headers.get("Last-Modified") or source.last_modified
+        if r.status == "disallowed":
+            return FetchResult(source, "disallowed", detail="robots.txt disallows this URL for our user agent" +
+                               (" (after a redirect)" if r.redirects else ""))
+        if not r.ok:
+            return FetchResult(source, "error", detail=r.detail)
+        source.etag = r.headers.get("etag") or source.etag
+        source.last_modified = r.headers.get("last-modified") or source.last_modified
         name = source.name or source.url
         try:
             if source.kind == "page":
-                items = [page_item(r.text, url=str(r.url), source=name, at=self.clock())]
+                items = [page_item(r.text, url=r.final_url, source=name, at=self.clock())]
             else:
-                items = parse_feed(r.content, url=str(r.url), source=name)
+                items = parse_feed(r.content, url=r.final_url, source=name)
         except DataError as e:
             return FetchResult(source, "error", detail=str(e))
         now = self.clock()

@@ -4,6 +4,11 @@ cleaner.
 A normalized example is ``{"id": str, "title": str | None, "question": str, "context": str,
 "answers": {"text": list[str], "answer_start": list[int]}}`` (the Hugging Face SQuAD layout plus its title).
 
+With ``repair_offsets`` (what ``tuneforge train`` and ``data check`` do unless ``--strict``), an answer whose
+``answer_start`` is a little off (counted in UTF-16 units or bytes, or shifted by a few characters) is moved to
+where its text is (:mod:`tuneforge.tasks.qa.offsets`), and an answer that cannot be located is dropped; both are
+reported as warnings naming the file, line and field. Without it, such an answer is an error.
+
 Cleaning normalizes only the question. The context is never changed, because answer offsets point into it;
 identical (question, context) pairs are deduplicated.
 """
@@ -28,6 +33,8 @@ from tuneforge.data.dataset import (
     text_value,
 )
 from tuneforge.data.formats import Row
+from tuneforge.errors import DataProblem
+from tuneforge.tasks.qa.offsets import REASONS, locate_answer
 
 __all__ = ["ALIASES", "QaCleaner", "clean_qa", "read_qa"]
 
@@ -44,6 +51,12 @@ def read_qa(path: str | os.PathLike[str], options: ReadOptions, *, task: str = "
     """Read ``path`` as extractive QA data (options already checked)."""
     ctx = open_rows(path, options)
     examples, lines = _load(ctx)
+    if ctx.options.repair_offsets and not examples and ctx.rows and ctx.require_labels:
+        # nothing left to train on: the answers that could not be located are the errors
+        dropped = [w for w in ctx.warnings if w.message.startswith("answer ") and " dropped" in w.message]
+        for w in dropped[:_Repairs.SHOWN] or [DataProblem(ctx.file, None, "answers", "no answer could be located")]:
+            ctx.problems.add(w.line, w.field, w.message.replace(" dropped:", ":", 1),
+                             hint="answers must be copied exactly from their contexts")
     return ctx.dataset(task, examples, lines, [])
 
 
@@ -64,6 +77,7 @@ def _load(ctx: ReadContext) -> tuple[list[dict[str, Any]], list[int | None]]:
         return [], []
     examples: list[dict[str, Any]] = []
     lines: list[int | None] = []
+    repairs = _Repairs(ctx.file) if ctx.options.repair_offsets else None
     first_line_of_id: dict[str, int | None] = {}
     for n, row in enumerate(ctx.rows):
         question = text_value(ctx, row, question_col, "question")
@@ -84,13 +98,65 @@ def _load(ctx: ReadContext) -> tuple[list[dict[str, Any]], list[int | None]]:
         if question is None or context is None or qid is None or answers is None:
             continue
         span_field = answers_col or (split_cols[1] if split_cols else "answers")
-        if not _check_spans(ctx, row, span_field, context, answers):
+        if repairs is not None:
+            answers = repairs.repair(row, span_field, context, answers)
+            if not answers["text"] and ctx.require_labels:
+                continue
+        elif not _check_spans(ctx, row, span_field, context, answers):
             continue
         title = row.data.get("title")
         examples.append({"id": qid, "title": title if isinstance(title, str) else None, "question": question,
                          "context": context, "answers": answers})
         lines.append(row.line)
+    if repairs is not None:
+        ctx.warnings += repairs.report()
     return examples, lines
+
+
+class _Repairs:
+    """Repairs answer offsets row by row and reports them: one warning per kind of repair (with its lines) and
+    one per dropped answer (file, line, field), the latter grouped past :attr:`SHOWN` of them."""
+
+    SHOWN = 50
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.repaired: dict[tuple[str, str], list[tuple[int | None, str]]] = {}
+        self.dropped: list[DataProblem] = []
+
+    def repair(self, row: Row, field: str, context: str, answers: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        kept: dict[str, list[Any]] = {"text": [], "answer_start": []}
+        for k, (text, start) in enumerate(zip(answers["text"], answers["answer_start"], strict=True)):
+            found = locate_answer(context, text, start)
+            if found.start is None:
+                why = f"({found.detail})" if found.detail else "(the text is not in the context)"
+                self.dropped.append(DataProblem(
+                    self.file, row.line, field, f"answer {k} dropped: {text!r} is not at answer_start {start} "
+                                                f"and could not be located nearby {why}",
+                    "copy the answer exactly from the context, or fix answer_start"))
+                continue
+            if found.reason is not None:
+                self.repaired.setdefault((found.reason, field), []).append((row.line, f"{text!r} {found.detail}"))
+            kept["text"].append(text)
+            kept["answer_start"].append(found.start)
+        return kept
+
+    def report(self) -> list[DataProblem]:
+        out = []
+        for (reason, field), where in self.repaired.items():
+            shown = ", ".join(f"line {ln}: {d}" if ln is not None else d for ln, d in where[:5])
+            more = f", and {len(where) - 5} more" if len(where) > 5 else ""
+            out.append(DataProblem(self.file, where[0][0], field,
+                                   f"repaired {len(where)} answer offset(s): {REASONS[reason]} ({shown}{more})",
+                                   "--strict refuses such offsets instead"))
+        out += self.dropped[:self.SHOWN]
+        rest = self.dropped[self.SHOWN:]
+        if rest:
+            lines = ", ".join(str(p.line) for p in rest[:20] if p.line is not None)
+            out.append(DataProblem(self.file, rest[0].line, rest[0].field,
+                                   f"{len(rest)} more answer(s) dropped, not located in their contexts "
+                                   f"(lines {lines}{', ...' if len(rest) > 20 else ''})"))
+        return out
 
 
 def _qa_id(ctx: ReadContext, row: Row, col: str | None, index: int) -> str | None:
@@ -176,6 +242,8 @@ def _check_spans(ctx: ReadContext, row: Row, col: str, context: str, answers: di
             hint = f"the answer text occurs at offset(s) {offsets}; set answer_start to {nearest}"
             if _is_byte_offset(context, text, start):
                 hint += " (answer_start looks like a byte offset; offsets count characters)"
+            elif locate_answer(context, text, start).reason == "utf16":
+                hint += " (answer_start looks like it counts UTF-16 units; offsets count characters)"
         else:
             hint = "the answer must be copied exactly from the context"
         ctx.problems.add(row.line, col, f"answer {k} span not in its context: answer_start {start} gives {found!r}, "
