@@ -28,6 +28,10 @@ from tuneforge.errors import ConfigError
 __all__ = ["evaluate", "predict"]
 
 BatchOpt = Annotated[int, typer.Option(min=1, help="Examples per forward pass.")]
+BackendOpt = Annotated[str | None, typer.Option(
+    help="What runs the model: torch (default), torch-bf16, onnx, onnx-int8 (from the run's ONNX export, made in "
+         "RUN/onnx on first use) or auto (the fastest that agrees with torch); the default for an export folder "
+         "is onnx.")]
 
 # how a generation model decodes (predict and chat): tuneforge.tasks.generation.generate.GenerationOptions
 MaxNewTokensOpt = Annotated[int | None, typer.Option(help="Generation: the most tokens per reply (default 256).")]
@@ -102,7 +106,7 @@ def evaluate(
                                                                     "(default 256).")] = None,
     lenient_bio: Annotated[bool, typer.Option(help="NER: read a stray I-X as the start of an entity.")] = False,
     slice_by: SliceByOpt = None, slice_min_gap: SliceMinGapOpt = None, robustness: RobustnessOpt = False,
-    robustness_seed: RobustnessSeedOpt = 0,
+    robustness_seed: RobustnessSeedOpt = 0, backend: BackendOpt = None,
     text_column: TextCol = None, text_pair_column: PairCol = None, label_column: LabelCol = None,
     tokens_column: TokensCol = None, tags_column: TagsCol = None, question_column: QuestionCol = None,
     context_column: ContextCol = None, answers_column: AnswersCol = None,
@@ -120,8 +124,11 @@ def evaluate(
                               robustness_seed=robustness_seed)
     cols = column_map(text=text_column, text_pair=text_pair_column, label=label_column, tokens=tokens_column,
                       tags=tags_column, question=question_column, context=context_column, answers=answers_column)
-    is_run = _is_run_folder(run)
-    if is_run:
+    backend = _backend(run, backend)
+    is_run = backend != "torch" or _is_run_folder(run)
+    if backend != "torch":
+        _check_backend_target(run)
+    elif is_run:
         trained_for = check_run(run)["task"]
         if task is not None and task != trained_for:
             raise ConfigError(f"task: {run} is a {trained_for} model; --task {task} applies to base models only",
@@ -136,14 +143,15 @@ def evaluate(
                                       on_start=lambda n: progress.update(tid, total=n),
                                       on_batch=lambda n: progress.advance(tid, n), checks=checks)
         if is_run:
-            metrics, folder = evaluate_run(run, data, name=name, output=output, strict_bio=not lenient_bio, **common)
+            metrics, folder = evaluate_run(run, data, name=name, output=output, strict_bio=not lenient_bio,
+                                           backend=backend, **common)
         else:
             from tuneforge.tasks import guess_file_task
 
             assert output is not None
             metrics, folder = evaluate_base_model(str(run), task or guess_file_task(data), data, output=output,
                                                   **common)
-    print_metrics(metrics, f"Metrics on {data.name}")
+    print_metrics(metrics, f"Metrics on {data.name}" + ("" if backend == "torch" else f" ({backend})"))
     out.print(f"Report: {folder / 'report.md'}")
 
 
@@ -183,14 +191,21 @@ def predict(
     top_k: TopKOpt = None, repetition_penalty: RepetitionPenaltyOpt = None, seed: SeedOpt = None,
     stop: StopOpt = None,
     text_column: TextCol = None, text_pair_column: PairCol = None, tokens_column: TokensCol = None,
-    question_column: QuestionCol = None, context_column: ContextCol = None,
+    question_column: QuestionCol = None, context_column: ContextCol = None, backend: BackendOpt = None,
 ) -> None:
     """Predict labels, entities (with character spans) or answers (with spans); a generation model writes the
     reply to each text (a user message), greedily unless --temperature is given."""
     offline()
     from tuneforge.utils.fs import write_jsonl
 
-    predictor = load_generator_or_run(run)
+    backend = _backend(run, backend)
+    if backend == "torch":
+        predictor = load_generator_or_run(run)
+    else:
+        from tuneforge.inference.backends import load_run_predictor
+
+        _check_backend_target(run)
+        predictor = load_run_predictor(run, backend)
     task = predictor.task
     options = _generation_flags(task, {"max_new_tokens": max_new_tokens, "temperature": temperature,
                                        "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
@@ -223,6 +238,25 @@ def predict(
         return
     for inp, p in zip(inputs, preds, strict=True):
         out.print(_shown(inp, p), highlight=False)
+
+
+def _backend(run: Path, backend: str | None) -> str:
+    """The backend asked for (checked by name), or the default: onnx for an ONNX export folder, torch otherwise."""
+    from tuneforge.inference.backends import get_backend
+    from tuneforge.inference.backends.onnx_runtime import is_export_folder
+
+    if backend is None:
+        return "onnx" if is_export_folder(run) else "torch"
+    get_backend(backend)  # an unknown name is refused with the choices
+    return backend
+
+
+def _check_backend_target(run: Path) -> None:
+    """A run folder (checked) or an ONNX export folder: what a backend other than torch loads."""
+    from tuneforge.inference.backends.onnx_runtime import is_export_folder
+
+    if not is_export_folder(run):
+        check_run(run)
 
 
 def _shown(inp: Any, p: dict[str, Any]) -> str:

@@ -107,12 +107,18 @@ def evaluate_run(run_dir: Path, data: Path, *, name: str | None = None, output: 
                  columns: ColumnMap | None = None, batch_size: int = 64, strict_bio: bool = True,
                  on_batch: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
                  max_new_tokens: int | None = None,
-                 checks: EvaluationChecks | None = None) -> tuple[dict[str, Any], Path]:
+                 checks: EvaluationChecks | None = None, backend: str = "torch") -> tuple[dict[str, Any], Path]:
     """Predict ``data`` with the model in ``run_dir`` and write the report folder: ``output`` when given, else
     ``run_dir/eval-<name>/`` (``name`` defaults to the data file's). Returns the metrics and the report folder.
-    ``checks``: slices and robustness (:class:`EvaluationChecks`)."""
+    ``checks``: slices and robustness (:class:`EvaluationChecks`); ``backend``: what runs the model (a registered
+    inference backend: torch, onnx, onnx-int8 ...), as the service would serve it."""
     out = report_folder(output) if output is not None else None
-    predictor = load_predictor(run_dir)
+    if backend == "torch":
+        predictor = load_predictor(run_dir)
+    else:
+        from tuneforge.inference.backends import load_run_predictor
+
+        predictor = load_run_predictor(run_dir, backend)
     if out is None:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (name or Path(data).stem))
         out = Path(run_dir) / f"eval-{safe}"
@@ -126,8 +132,9 @@ def evaluate_run(run_dir: Path, data: Path, *, name: str | None = None, output: 
 def _refresh_card(run_dir: Path, report: Path) -> None:
     """A report written into the run folder (the default) joins the run's model card (README.md)."""
     from tuneforge.evaluation.card import write_card
+    from tuneforge.runs import has_manifest
 
-    if report.resolve().parent == run_dir.resolve():
+    if report.resolve().parent == run_dir.resolve() and has_manifest(run_dir):  # not an ONNX export folder
         write_card(run_dir)
 
 

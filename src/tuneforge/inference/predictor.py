@@ -91,6 +91,13 @@ class Predictor:
                                  stride=int(self.manifest.get("stride", 128)), multi_label=self.multi_label,
                                  batch_size=batch_size, bf16=self.bf16, on_batch=on_batch, **options)
 
+    def forward(self, features: Sequence[dict[str, Any]], *, batch_size: int = 64,
+                on_batch: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, ...]]:
+        """Encoder tasks: the model's raw outputs (logits) per encoded feature, in input order, what the task
+        decodes; another backend's predictor (ONNX Runtime) replaces only this."""
+        return forward_features(self.model, features, self.task.collator(self.tokenizer), batch_size=batch_size,
+                                bf16=self.bf16, on_batch=on_batch)
+
     def predict_proba(self, examples: Sequence[dict[str, Any]], *, batch_size: int = 64) -> np.ndarray:
         """Sequence-level tasks (classification): the probability of every label (columns in ``labels`` order),
         one row per example."""
@@ -98,8 +105,7 @@ class Predictor:
             raise ConfigError(f"probabilities are defined for classification models, not {self.task.name}")
         enc = self.task.encode(examples, self.tokenizer, self.labels, max_length=int(self.manifest["max_length"]),
                                with_labels=False, multi_label=self.multi_label)
-        outputs = forward_features(self.model, enc.features, self.task.collator(self.tokenizer),
-                                   batch_size=batch_size, bf16=self.bf16)
+        outputs = self.forward(enc.features, batch_size=batch_size)
         logits = np.stack([o[0] for o in outputs]).astype(np.float64)
         probabilities = getattr(self.task, "probabilities", None)
         if probabilities is not None:  # the task's own, at the run's calibrated temperature
