@@ -49,7 +49,7 @@ class BodyLimits:
     upload_bytes: int
 
     def error(self, method: str, path: str) -> tuple[int, RequestTooLarge]:
-        if method == "POST" and path.rstrip("/") == "/v1/files":
+        if method == "POST" and path.rstrip("/") in ("/v1/files", "/v1/models/import"):
             return self.upload_bytes + UPLOAD_OVERHEAD, RequestTooLarge(
                 f"The upload is larger than the limit of {self.upload_bytes:,} bytes.", code="file_too_large",
                 param="file")

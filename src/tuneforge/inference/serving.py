@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tuneforge.errors import ConfigError
+from tuneforge.inference.adapters import AdapterLRU, SharedEncoder, adapter_name, is_lora_run, shares_base
 from tuneforge.inference.backends import Backend, LoadedModel, get_backend
 from tuneforge.inference.batching import MicroBatcher
 from tuneforge.inference.generation_batcher import BatcherLimits, GenerationBatcher, GenerationRequest
@@ -121,24 +120,10 @@ def _split(results: list[tuple[Any, int]]) -> tuple[list[Any], int]:
     return [r for r, _ in results], sum(n for _, n in results)
 
 
-#: LoRA adapters one shared base model keeps loaded; past it the least recently used idle one is removed
+#: LoRA adapters one shared chat model keeps loaded; past it the least recently used idle one is removed
 MAX_ADAPTERS = 16
-
-
-def _adapter_name(run_dir: Path) -> str:
-    """peft's name for the adapter of a run folder (module names allow no dots, so not the model id)."""
-    return "run_" + hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-
-
-def is_lora_run(run_dir: Path) -> bool:
-    """A run folder holding a LoRA adapter (SFT or DPO with LoRA) rather than whole weights."""
-    config = Path(run_dir) / "adapter_config.json"
-    if not config.is_file():
-        return False
-    try:
-        return str(json.loads(config.read_text(encoding="utf-8")).get("peft_type", "")).upper() == "LORA"
-    except (OSError, ValueError):
-        return False
+#: LoRA adapters one shared encoder keeps loaded (each a few MB for minilm); past it the least recently used goes
+MAX_ENCODER_ADAPTERS = 64
 
 
 def _load_tokenizer(folder: Path) -> Any:
@@ -178,7 +163,7 @@ class ChatModel:
         self.batcher = GenerationBatcher(model, limits=limits, name=name, on_step=on_step)
         #: one lock for every tokenizer of this model: a fast tokenizer is not safe to share between threads
         self.tokenizer_lock = threading.Lock()
-        self._adapters: OrderedDict[str, Any] = OrderedDict()  # adapter name -> its run's tokenizer
+        self._adapters = AdapterLRU()  # adapter name -> its run's tokenizer
         self._lock = threading.Lock()
 
     @property
@@ -188,33 +173,29 @@ class ChatModel:
     @property
     def adapters(self) -> list[str]:
         with self._lock:
-            return list(self._adapters)
+            return self._adapters.names()
 
     def adapter(self, run_dir: Path) -> tuple[str, Any]:
         """The adapter name and tokenizer of the LoRA run in ``run_dir``, loaded onto the model when not yet."""
-        name = _adapter_name(run_dir)
+        name = adapter_name(run_dir)
         with self._lock:
             if name in self._adapters:
-                self._adapters.move_to_end(name)
-                return name, self._adapters[name]
+                return name, self._adapters.get(name)
             tokenizer = _load_tokenizer(run_dir)
             self.batcher.call(lambda model: _add_adapter(model, name, run_dir))
-            self._adapters[name] = tokenizer
+            self._adapters.put(name, tokenizer)
             log.info("loaded adapter %s (%s)", name, run_dir)
             self._trim(keep=name)
             return name, tokenizer
 
     def _trim(self, keep: str) -> None:
-        while len(self._adapters) > MAX_ADAPTERS:
-            busy = self.batcher.adapters_in_use()
-            idle = next((n for n in self._adapters if n != keep and n not in busy), None)
-            if idle is None:
-                return
+        busy = {n for n in self.batcher.adapters_in_use() if n}
+        for idle in self._adapters.victims(MAX_ADAPTERS, keep={keep} | busy):
             self._remove(idle)
 
     def drop(self, run_dir: Path) -> None:
         """Remove the adapter of ``run_dir`` (a deleted model), unless a generation is using it right now."""
-        name = _adapter_name(run_dir)
+        name = adapter_name(run_dir)
         with self._lock:
             if name in self._adapters and name not in self.batcher.adapters_in_use():
                 self._remove(name)
@@ -225,7 +206,7 @@ class ChatModel:
             return model
 
         self.batcher.call(delete)
-        self._adapters.pop(name, None)
+        self._adapters.pop(name)
         log.info("removed adapter %s", name)
 
     def close(self) -> None:
@@ -268,6 +249,32 @@ class ChatTarget:
                                          adapter=self.adapter, stream=stream, loop=loop, on_done=on_done)
 
 
+def _describe(path: Path) -> tuple[dict[str, Any], Any]:
+    """The manifest of a run folder and its task bound to the run."""
+    from tuneforge import runs
+    from tuneforge.inference.predictor import bound_task
+    from tuneforge.tasks import get_task
+
+    manifest = runs.read_manifest(path)
+    return manifest, bound_task(get_task(manifest["task"]), manifest)
+
+
+def _route(path: Path) -> tuple[str, Path | None]:
+    """Where a run folder is served from: the cache key and base model folder of the shared encoder of a LoRA run
+    of an encoder task whose base model is here; ``("", None)`` for a model of its own."""
+    from tuneforge import runs
+
+    if path is None or not (is_lora_run(path) and runs.has_manifest(path)):
+        return "", None
+    manifest, task = _describe(path)
+    base = runs.base_model_path(manifest) if shares_base(path, manifest, task) else None
+    if base is None:
+        return "", None
+    base = Path(base).resolve()
+    digest = hashlib.sha256(str(base).encode()).hexdigest()[:10]
+    return f"adapters:{task.auto_model_kind}:{base.name[:32]}-{digest}", base
+
+
 class InferenceService:
     """Predictions and embeddings for the API: cached models, batched requests; and generations from chat models
     (:meth:`chat_base`, :meth:`chat_run`), continuously batched.
@@ -276,23 +283,61 @@ class InferenceService:
 
     def __init__(self, *, capacity_bytes: int, max_items: int = 64, max_wait_s: float = 0.002,
                  backend: str | Backend = "torch", on_batch: Callable[[str, int, int, float], None] | None = None,
-                 chat_limits: BatcherLimits | None = None) -> None:
+                 chat_limits: BatcherLimits | None = None, max_adapters: int = MAX_ENCODER_ADAPTERS) -> None:
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
         self.chat_limits = chat_limits or BatcherLimits()
         self._on_batch = on_batch
+        self.max_wait_s = max_wait_s
+        self.max_adapters = max_adapters
 
         def make_batcher(key: str, model: LoadedModel) -> MicroBatcher:
             cb = (lambda n, r, s: on_batch(model.task, n, r, s)) if on_batch else None
-            return MicroBatcher(lambda items: _run_and_count(model, items), max_items=max_items,
+            # sized to the backend's best batch where it says (a measured one), else the service's
+            size = int(getattr(model, "best_batch", None) or max_items)
+            return MicroBatcher(lambda items: _run_and_count(model, items), max_items=size,
                                 max_wait_s=max_wait_s, name=key[:40], on_batch=cb)
 
         self.cache = ModelCache(capacity_bytes, make_batcher=make_batcher)
         self.max_items = max_items
+        #: model key -> the cache key and base folder of the shared encoder it is served from (None: its own)
+        self._shared: dict[str, tuple[str, Path | None]] = {}
+        self._shared_lock = threading.Lock()
 
     def predict(self, key: str, path: Path, inputs: Sequence[Any]) -> tuple[list[Any], int]:
-        """Predictions for ``inputs`` and the tokens they took."""
+        """Predictions for ``inputs`` and the tokens they took. A LoRA run of an encoder task is served from the
+        one copy of its base model that all such runs share (:class:`~.adapters.SharedEncoder`)."""
+        shared = self._shared_encoder(key, path)
+        if shared is not None:
+            encoder, run = shared
+            return encoder.predict(run, inputs, self.max_items)
         entry = self.cache.get(f"predict:{key}", lambda: self.backend.load_predictor(path))
         return self._submit(entry, entry.model.prepare(inputs))
+
+    def _shared_encoder(self, key: str, path: Path) -> tuple[SharedEncoder, Any] | None:
+        """The shared encoder serving model ``key`` (a LoRA run of an encoder task) and its run; None for any
+        other model (decided once per model)."""
+        with self._shared_lock:
+            route = self._shared.get(key)
+        if route is None:
+            route = _route(path)
+            with self._shared_lock:
+                self._shared[key] = route
+        cache_key, base_path = route
+        if base_path is None:
+            return None
+        on_batch = self._on_batch
+
+        def load() -> SharedEncoder:
+            manifest, task = _describe(path)
+            cb = (lambda n, r, s: on_batch(task.name, n, r, s)) if on_batch else None
+            entry = SharedEncoder(base_path, manifest, task, max_adapters=self.max_adapters,
+                                  max_items=self.max_items, max_wait_s=self.max_wait_s, on_batch=cb)
+            log.info("loaded shared encoder %s (%.1f MB)", cache_key, entry.nbytes / 1e6)
+            return entry
+
+        encoder = self.cache.get_entry(cache_key, load)
+        assert isinstance(encoder, SharedEncoder)
+        return encoder, encoder.run_of(path, lambda: _describe(path))
 
     def embed(self, key: str, path: Path, texts: Sequence[Any]) -> tuple[list[Any], int]:
         """Embeddings of ``texts`` and the tokens they took."""
@@ -358,6 +403,10 @@ class InferenceService:
         name, tokenizer = entry.adapter(run_dir)
         return ChatTarget(entry, tokenizer, name)
 
+    def shared_encoders(self) -> list[SharedEncoder]:
+        """The shared encoders loaded now (each a base model with the LoRA adapters of its runs)."""
+        return [e for e in self.cache.entries() if isinstance(e, SharedEncoder)]
+
     def chat_models(self) -> list[ChatModel]:
         """The chat models loaded now."""
         return [e for e in self.cache.entries() if isinstance(e, ChatModel)]
@@ -368,7 +417,11 @@ class InferenceService:
         self.cache.evict(f"predict:{key}")
         self.cache.evict(f"embed:{key}")
         self.cache.evict(f"explain:{key}")  # the copy /v1/predict explains with (api.routers.inference)
+        with self._shared_lock:
+            self._shared.pop(key, None)
         if run_dir is not None:
+            for shared in self.shared_encoders():
+                shared.drop(run_dir)
             self.cache.evict(self._chat_key(run_dir))
             for entry in self.chat_models():
                 entry.drop(run_dir)

@@ -128,10 +128,24 @@ def checkpoint_storage_key(model_key: str, step: int) -> str:
     return f"{model_key}/ckpt-step-{step}"
 
 
+#: the method of the job row that records an imported run (``tuneforge.jobs.imports``); its suffix is the name
+IMPORT_METHOD = "import"
+
+
 class ModelRepo(TenantRepo[Model]):
     model = Model
     noun = "model"
     param = "model"
+
+    def find(self, id: Any, *, for_update: bool = False) -> Model | None:
+        """A model by id, or an imported run by the name it was imported as (issue 20: bring your own run)."""
+        found = super().find(id, for_update=for_update)
+        if found is not None or not isinstance(id, str) or id.startswith("ft:") or ":" in id:
+            return found
+        q = (self.select().join(Job, Job.id == Model.job_id)
+             .where(Job.tenant_id == self.tenant_id, Job.method == IMPORT_METHOD, Job.suffix == id)
+             .order_by(Model.created_at.desc()).limit(1))
+        return cast(Model | None, self.session.scalar(q.with_for_update() if for_update else q))
 
     def bytes_used(self) -> int:
         return self.sum(Model.bytes)
