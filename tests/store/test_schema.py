@@ -72,7 +72,7 @@ def test_reflected_keys_indexes_and_constraints_are_the_declared_ones(db_url):
 
 def test_every_tenant_owned_table_gets_its_tenant_column_from_the_mixin():
     owned = {m.local_table.name: m.class_ for m in Base.registry.mappers if "tenant_id" in m.local_table.c}
-    assert len(owned) == 18
+    assert len(owned) == 25
     for name, cls in owned.items():
         assert issubclass(cls, TenantScoped), f"{cls.__name__} declares tenant_id itself"
         (fk,) = metadata.tables[name].c.tenant_id.foreign_keys

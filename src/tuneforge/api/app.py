@@ -38,13 +38,14 @@ from tuneforge.api.routers import (
     usage,
 )
 from tuneforge.api.state import ServiceState
+from tuneforge.inference.backends.routed import make_backend
 from tuneforge.inference.generation_batcher import BatcherLimits
 from tuneforge.inference.serving import InferenceService
 from tuneforge.jobs.executors import make_executor
 from tuneforge.settings import Settings
 from tuneforge.store.db import make_engine, make_session_factory, upgrade
 from tuneforge.store.models import Job
-from tuneforge.store.storage import LocalStorage
+from tuneforge.store.storage import open_storage
 from tuneforge.store.tenants import ensure_plans
 from tuneforge.store.usage import UsageMeter
 
@@ -81,10 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     metrics = Metrics(job_stats)
     state = ServiceState(
-        settings=settings, engine=engine, sessions=sessions, storage=LocalStorage(settings.artifacts_dir),
+        settings=settings, engine=engine, sessions=sessions, storage=open_storage(settings),
         meter=UsageMeter(sessions, interval=settings.usage_flush_seconds),
         inference=InferenceService(capacity_bytes=settings.model_cache_bytes, max_items=settings.batch_max_items,
                                    max_wait_s=settings.batch_wait_ms / 1000, on_batch=metrics.on_batch,
+                                   backend=make_backend(settings.backend, settings.model_backends),  # issue 20
                                    chat_limits=BatcherLimits(max_batch=settings.chat_max_batch,
                                                              max_queue=settings.chat_max_queue,
                                                              timeout_s=settings.chat_timeout_seconds)),
@@ -126,6 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (files.router, datasets.router, jobs.router, estimates.router, models.router, inference.router,
               chat.router, usage.router, api_keys.router, assistant.router, monitor.router, recommender.router):
         app.include_router(r, responses=error_responses())
+    from tuneforge.api.routers import drift as drift_routes  # issue 23: monitoring and drift
+    app.include_router(drift_routes.router, responses=error_responses())
+    from tuneforge.api.routers import registry as registry_routes  # issue 23: the model registry
+    app.include_router(registry_routes.router, responses=error_responses())
     app.include_router(health.router)
     if settings.console:
         from tuneforge.console import install_console

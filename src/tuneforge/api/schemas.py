@@ -278,6 +278,8 @@ class ModelPublic(BaseModel):
     language: str | None = Field(None, description="Base models: the languages it was pretrained on.")
     parameters: str | None = Field(None, description="Base models: its size, e.g. 22.7M.")
     description: str | None = Field(None, description="Base models: what it suits.")
+    backend: dict[str, Any] | None = Field(None, description="Fine-tuned models once loaded: what serves it (torch, "
+                                                             "onnx, onnx-int8 ...; with auto, the measurements).")
 
     @classmethod
     def of(cls, m: Model, owner: str) -> ModelPublic:

@@ -1,10 +1,13 @@
 """The ``tuneforge`` command line: thin commands over the same services the API uses.
 
 One module per command group: :mod:`~tuneforge.cli.data` (``data check|clean|split|augment``),
-:mod:`~tuneforge.cli.train` (``train``, ``models``, ``pretrain``, ``search``, ``ensemble``, ``export``),
+:mod:`~tuneforge.cli.train` (``train``, ``models``, ``pretrain``, ``ensemble``), :mod:`~tuneforge.cli.search`
+(``search``, local or on Ray), :mod:`~tuneforge.cli.export` (``export``: transformers or ONNX),
 :mod:`~tuneforge.cli.predict` (``evaluate``, ``predict``), :mod:`~tuneforge.cli.chat` (``chat``),
-:mod:`~tuneforge.cli.service` (``serve``, ``worker``, ``admin``) and :mod:`~tuneforge.cli.solutions`
-(``solution ...``); :mod:`~tuneforge.cli.options` holds what they share.
+:mod:`~tuneforge.cli.service` (``serve``, ``worker``, ``admin``), :mod:`~tuneforge.cli.solutions`
+(``solution ...``), :mod:`~tuneforge.cli.registry` (``registry ...``), :mod:`~tuneforge.cli.retrain` (``retrain``,
+``shadow``) and :mod:`~tuneforge.cli.drift` (``drift``); ``data crawl|import`` live in
+:mod:`~tuneforge.cli.acquire`. :mod:`~tuneforge.cli.options` holds what they share.
 
 In-process (tests, notebooks)::
 
@@ -24,7 +27,21 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tuneforge.cli import chat, data, explain, federated, predict, service, solutions, train
+from tuneforge.cli import (
+    chat,
+    data,
+    drift,
+    explain,
+    export,
+    federated,
+    predict,
+    registry,
+    retrain,
+    search,
+    service,
+    solutions,
+    train,
+)
 from tuneforge.cli.options import err, out
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 
@@ -81,13 +98,16 @@ def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, call
 
 # the order of `tuneforge --help` (commands, then groups); `train` is listed after `models` (see _Group)
 for _command in (train.models, predict.evaluate, predict.predict, chat.chat, train.pretrain, train.ensemble,
-                 train.export, train.search):
+                 export.export, search.search):
     app.command()(_command)
 app.add_typer(data.app, name="data")
 service.register(app)  # serve, worker, admin
 solutions.register(app)
 app.command(name="explain")(explain.explain)  # explain (integrated gradients)
 federated.register(app)  # federated (Flower)
+drift.register(app)  # drift (live-input monitoring)
+registry.register(app)  # registry list|promote|rollback|alias|delete|history
+retrain.register(app)  # retrain, shadow (continual re-training, champion / challenger)
 
 
 # ------------------------------------------------------------------------------------------------------- main

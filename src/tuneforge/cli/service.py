@@ -229,6 +229,25 @@ def enable_tenant(tenant: Annotated[str, typer.Argument(help="Tenant name or id.
     out.print(f"Enabled {t.name}.")
 
 
+@admin_app.command("import-model")
+def import_model(tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
+                 run_folder: Annotated[str, typer.Argument(help="A finished `tuneforge train` --output folder.")],
+                 name: Annotated[str, typer.Option(help="The model's name (callers use it as the model id).")]) -> None:
+    """Register a run trained with the CLI as the tenant's model (bring your own run; see jobs/imports.py)."""
+    from pathlib import Path
+
+    from tuneforge.jobs.imports import import_run
+    from tuneforge.store.storage import open_storage
+    from tuneforge.store.tenants import get_tenant
+
+    settings = _settings()
+    with _session() as s:
+        m = import_run(s, tenant=get_tenant(s, tenant), storage=open_storage(settings), settings=settings,
+                       folder=Path(run_folder), name=name, source="cli", local_base=True)
+    out.print(f"Imported {run_folder} as {m.id} (name {name}, {m.bytes:,} bytes).")
+    print(m.id, flush=True)
+
+
 # ----------------------------------------------------------------------------------------------- serve/worker
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -249,6 +268,10 @@ def serve(
     workers: Annotated[int | None, typer.Option(
         help="Jobs trained at once by the worker inside the server (0: none; run `tuneforge worker`).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    backend: Annotated[str | None, typer.Option(
+        help="What runs encoder models: torch (default), torch-bf16, onnx, onnx-int8, or auto (the fastest that "
+             "agrees with torch, measured when a model loads); TUNEFORGE_MODEL_BACKENDS overrides it per model."
+    )] = None,
 ) -> None:
     """Run the API (and, by default, a worker) with uvicorn. Docs at http://HOST:PORT/docs."""
     import uvicorn
@@ -258,9 +281,9 @@ def serve(
     offline()
     _serving_threads()
     _logging(log_level)
-    settings = _settings(embedded_workers=workers)
+    settings = _settings(embedded_workers=workers, backend=backend)
     err.print(f"TuneForge API on http://{host}:{port} (docs: /docs), database {_safe_url(settings.db_url)}, "
-              f"{settings.embedded_workers} embedded worker slot(s).")
+              f"{settings.embedded_workers} embedded worker slot(s), {settings.backend} backend.")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
 
 
@@ -272,7 +295,7 @@ def worker(
     """Run a worker that trains queued jobs (on this machine or another sharing the database and data dir)."""
     from tuneforge.jobs.worker import Worker
     from tuneforge.store.db import make_engine, make_session_factory, upgrade
-    from tuneforge.store.storage import LocalStorage
+    from tuneforge.store.storage import open_storage
     from tuneforge.store.tenants import ensure_plans
 
     offline()
@@ -283,7 +306,7 @@ def worker(
     sessions = make_session_factory(engine)
     with sessions() as s:
         ensure_plans(s)
-    w = Worker(sessions=sessions, settings=settings, storage=LocalStorage(settings.artifacts_dir),
+    w = Worker(sessions=sessions, settings=settings, storage=open_storage(settings),
                slots=settings.worker_concurrency)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,5 @@
-"""``tuneforge train`` (its flags generated from the training config), ``models``, ``pretrain``, ``search``,
-``ensemble`` and ``export``.
+"""``tuneforge train`` (its flags generated from the training config), ``models``, ``pretrain``,
+``ensemble`` (``export`` is in :mod:`tuneforge.cli.export`).
 
 Every field of :class:`tuneforge.training.config.TrainConfig` is a ``train`` flag: ``lora_r`` is ``--lora-r``,
 a yes/no field is ``--x/--no-x``, the field's description is the help. Flags that existed before the flags were
@@ -23,7 +23,7 @@ from rich.table import Table
 from tuneforge.cli.options import COLUMN_FLAGS, TASK_HELP, err, offline, out, print_metrics
 from tuneforge.errors import ConfigError, RunError
 
-__all__ = ["TRAIN_HELP", "ensemble", "export", "models", "pretrain", "search", "train_command", "train_flags"]
+__all__ = ["TRAIN_HELP", "ensemble", "models", "pretrain", "train_command", "train_flags"]
 
 TRAIN_HELP = ("Fine-tune a base model. Writes safetensors weights, the tokenizer, tuneforge.json and, with "
               "--eval-data,\na dev report (metrics.json, report.md, plots) into --output.")
@@ -266,7 +266,7 @@ def _train(options: dict[str, Any]) -> None:
     offline()
     from tuneforge.tasks import get_task
     from tuneforge.training import load_config_file, make_config
-    from tuneforge.training import train as run_train
+    from tuneforge.training.distributed import train as run_train  # the recipe here, or Ray Train (--executor ray)
 
     config, resume, overwrite = options.pop("config"), options.pop("resume"), options.pop("overwrite")
     col_flags = {key: options.pop(f"{key}_column") for key in COLUMN_FLAGS}
@@ -444,57 +444,3 @@ def ensemble(
 
         metrics, folder = evaluate_run(output, eval_data)
         print_metrics(metrics, f"Ensemble on {eval_data.name}")
-
-
-def export(
-    run: Annotated[Path, typer.Argument(help="A trained run (LoRA, AdaLoRA, IA3, full ...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the merged plain model.")],
-    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the base weights: what export "
-                                                        "always does, spelled out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
-) -> None:
-    """Merge an adapter into its base model and save a plain transformers folder (where the method allows); a
-    generation run's folder chats in transformers.pipeline("text-generation")."""
-    offline()
-    from tuneforge.inference.export import export_merged
-    from tuneforge.runs import read_manifest
-
-    read_manifest(run)
-    m = export_merged(run, output, overwrite=overwrite)  # merging is what export does, with --merge or without
-    from tuneforge.tasks import get_task
-
-    loads = f'transformers.pipeline("text-generation", model="{output}")' if get_task(m["task"]).generative \
-        else "transformers"
-    out.print(f"[green]Saved[/] {output} (merged from {m['merged_from']['method']}; loads with {loads}).")
-
-
-def search(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trials' runs and best.json.")],
-    trials: Annotated[int, typer.Option(help="Finished trials the study should hold.")] = 10,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage, e.g. sqlite:///search.db (resumable); "
-                                                     "default: OUTPUT/search.db.")] = None,
-    study_name: Annotated[str, typer.Option(help="Study name inside the storage.")] = "tuneforge",
-    config: Annotated[Path | None, typer.Option(help="A YAML run config (flags override it).")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help=TASK_HELP)] = None,
-    data: Annotated[Path | None, typer.Option(help="Training data.")] = None,
-    eval_data: Annotated[Path | None, typer.Option(help="Dev data (required: trials are compared on it).")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model name or folder.")] = None,
-    method: Annotated[str | None, typer.Option(help="Tuning method (lora also searches lora_r).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs per trial.")] = None,
-) -> None:
-    """Hyperparameter search with Optuna (TPE, median pruning, resumable study); prints the best run."""
-    offline()
-    from tuneforge.training import load_config_file
-    from tuneforge.training.search import search as run_search
-
-    values: dict[str, Any] = load_config_file(config) if config else {}
-    values.update({k: v for k, v in dict(task=task, data=data, eval_data=eval_data, base_model=base_model,
-                                         method=method, epochs=epochs).items() if v is not None})
-    missing = [f"{k}: required (--{k.replace('_', '-')})" for k in ("task", "data", "eval_data") if k not in values]
-    if missing:
-        raise ConfigError(missing, hint="See `tuneforge search --help`.")
-    output.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(output / 'search.db').resolve()}"
-    best = run_search(values, trials=trials, storage=storage, study_name=study_name, output=output, console=err)
-    out.print(f"[green]Best[/] trial {best['trial']}: {best['metric']} {best['value']:.4f} with {best['params']}")
-    out.print(f"Run: {best['run']}   (summary: {output / 'best.json'})")

@@ -37,6 +37,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "assistant": ("/solutions/assistant", "solution_assistant.html", "nav.assistant"),
     "monitor": ("/solutions/monitor", "solution_monitor.html", "nav.monitor"),
     "recommender": ("/solutions/recommender", "solution_recommender.html", "nav.recommender"),
+    "registry": ("/registry", "registry.html", "nav.registry"),  # issue 23: the model registry
 }
 NAV = [("datasets", "nav.datasets"), ("job_new", "nav.new_job"), ("jobs", "nav.jobs"), ("models", "nav.models"),
        ("assistant", "nav.assistant"), ("monitor", "nav.monitor"), ("recommender", "nav.recommender"),
@@ -82,7 +83,7 @@ def install_console(app: FastAPI) -> None:
 
     # /jobs/new before /jobs/{job_id}
     for name in ("login", "datasets", "dataset", "jobs", "job_new", "job", "models", "model", "account",
-                 "assistant", "monitor", "recommender"):
+                 "assistant", "monitor", "recommender", "registry"):
         router.add_api_route(PAGES[name][0], _page(templates, name), methods=["GET"], response_class=HTMLResponse,
                              name=f"console_{name}")
     app.include_router(router)

@@ -431,6 +431,9 @@ from tuneforge.console import i18n_assistant, i18n_monitor, i18n_recommender, i1
 
 for _extra in (i18n_assistant.MESSAGES, i18n_monitor.MESSAGES, i18n_recommender.MESSAGES, i18n_server.MESSAGES):
     MESSAGES.update(_extra)
+from tuneforge.console import i18n_registry  # noqa: E402  (issue 23: the model registry's page)
+
+MESSAGES.update(i18n_registry.MESSAGES)
 
 
 def catalog(lang: str) -> dict[str, str]:

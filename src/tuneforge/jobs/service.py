@@ -22,7 +22,7 @@ from tuneforge.store.db import utcnow
 from tuneforge.store.ids import new_id
 from tuneforge.store.models import Job, Tenant
 from tuneforge.store.repositories import FileRepo, JobRepo, ModelRepo, UsageRepo
-from tuneforge.store.storage import LocalStorage, Storage
+from tuneforge.store.storage import Storage, open_storage
 from tuneforge.store.tenants import Principal
 from tuneforge.store.usage import month_start
 
@@ -190,7 +190,7 @@ def create_job(session: Session, *, principal: Principal, settings: Settings, re
     """Check the request and the tenant's quotas, then queue the job in ``validating_files``. Without a task
     (``metadata.task``) the task is inferred from the training file's format."""
     tenant_id = principal.tenant_id
-    storage = storage or LocalStorage(settings.artifacts_dir)
+    storage = storage or open_storage(settings)
     base = _check_base(session, settings, tenant_id, req.model)
     if req.suffix is not None and not _SUFFIX.match(req.suffix):
         raise InvalidRequestError("suffix: up to 64 letters, digits, '.', '-' or '_'", param="suffix",

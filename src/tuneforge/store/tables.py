@@ -3,6 +3,7 @@ the solutions' (:mod:`tuneforge.store.solution_tables`). ``metadata`` is what Al
 with (``migrations/env.py``, ``tests/store/test_migrations.py``)."""
 
 from tuneforge.store.base import Base, TenantScoped
+from tuneforge.store.input_log import DriftAlert, InputLogEntry, ModelMonitoring  # noqa: F401  (issue 23: monitoring)
 from tuneforge.store.models import (
     ApiKey,
     Checkpoint,
@@ -15,6 +16,7 @@ from tuneforge.store.models import (
     Tenant,
     UsageRecord,
 )
+from tuneforge.store.registry import tables as _registry_tables  # noqa: F401  (issue 23: the registry's tables)
 from tuneforge.store.solution_tables.assistant import Assistant, AssistantFeedback, AssistantSession, AssistantTurn
 from tuneforge.store.solution_tables.monitor import (
     MonitorAlert,

@@ -47,7 +47,7 @@ from tuneforge.api.deps import (
     refund_tokens,
 )
 from tuneforge.api.errors import error_body, status_for
-from tuneforge.api.routers.inference import fine_tuned
+from tuneforge.api.model_refs import resolve_model
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import InvalidRequestError, NotFoundError, TuneforgeError
 from tuneforge.inference.generation_batcher import GenerationRequest
@@ -182,18 +182,17 @@ def _not_chat(name: str, what: str) -> InvalidRequestError:
 
 def _resolve(state: ServiceState, settings: Settings, models: ModelRepo, name: str) -> tuple[str, ChatTarget]:
     """The model id to report and the target to generate with; 404 for an unknown model or another tenant's."""
-    if name.startswith("ft:"):
-        try:
-            m = fine_tuned(models, state, name)
-            model_id, task, folder = m.id, m.task, state.storage.local_path(m.storage_key)
-        except NotFoundError as e:
-            raise e if e.code == "model_not_found" else _no_model(name) from None
-        finally:
-            models.session.close()  # hold no database connection while the model loads or generates
+    try:  # a fine-tuned model's id or a registry name@ref (issue 23), else a base model's name
+        m = resolve_model(models, state, name)
+    except NotFoundError as e:
+        raise e if e.code == "model_not_found" else _no_model(name) from None
+    finally:
+        models.session.close()  # hold no database connection while the model loads or generates
+    if m is not None:
+        model_id, task, folder = m.model_id, m.task, m.path
         if not _generative(task):
             raise _not_chat(model_id, f"a {task} model")
         return model_id, state.inference.chat_run(folder, cache_dir=settings.cache_dir)
-    models.session.close()
     base = name if name in settings.base_models else registry_name(name)
     if base is None or base not in available_base_models(settings):
         raise _no_model(name)

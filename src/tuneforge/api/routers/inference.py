@@ -15,13 +15,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from tuneforge.api.deps import Models, PredictPrincipal, SettingsDep, StateDep, meter_model
+from tuneforge.api.model_refs import fine_tuned, resolve_model, servable_model  # noqa: F401  (fine_tuned: chat, monitor)
+from tuneforge.api.routers.drift import InputLog
 from tuneforge.api.schemas import EmbeddingCreate, EmbeddingsPublic, PredictCreate, PredictPublic, Usage
 from tuneforge.api.state import ServiceState
-from tuneforge.errors import ConfigError, InvalidRequestError, NotFoundError
-from tuneforge.jobs.runner import KEPT_CHECKPOINTS
+from tuneforge.errors import ConfigError, InvalidRequestError
 from tuneforge.jobs.service import available_base_models, chat_base_models, registry_name
-from tuneforge.store.models import Model
-from tuneforge.store.repositories import ModelRepo
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -55,33 +54,23 @@ def _check_lengths(inputs: list[Any], limit: int, param: str) -> None:
                                       code="input_too_long")
 
 
-def fine_tuned(models: ModelRepo, state: ServiceState, model_id: str) -> Model:
-    """One of the tenant's fine-tuned models, or a kept checkpoint of one (``<model>:ckpt-step-N``); another
-    tenant's, or a checkpoint that was not kept, is a 404."""
-    m = models.servable(model_id)
-    if not state.storage.exists(m.storage_key):
-        raise NotFoundError(f"model: '{m.id}' is a checkpoint that was not kept as a model (the last "
-                            f"{KEPT_CHECKPOINTS} checkpoints of a succeeded job are); use the job's fine-tuned model "
-                            "or a later checkpoint.", param="model", code="model_not_found")
-    return m
-
-
 @router.post("/predict", response_model=PredictPublic, summary="Predict with a fine-tuned model")
 def predict(request: Request, body: PredictCreate, principal: PredictPrincipal, models: Models, state: StateDep,
-            settings: SettingsDep) -> PredictPublic:
+            settings: SettingsDep, input_log: InputLog) -> PredictPublic:
     _check_count(len(body.inputs), settings.max_predict_inputs, "inputs")
     _check_lengths(body.inputs, settings.max_input_chars, "inputs")
     _check_explain(body)
-    m = fine_tuned(models, state, body.model)
-    path, model_id, task = state.storage.local_path(m.storage_key), m.id, m.task
+    m = servable_model(models, state, body.model)  # a fine-tuned model id or a registry name@ref
+    path, model_id, task = m.path, m.model_id, m.task
     meter_model(request, model_id)
     models.session.close()  # hold no database connection during the forward pass
-    preds, tokens = state.inference.predict(model_id, path, body.inputs)
+    preds, tokens = state.inference.predict(m.cache_key, path, body.inputs)
     data = [{"index": i, **p} for i, p in enumerate(preds)]
     if body.explain:
-        for row, explanation in zip(data, _explanations(state, model_id, path, body), strict=True):
+        for row, explanation in zip(data, _explanations(state, m.cache_key, path, body), strict=True):
             row["explanation"] = explanation
     state.meter.add(principal.tenant_id, "predicted_tokens", tokens, model=model_id)
+    input_log(m, body.inputs, preds)  # monitoring: a sample logged after the response (issue 23)
     return PredictPublic(model=model_id, task=task, data=data, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
 
@@ -140,14 +129,15 @@ def embeddings(request: Request, body: EmbeddingCreate, principal: PredictPrinci
                                   param="input", code="invalid_input")
     _check_count(len(texts), settings.max_predict_inputs, "input")
     _check_lengths(texts, settings.max_input_chars, "input")
-    if body.model.startswith("ft:"):
-        m = fine_tuned(models, state, body.model)  # another tenant's model is a 404, like a missing one
-        name, path = m.id, state.storage.local_path(m.storage_key)
+    m = resolve_model(models, state, body.model)  # another tenant's model is a 404, like a missing one
+    if m is not None:
+        name, key, path = m.model_id, m.cache_key, m.path
     else:
         name, path = _encoder(body.model, settings)
+        key = name
     meter_model(request, name)
     models.session.close()  # hold no database connection during the forward pass
-    vectors, tokens = state.inference.embed(name, path, texts)
+    vectors, tokens = state.inference.embed(key, path, texts)
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise InvalidRequestError(f"dimensions: {body.model} gives {len(vectors[0])}-dimensional vectors; it cannot "
                                   f"give {body.dimensions}.", param="dimensions", code="invalid_value")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from tuneforge.api.deps import CurrentPrincipal, Models, SessionDep, SettingsDep, StateDep, TrainPrincipal
@@ -33,10 +35,16 @@ def list_models(models: Models, principal: CurrentPrincipal, settings: SettingsD
 
 
 @router.get("/{model}", response_model=ModelPublic, summary="Retrieve a model")
-def retrieve_model(model: str, models: Models, principal: CurrentPrincipal, settings: SettingsDep) -> ModelPublic:
+def retrieve_model(model: str, models: Models, principal: CurrentPrincipal, settings: SettingsDep,
+                   state: StateDep) -> ModelPublic:
     if model in available_base_models(settings):
         return _base(model, chat_base_models(settings))
-    return ModelPublic.of(models.get(model), principal.tenant_name)
+    m = models.get(model)
+    public = ModelPublic.of(m, principal.tenant_name)
+    # issue 20: the backend that serves it (chosen by `serve --backend auto` with its measurements), once loaded
+    info = getattr(state.inference.backend, "info", None)
+    public.backend = info(state.storage.local_path(m.storage_key)) if info is not None else None
+    return public
 
 
 @router.get("/{model}/evaluation", response_model=EvaluationPublic, summary="A fine-tuned model's evaluation")
@@ -77,3 +85,21 @@ def remove_model(model: str, principal: TrainPrincipal, session: SessionDep, set
     m = delete_model(session, tenant_id=principal.tenant_id, storage=state.storage, model_id=model)
     state.inference.unload(m.id, state.storage.local_path(m.storage_key))
     return ModelDeleted(id=m.id)
+
+
+# --- bring your own run (issue 20): a CLI-trained run folder, uploaded as a .tar.gz, becomes the tenant's model ---
+@router.post("/import", response_model=ModelPublic, summary="Import a run trained with the CLI")
+def import_model(file: Annotated[UploadFile, File(description="A .tar.gz of a finished `tuneforge train` folder.")],
+                 name: Annotated[str, Form(description="The model's name (usable as its id).")],
+                 principal: TrainPrincipal, session: SessionDep, settings: SettingsDep,
+                 state: StateDep) -> ModelPublic:
+    """Validated (safetensors only, manifest present, base model known here), copied into the artifact store and
+    registered as one of your models: served, metered and isolated like a model trained by a job."""
+    from tuneforge.jobs.imports import import_archive
+    from tuneforge.store.models import Tenant
+
+    tenant = session.get(Tenant, principal.tenant_id)
+    assert tenant is not None
+    m = import_archive(session, tenant=tenant, storage_bytes=principal.quotas.storage_bytes, storage=state.storage,
+                       settings=settings, stream=file.file, name=name)
+    return ModelPublic.of(m, principal.tenant_name)
