@@ -23,8 +23,8 @@ from tuneforge.errors import ConfigError
 from tuneforge.methods import AllMethodOptions, get_method, method_names
 from tuneforge.tasks import get_task, task_names
 
-__all__ = ["Columns", "ConfidenceOptions", "CoreConfig", "PrivacyOptions", "TrainConfig", "TrainingOptions",
-           "load_config_file", "make_config"]
+__all__ = ["Columns", "ConfidenceOptions", "CoreConfig", "ExecutorOptions", "PrivacyOptions", "TrainConfig",
+           "TrainingOptions", "load_config_file", "make_config"]
 
 
 class Columns(BaseModel):
@@ -55,6 +55,9 @@ class CoreConfig(BaseModel):
     label_separator: str | None = Field(None, description="Separator of labels in one CSV cell for multi-label.")
     lenient_bio: bool = Field(False, description="NER: read a stray I-X (no B-X before it) as the start of an "
                                                  "entity instead of refusing the file.")
+    strict: bool = Field(False, description="QA: refuse answers whose answer_start does not point at their text "
+                                            "(default: repair offsets that are a little off, e.g. counted in UTF-16 "
+                                            "units, and drop answers that cannot be located, with a report).")
     delimiter: str | None = Field(None, description="CSV/TSV field separator of the data files: one character, or "
                                                     "tab, comma, semicolon, pipe (default: detected).")
     encoding: str | None = Field(None, description="Text encoding of the data files, e.g. big5, shift_jis, gbk, "
@@ -201,6 +204,36 @@ class PrivacyOptions(BaseModel):
                            "(Renyi DP).")
 
 
+class ExecutorOptions(BaseModel):
+    """Where the run trains: this process, or data-parallel on a Ray cluster (docs/ray.md)."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: data-parallel on a Ray cluster with Ray Train (RAY_ADDRESS, "
+                             "else a Ray started on this machine), the same recipe in each worker.")
+    workers: int = Field(1, ge=1, le=1024, description="ray: training workers (one process each, gradients "
+                                                       "all-reduced every step).")
+    use_gpu: bool = Field(False, description="ray: one GPU per worker (nccl); CPU workers all-reduce with gloo.")
+    max_failures: int = Field(2, ge=0, le=100, description="ray: worker failures survived: a killed worker is "
+                                                           "replaced and training resumes from the last checkpoint.")
+    ray_storage: str | None = Field(
+        None, description="ray: where Ray Train keeps checkpoints, a folder every node sees or s3://bucket/prefix "
+                          "(default: OUTPUT/ray).")
+
+
+def _executor_problems(c: TrainConfig) -> list[str]:
+    """Ray options on a local run, and what a Ray run cannot train (it runs the Trainer loop in each worker)."""
+    if c.executor == "local":
+        return [f"{name}: applies with --executor ray" for name in ("workers", "use_gpu", "max_failures", "ray_storage")
+                if getattr(c, name) != type(c).model_fields[name].default]
+    problems = []
+    if c.method in method_names() and get_method(c.method).own_loop:
+        problems.append(f"executor: method {c.method} trains outside the Trainer loop; --executor ray trains methods "
+                        "that use it (full, lora, adapter ...)")
+    if c.dp_epsilon is not None:
+        problems.append("executor: differentially private training runs in one process (leave out --executor ray)")
+    return problems
+
+
 #: the methods whose trainable weights Opacus computes per-example gradients for: plain layers (all of the
 #: unfrozen encoder, LoRA's two small matrices, bottleneck adapters) and the task head. AdaLoRA reallocates ranks
 #: from the gradients between steps, IA3 and prompt methods train custom parameters outside such layers, SetFit
@@ -253,7 +286,7 @@ def _privacy_problems(c: TrainConfig) -> list[str]:
     return problems
 
 
-class TrainConfig(PrivacyOptions, ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConfig):
+class TrainConfig(ExecutorOptions, PrivacyOptions, ConfidenceOptions, TrainingOptions, AllMethodOptions, CoreConfig):
     """Everything that defines a fine-tuning run."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -286,6 +319,7 @@ class TrainConfig(PrivacyOptions, ConfidenceOptions, TrainingOptions, AllMethodO
             problems += _encoder_only_problems(self)
         problems += _confidence_problems(self)
         problems += _privacy_problems(self)
+        problems += _executor_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

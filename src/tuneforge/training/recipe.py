@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -74,11 +74,12 @@ def _check_output(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def train(config: TrainConfig, *, settings: Settings | None = None, resume: bool = False, overwrite: bool = False,
           console: Console | None = None, on_event: Callable[[dict[str, Any]], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``config.data`` and write a self-contained model folder.
 
     ``on_event`` receives training logs (loss, learning rate, dev metrics); ``should_stop`` is polled every step
-    and ends training early with a checkpoint to resume from (cancel or pause from a job queue).
+    and ends training early with a checkpoint to resume from (cancel or pause from a job queue); ``callbacks`` are
+    more Trainer callbacks (a Ray Train worker's reporting, :mod:`tuneforge.training.distributed`).
     """
     settings = settings or Settings()
     console = console or Console(stderr=True)
@@ -92,7 +93,8 @@ def train(config: TrainConfig, *, settings: Settings | None = None, resume: bool
     _check_data_fits_method(p)
     created = _start_run_folder(out, config, resume=resume, overwrite=overwrite)
     try:
-        return _run(p, out, console, resume=resume, on_event=on_event, should_stop=should_stop, t_start=t_start)
+        return _run(p, out, console, resume=resume, on_event=on_event, should_stop=should_stop, t_start=t_start,
+                    extra_callbacks=callbacks)
     except KeyboardInterrupt:
         console.print(f"[yellow]Interrupted.[/] Continue later with: tuneforge train --resume --output {out}")
         raise
@@ -242,7 +244,7 @@ def _build_model(p: Prepared, console: Console) -> Any:
 
 def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
          on_event: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
-         t_start: float) -> TrainResult:
+         t_start: float, extra_callbacks: Sequence[Any] = ()) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
@@ -290,7 +292,7 @@ def _run(p: Prepared, out: Path, console: Console, *, resume: bool,
     optimizer = build_optimizer(model, lr=p.hp["learning_rate"], weight_decay=c.weight_decay,
                                 head_lr_multiplier=c.head_lr_multiplier, encoder_scale=encoder_scale,
                                 layer_decay=c.layer_lr_decay, n_layers=n_layers)
-    callbacks += p.method.trainer_callbacks(model)
+    callbacks += [*p.method.trainer_callbacks(model), *extra_callbacks]
     adversary = None
     if c.adversarial != "none":
         from tuneforge.training.adversarial import EmbeddingAdversary

@@ -124,14 +124,17 @@ def total_steps(n_features: int, batch_size: int, c: TrainConfig) -> int:
 def load_training_data(task: str, data: Path | str, eval_data: Path | str | None = None, *,
                        columns: ColumnMap | None = None, multi_label: bool | None = None,
                        label_separator: str | None = None, lenient_bio: bool = False, delimiter: str | None = None,
-                       encoding: str | None = None) -> tuple[Dataset, Dataset | None]:
+                       encoding: str | None = None, strict: bool = True) -> tuple[Dataset, Dataset | None]:
     """Load and validate training and dev data as a run will use them; problems in both files are reported
     together in one DataError. (The service validates uploads with this same function.) ``delimiter`` and
-    ``encoding`` apply to both files (None: detected)."""
+    ``encoding`` apply to both files (None: detected). With ``strict=False`` (what ``tuneforge train`` does unless
+    ``--strict``), QA answer offsets that are a little off are repaired and answers that cannot be located dropped,
+    with warnings; the service's checks keep the default, ``strict``."""
     problems: list[DataProblem] = []
     train_ds = eval_ds = None
     common: dict[str, Any] = dict(columns=columns, multi_label=multi_label, label_separator=label_separator,
-                                  strict_bio=not lenient_bio, delimiter=delimiter, encoding=encoding)
+                                  strict_bio=not lenient_bio, delimiter=delimiter, encoding=encoding,
+                                  repair_offsets=not strict)
     try:
         train_ds = load_dataset(data, task, require_labels=True, min_classes=2, **common)
     except DataError as e:
@@ -227,7 +230,7 @@ def prepare(config: TrainConfig, settings: Settings, console: Console) -> Prepar
         train_ds, eval_ds = load_training_data(
             task.name, config.data, config.eval_data, columns=ColumnMap(**config.columns.model_dump()),
             multi_label=config.multi_label, label_separator=config.label_separator, lenient_bio=config.lenient_bio,
-            delimiter=config.delimiter, encoding=config.encoding)
+            delimiter=config.delimiter, encoding=config.encoding, strict=config.strict)
     for w in train_ds.warnings + (eval_ds.warnings if eval_ds is not None else []):
         console.print(f"[yellow]warning:[/] {escape(str(w))}")  # e.g. the encoding a file was read as
     unlabeled = read_texts(config.unlabeled_data, option="unlabeled_data") if config.unlabeled_data else []
