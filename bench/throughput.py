@@ -117,6 +117,7 @@ def main() -> None:
     train = [json.loads(x) for x in (ds / "train.jsonl").read_text().splitlines()[: a.n]]
     val = [json.loads(x) for x in (ds / "validation.jsonl").read_text().splitlines()]
     reps: dict[str, list[dict[str, Any]]] = {}
+    loads = [round(os.getloadavg()[0], 2)]  # 1-minute load average at the start and after each repeat
     with tempfile.TemporaryDirectory(prefix="tf-throughput-") as tmp:
         work = Path(tmp)
         (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
@@ -129,8 +130,9 @@ def main() -> None:
             if a.fp32:
                 reps.setdefault("tuneforge train --precision fp32 (whole command)", []).append(
                     _tuneforge_run(work, ds, a, "fp32", f"fp32-{i}"))
-            print(f"repeat {i + 1}/{a.repeats}: " + ", ".join(f"{k}: {v[-1]['seconds']:.1f}s" for k, v in reps.items()),
-                  flush=True)
+            loads.append(round(os.getloadavg()[0], 2))
+            print(f"repeat {i + 1}/{a.repeats} (load {loads[-1]}): "
+                  + ", ".join(f"{k}: {v[-1]['seconds']:.1f}s" for k, v in reps.items()), flush=True)
         r = hf_baseline("padded-128", train, val, epochs=a.epochs, batch_size=a.batch_size, lr=1e-4,
                         out=work / "padded-128")
         reps["Trainer, padded-128 (training loop only)"] = [_trainer_row(r)]
@@ -140,7 +142,8 @@ def main() -> None:
         r["speedup_vs_trainer_dynamic"] = round(base / r["seconds"], 2)
     print_table(rows, ["run", "seconds", "train_loop_s", "examples_per_s", "accuracy", "speedup_vs_trainer_dynamic"])
     path = write_result("throughput", {"machine": machine(), "n": a.n, "epochs": a.epochs,
-                                       "batch_size": a.batch_size, "repeats": a.repeats, "rows": rows})
+                                       "batch_size": a.batch_size, "repeats": a.repeats, "load_average": loads,
+                                       "rows": rows})
     print(f"wrote {path}")
 
 
