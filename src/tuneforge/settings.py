@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(2048 * MiB, ge=1, description="Memory for loaded models (least recently used "
                                                                  "are unloaded first).")
     batch_max_items: int = Field(64, ge=1, description="Most inputs run in one forward pass by the micro-batcher.")
-    # issue 20: inference backends (tuneforge.inference.backends; docs/serving.md "Inference backends")
+    # inference backends (tuneforge.inference.backends; docs/backends.md)
     backend: str = Field("torch", description="What runs encoder models: torch, torch-bf16, onnx, onnx-int8, or "
                                               "auto (the fastest that agrees with torch, measured at load).")
     model_backends: dict[str, str] = Field(default_factory=dict, description="Per-model backends, by run name "

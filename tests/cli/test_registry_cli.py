@@ -76,3 +76,11 @@ def test_unknown_name_and_bad_target(root, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["registry", "promote", "sst", str(tmp_path / "empty")]) == 2
     assert "not a finished run folder" in capsys.readouterr().err
+
+
+def test_the_cli_default_alias_is_the_registry_s_production():
+    # the CLI spells the default alias itself so that importing it does not import the store (SQLAlchemy)
+    from tuneforge.cli import registry as cli_registry
+    from tuneforge.store.registry import PRODUCTION
+
+    assert cli_registry.PRODUCTION == PRODUCTION

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,18 +13,16 @@ from rich.table import Table
 
 from tuneforge.cli.options import err, out
 from tuneforge.errors import InvalidRequestError, RunError
-from tuneforge.store.registry import (
-    PRODUCTION,
-    ModelVersion,
-    default_registry_root,
-    local_registry,
-    os_user,
-    parse_model_ref,
-    read_run_metrics,
-)
-from tuneforge.store.registry.local import LocalRegistry
+
+if TYPE_CHECKING:
+    from tuneforge.store.registry import ModelVersion
+    from tuneforge.store.registry.local import LocalRegistry
 
 __all__ = ["app", "register"]
+
+#: the alias plain NAME means (tuneforge.store.registry.PRODUCTION; the store is imported only when a command runs,
+#: so that `tuneforge --help` and the other commands do not pay for SQLAlchemy)
+PRODUCTION = "production"
 
 app = typer.Typer(no_args_is_help=True, help=(
     "Model versions and aliases: register runs as numbered versions of a name, point aliases (production, "
@@ -37,7 +35,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _registry(root: Path | None) -> LocalRegistry:
+    from tuneforge.store.registry import default_registry_root, local_registry
+
     return local_registry(root or default_registry_root())
+
+
+def os_user() -> str:
+    from tuneforge.store.registry import os_user as user
+
+    return user()
 
 
 def _metrics_text(metrics: dict[str, Any], most: int = 2) -> str:
@@ -107,6 +113,8 @@ def _register(reg: LocalRegistry, name: str, run: Path, *, reason: str) -> Model
                        hint="Register a folder that `tuneforge train --output` finished.")
     manifest = runs.read_manifest(run, require_weights=False)
     train = ((manifest.get("data") or {}).get("train") or {}).get("path")
+    from tuneforge.store.registry import read_run_metrics
+
     # the metrics at the time: the manifest's dev metrics, every evaluation report, and how training ended
     metrics: dict[str, Any] = {**(manifest.get("metrics") or {}), **read_run_metrics(run)}
     training = manifest.get("training") or {}
@@ -230,6 +238,8 @@ def path(ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME@VERSI
          registry_dir: RootOpt = None) -> None:
     """Print the run folder of a version, for the commands that take one:
     `tuneforge predict "$(tuneforge registry path sst@production)" ...`."""
+    from tuneforge.store.registry import parse_model_ref
+
     name, version = parse_model_ref(ref)
     typer.echo(str(_registry(registry_dir).get(name, version).run_dir))
 
