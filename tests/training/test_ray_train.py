@@ -33,12 +33,15 @@ def local_ray():
 
     from tuneforge.training.distributed.cluster import private_token, worker_env
 
+    saved = dict(os.environ)  # Ray sets RAY_ADDRESS (and private_token a token) for this process: restored after
     os.environ.pop("RAY_ADDRESS", None)
     private_token()  # no ~/.ray/auth_token left behind (it would change a later `ray start` on this machine)
     env = {**worker_env(), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
     yield
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)  # a later ray.init (Flower's simulation) must not find this cluster's address
 
 
 def _values(tmp_path: Path, tiny_bert: Path, rows: list[dict], out: str, **extra) -> dict:
@@ -47,26 +50,6 @@ def _values(tmp_path: Path, tiny_bert: Path, rows: list[dict], out: str, **extra
     return {"task": "classification", "data": str(data), "eval_data": str(dev), "base_model": str(tiny_bert),
             "output": str(tmp_path / out), "epochs": 1, "batch_size": 4, "precision": "fp32", "logging_steps": 2,
             **extra}
-
-
-def test_two_workers_train_a_run_laid_out_as_a_local_one_that_predicts(tmp_path, tiny_bert, cls_rows):
-    events: list[dict] = []
-    ray_run = train(make_config(_values(tmp_path, tiny_bert, cls_rows, "ray", executor="ray", workers=2)),
-                    console=QUIET, on_event=events.append)
-    local = train_here(make_config(_values(tmp_path, tiny_bert, cls_rows, "local")), console=QUIET)
-    out = tmp_path / "ray"
-    assert sorted(os.listdir(out)) == sorted(os.listdir(local.output))  # the same files, no Ray leftovers
-    assert sorted(os.listdir(out / "logs")), "TensorBoard logs are in the run folder"
-    man = json.loads((out / "tuneforge.json").read_text())
-    assert man["distributed"]["workers"] == 2 and man["distributed"]["backend"] == "gloo"
-    assert man["config"]["output"] == str(out)
-    # batch 4 is the examples per step: 2 per worker, so the 48 examples take a local run's 12 steps (sharded)
-    assert man["distributed"]["batch_size_per_worker"] == 2 and man["resolved"]["batch_size"] == 4
-    assert man["training"]["steps"] == 12 == local.manifest["training"]["steps"]
-    metrics = [e for e in events if e["type"] == "metrics"]
-    assert any("eval_accuracy" in e for e in metrics) and any("loss" in e for e in metrics)
-    assert ray_run.metrics is not None and 0 <= ray_run.metrics["accuracy"] <= 1
-    assert load_predictor(out).predict(["a good film"])[0]["label"] in {"positive", "negative"}
 
 
 class KillRankOneOnce(TrainerCallback):
@@ -84,21 +67,36 @@ class KillRankOneOnce(TrainerCallback):
             os.kill(os.getpid(), 9)
 
 
-def test_a_killed_worker_is_replaced_and_training_resumes_from_the_last_checkpoint(tmp_path, tiny_bert, cls_rows):
+def test_two_workers_lay_out_a_local_run_and_a_killed_worker_resumes_from_the_last_checkpoint(
+        tmp_path, tiny_bert, cls_rows):
+    # one Ray Train run (each costs tens of seconds here) shows both: the folder of a local run, and fault tolerance
     events: list[dict] = []
     marker = tmp_path / "killed"
-    cfg = make_config(_values(tmp_path, tiny_bert, cls_rows, "run", executor="ray", workers=2, epochs=2,
-                              eval_every=3, max_failures=1, early_stopping_patience=None))
+    extra = dict(epochs=2, eval_every=3, early_stopping_patience=None)
+    cfg = make_config(_values(tmp_path, tiny_bert, cls_rows, "run", executor="ray", workers=2, max_failures=1,
+                              **extra))
     result = train(cfg, console=QUIET, on_event=events.append, callbacks=[KillRankOneOnce(marker, 5)])
+    local = train_here(make_config(_values(tmp_path, tiny_bert, cls_rows, "local", **extra)), console=QUIET)
+    out = tmp_path / "run"
+    assert sorted(os.listdir(out)) == sorted(os.listdir(local.output))  # the same files, no Ray leftovers
+    assert sorted(os.listdir(out / "logs")), "TensorBoard logs are in the run folder"
+    man = result.manifest
+    assert man["distributed"]["workers"] == 2 and man["distributed"]["backend"] == "gloo"
+    assert man["config"]["output"] == str(out)
+    # batch 4 is the examples per step: 2 per worker, so the 48 examples take a local run's 12 steps an epoch
+    assert man["distributed"]["batch_size_per_worker"] == 2 and man["resolved"]["batch_size"] == 4
+    assert man["training"]["steps"] == 24 == local.manifest["training"]["steps"]  # 48 examples, 4 a step, 2 epochs
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert any("eval_accuracy" in e for e in metrics) and any("loss" in e for e in metrics)
+    assert result.metrics is not None and 0 <= result.metrics["accuracy"] <= 1
     assert marker.exists(), "the worker was killed"
-    dist = result.manifest["distributed"]
+    dist = man["distributed"]
     assert dist["attempts"] == 2 and dist["restarts"] == 1
     # checkpoints at steps 3, 6, ...: killed after step 5, resumed from 3, so steps 4 and 5 ran twice
     attempts = [e for e in events if e["type"] == "attempt"]
     assert [a["resumed_from_step"] for a in attempts] == [0, 3]
     assert dist["steps_repeated"] == 2 and dist["steps_run"] == 26
-    assert result.manifest["training"]["steps"] == 24  # 48 examples, 4 per step, 2 epochs
-    assert load_predictor(tmp_path / "run").predict(["boring"])[0]["label"] in {"positive", "negative"}
+    assert load_predictor(out).predict(["boring"])[0]["label"] in {"positive", "negative"}
 
 
 def test_a_ray_tune_search_keeps_its_best_trial_run(tmp_path, tiny_bert, cls_rows):

@@ -102,6 +102,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error.max_attempts_exceeded": ("The job failed after too many attempts.", "任务重试次数过多，已失败。"),
     "error.storage_error": ("Storage failed or is full.", "存储出错或已满。"),
     "error.internal_error": ("Something went wrong on the server.", "服务器内部出错。"),
+    # bringing your own run (admin import-model, POST /v1/models/import)
+    "error.model_exists": ("You already have a model with this name.", "已有同名模型。"),
+    "error.unsafe_weights": ("The run holds weights in an unsafe format; only safetensors files are accepted.",
+                             "该运行包含不安全格式的权重；只接受 safetensors 文件。"),
+    "error.missing_manifest": ("This is not a finished run folder: tuneforge.json is missing.",
+                               "这不是已完成的运行目录：缺少 tuneforge.json。"),
+    "error.invalid_manifest": ("The run's manifest (tuneforge.json) cannot be read.",
+                               "无法读取运行清单 tuneforge.json。"),
+    "error.unknown_base_model": ("The run's base model is not available on this server.",
+                                 "此服务器上没有该运行的基础模型。"),
+    # drift reports (GET /v1/models/{model}/drift)
+    "error.no_reference_data": ("The model's training data is not available to compare with.",
+                                "没有可供比较的模型训练数据。"),
+    "error.not_enough_inputs": ("Not enough logged inputs for a drift report yet.", "已记录的输入还不够生成漂移报告。"),
     # job events (the English is the pattern's meaning; the patterns are in app.js)
     "event.created": ("Created fine-tuning job: {id}", "已创建微调任务：{id}"),
     "event.validating": ("Validating files on worker {worker}.", "正在工作节点 {worker} 上校验文件。"),
