@@ -71,11 +71,42 @@ def _sentence_hidden(model: Any, batch: dict[str, Any]) -> Any:
     return model.encoder(**keep).last_hidden_state
 
 
-class Embedder:
-    """An encoder that turns texts into unit-length vectors. ``Embedder(path)`` loads a base encoder folder;
-    :meth:`of_run` uses the encoder of a fine-tuned run folder."""
+class TextEmbedder:
+    """What every embedder shares, whatever runs it (torch here, ONNX Runtime in
+    :mod:`tuneforge.inference.backends.onnx_runtime`): inputs checked, cut and counted the same way. A subclass sets
+    ``tokenizer`` and ``max_length`` and implements ``embed``."""
 
     task = "embedding"
+    tokenizer: Any
+    max_length: int
+
+    def prepare(self, inputs: Sequence[Any]) -> list[str]:
+        """The texts, checked (every bad one reported at once). No tokenizer call here: this runs in the
+        request's thread, and a fast tokenizer is used only in the batcher's (``run`` and ``count_tokens`` cut the
+        texts)."""
+        problems = [DataProblem(f"input {i + 1}", None, "input", "must be a non-empty string",
+                                "pass text; token arrays are not supported")
+                    for i, x in enumerate(inputs) if not isinstance(x, str) or not x.strip()]
+        if problems:
+            raise DataError(problems)
+        return list(inputs)
+
+    def count_tokens(self, items: list[str]) -> int:
+        """Tokens the texts make, special tokens included, cut at ``max_length`` (what the usage ledger meters)."""
+        enc = self.tokenizer(clip_texts(items, self.tokenizer, self.max_length), truncation=True,
+                             max_length=self.max_length)
+        return int(sum(len(x) for x in enc["input_ids"]))
+
+    def run(self, items: list[str]) -> list[np.ndarray]:
+        return list(self.embed(items))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Embedder(TextEmbedder):
+    """An encoder that turns texts into unit-length vectors. ``Embedder(path)`` loads a base encoder folder;
+    :meth:`of_run` uses the encoder of a fine-tuned run folder."""
 
     def __init__(self, path: Path, *, max_length: int = 256, batch_size: int = 64) -> None:
         import transformers
@@ -114,26 +145,6 @@ class Embedder:
         self.batch_size = batch_size
         self.nbytes = model_nbytes(model)
         self.dim = int(config.hidden_size)
-
-    def prepare(self, inputs: Sequence[Any]) -> list[str]:
-        """The texts, checked (every bad one reported at once). No tokenizer call here: this runs in the
-        request's thread, and a fast tokenizer is used only in the batcher's (``run`` and ``count_tokens`` cut the
-        texts)."""
-        problems = [DataProblem(f"input {i + 1}", None, "input", "must be a non-empty string",
-                                "pass text; token arrays are not supported")
-                    for i, x in enumerate(inputs) if not isinstance(x, str) or not x.strip()]
-        if problems:
-            raise DataError(problems)
-        return list(inputs)
-
-    def count_tokens(self, items: list[str]) -> int:
-        """Tokens the texts make, special tokens included, cut at ``max_length`` (what the usage ledger meters)."""
-        enc = self.tokenizer(clip_texts(items, self.tokenizer, self.max_length), truncation=True,
-                             max_length=self.max_length)
-        return int(sum(len(x) for x in enc["input_ids"]))
-
-    def run(self, items: list[str]) -> list[np.ndarray]:
-        return list(self.embed(items))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.errors import ConfigError, DataError, DataProblem, RunError
+from tuneforge.errors import ConfigError, RunError
+from tuneforge.inference.embeddings import TextEmbedder
 from tuneforge.inference.predictor import Predictor, bound_task
 
 __all__ = ["CACHE_FOLDER", "EXPORT_MANIFEST", "FP32_FILE", "INT8_FILE", "OnnxEmbedder", "OnnxPredictor",
@@ -202,34 +203,14 @@ class OnnxPredictor(Predictor):
         return task.decode(outputs, enc, examples, self.labels, multi_label=self.multi_label)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(TextEmbedder):
     """Sentence embeddings from an exported encoder (mean pooling and L2 normalisation are in the graph), with
-    the inputs cut and counted as :class:`~tuneforge.inference.embeddings.Embedder` cuts and counts them."""
-
-    task = "embedding"
+    the inputs checked, cut and counted by :class:`~tuneforge.inference.embeddings.TextEmbedder`."""
 
     def __init__(self, runner: OnnxRunner, tokenizer: Any, *, max_length: int, batch_size: int = 64) -> None:
         self.model, self.tokenizer, self.max_length, self.batch_size = runner, tokenizer, max_length, batch_size
         self.nbytes = runner.nbytes
         self.backend_info: dict[str, Any] = {}
-
-    def prepare(self, inputs: Sequence[Any]) -> list[str]:
-        problems = [DataProblem(f"input {i + 1}", None, "input", "must be a non-empty string",
-                                "pass text; token arrays are not supported")
-                    for i, x in enumerate(inputs) if not isinstance(x, str) or not x.strip()]
-        if problems:
-            raise DataError(problems)
-        return list(inputs)
-
-    def count_tokens(self, items: list[str]) -> int:
-        from tuneforge.inference.embeddings import clip_texts
-
-        enc = self.tokenizer(clip_texts(items, self.tokenizer, self.max_length), truncation=True,
-                             max_length=self.max_length)
-        return int(sum(len(x) for x in enc["input_ids"]))
-
-    def run(self, items: list[str]) -> list[np.ndarray]:
-        return list(self.embed(items))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         from tuneforge.inference.embeddings import clip_texts
