@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Backend", "LoadedModel"]
+__all__ = ["Backend", "LoadedModel", "ServedPredictor"]
 
 
 class LoadedModel(Protocol):
@@ -41,3 +41,22 @@ class Backend(Protocol):
         """A base encoder folder, or a finished run folder of an encoder task (its fine-tuned encoder), serving
         sentence embeddings."""
         ...
+
+
+class ServedPredictor:
+    """A run's predictor (torch, ONNX Runtime, or an ensemble with the same interface) served as a
+    :class:`LoadedModel`: inputs parsed by the task, predictions as users see them, tokens as the task counts them.
+    A subclass sets ``predictor``, ``task`` and ``nbytes``."""
+
+    predictor: Any
+
+    def prepare(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.predictor.to_examples(inputs)
+
+    def run(self, items: list[Any]) -> list[Any]:
+        task = self.predictor.task
+        return [task.public_prediction(p) for p in self.predictor.predict_examples(items)]
+
+    def count_tokens(self, items: list[Any]) -> int:
+        p = self.predictor
+        return p.task.count_tokens(items, p.tokenizer, int(p.manifest["max_length"]))

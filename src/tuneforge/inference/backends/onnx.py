@@ -11,12 +11,10 @@ copied or deleted). The models themselves: :mod:`.onnx_runtime`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from tuneforge.errors import ConfigError, RunError
-from tuneforge.inference.backends.base import LoadedModel
+from tuneforge.inference.backends.base import LoadedModel, ServedPredictor
 from tuneforge.inference.backends.onnx_runtime import (
     CACHE_FOLDER,
     INT8_FILE,
@@ -60,7 +58,7 @@ def load_onnx(path: Path, *, int8: bool, threads: int | None = None) -> OnnxPred
     return load_export(export_folder_for(Path(path), int8=int8), int8=int8, threads=threads)
 
 
-class OnnxServed:
+class OnnxServed(ServedPredictor):
     """An :class:`OnnxPredictor` served as a :class:`LoadedModel` (public predictions, tokens as the task counts)."""
 
     def __init__(self, predictor: OnnxPredictor) -> None:
@@ -68,17 +66,6 @@ class OnnxServed:
         self.task = predictor.task.name
         self.nbytes = predictor.model.nbytes
         self.backend_info = predictor.backend_info
-
-    def prepare(self, inputs: Sequence[Any]) -> list[Any]:
-        return self.predictor.to_examples(inputs)
-
-    def run(self, items: list[Any]) -> list[Any]:
-        task = self.predictor.task
-        return [task.public_prediction(p) for p in self.predictor.predict_examples(items)]
-
-    def count_tokens(self, items: list[Any]) -> int:
-        p = self.predictor
-        return p.task.count_tokens(items, p.tokenizer, int(p.manifest["max_length"]))
 
 
 class OnnxBackend:

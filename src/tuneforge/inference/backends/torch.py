@@ -3,12 +3,11 @@ bf16 instructions)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.inference.backends.base import LoadedModel
+from tuneforge.inference.backends.base import LoadedModel, ServedPredictor
 from tuneforge.models.tensors import model_nbytes
 
 __all__ = ["TorchBackend", "TorchPredictor", "bf16_supported"]
@@ -41,7 +40,7 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
-class TorchPredictor:
+class TorchPredictor(ServedPredictor):
     """A loaded run (a :class:`~tuneforge.inference.Predictor`, or an ensemble with the same interface) served as
     a :class:`LoadedModel`: predictions as users see them, tokens as the task counts them."""
 
@@ -51,17 +50,6 @@ class TorchPredictor:
         self.nbytes = model_nbytes(self.predictor.model)
         #: what serves it, for /v1/models/{id} and the console
         self.backend_info: dict[str, Any] = {"backend": backend, "intra_op_threads": _threads()}
-
-    def prepare(self, inputs: Sequence[Any]) -> list[Any]:
-        return self.predictor.to_examples(inputs)
-
-    def run(self, items: list[Any]) -> list[Any]:
-        task = self.predictor.task
-        return [task.public_prediction(p) for p in self.predictor.predict_examples(items)]
-
-    def count_tokens(self, items: list[Any]) -> int:
-        p = self.predictor
-        return p.task.count_tokens(items, p.tokenizer, int(p.manifest["max_length"]))
 
 
 class TorchBackend:
