@@ -35,7 +35,7 @@ from tuneforge.api.deps import (
 from tuneforge.api.model_refs import Servable, servable_model
 from tuneforge.api.state import ServiceState
 from tuneforge.errors import ConfigError, InvalidRequestError
-from tuneforge.solutions.monitor.notify import Delivery, send_webhook
+from tuneforge.solutions.monitor.notify import Delivery, public_webhook, send_webhook
 from tuneforge.store.db import utcnow
 from tuneforge.store.input_log import (
     DriftAlert,
@@ -47,7 +47,7 @@ from tuneforge.store.input_log import (
 )
 from tuneforge.store.models import File, Job, Model
 from tuneforge.store.repositories import ModelRepo
-from tuneforge.utils.net import check_public_url, public_client
+from tuneforge.utils.net import check_public_url
 
 __all__ = ["InputLog", "InputLogger", "router"]
 
@@ -245,19 +245,9 @@ def _reference(session: Any, tenant_id: str, t: _Target, state: ServiceState) ->
                               code="no_reference_data")
 
 
-def _public_webhook(url: str, payload: dict[str, Any], **kwargs: Any) -> Delivery:
-    """``send_webhook`` to public hosts only: a private or local address is recorded as a failed delivery."""
-    try:
-        check_public_url(url, param="webhook_url")
-    except InvalidRequestError as e:
-        return Delivery("webhook", url, False, str(e))
-    with public_client(timeout=10.0) as client:
-        return send_webhook(url, payload, client=client, **kwargs)
-
-
 def _deliver(state: ServiceState, tenant_id: str, alert_id: str, url: str, secret: str | None,
              payload: dict[str, Any]) -> None:
-    sender = send_webhook if state.settings.allow_private_urls else _public_webhook
+    sender = send_webhook if state.settings.allow_private_urls else public_webhook
     try:
         delivery = sender(url, payload, secret=secret)
     except Exception as e:  # noqa: BLE001 - recorded on the alert, like a refused delivery

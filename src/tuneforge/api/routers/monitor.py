@@ -23,7 +23,7 @@ from tuneforge.errors import InvalidRequestError, TuneforgeError
 from tuneforge.solutions.monitor.classify import Classified, SentimentClassifier
 from tuneforge.solutions.monitor.detect import METRICS, RuleParams
 from tuneforge.solutions.monitor.ingest import Poller, RawItem, parse_time
-from tuneforge.solutions.monitor.notify import Delivery, send_webhook
+from tuneforge.solutions.monitor.notify import public_webhook, send_webhook
 from tuneforge.solutions.monitor.service import (
     AlertRepo,
     ItemRepo,
@@ -41,7 +41,7 @@ from tuneforge.store.ids import new_id
 from tuneforge.store.repositories import ModelRepo
 from tuneforge.store.solution_tables.monitor import MonitorRule, MonitorSource, MonitorWatch
 from tuneforge.tasks import get_task, task_names
-from tuneforge.utils.net import check_public_url, public_client
+from tuneforge.utils.net import check_public_url
 
 router = APIRouter(prefix="/v1/solutions/monitor", tags=["solutions"])
 
@@ -170,19 +170,9 @@ def _classifier(state: ServiceState, models: ModelRepo, model: str | None, model
     return SentimentClassifier(en, zh) if en or zh else None
 
 
-def _public_webhook(url: str, payload: dict[str, Any], **kwargs: Any) -> Delivery:
-    """``send_webhook`` to public hosts only: a private or local address is recorded as a failed delivery."""
-    try:
-        check_public_url(url, param="webhook_url")
-    except InvalidRequestError as e:
-        return Delivery("webhook", url, False, str(e))
-    with public_client(timeout=10.0) as client:
-        return send_webhook(url, payload, client=client, **kwargs)
-
-
 def _deliver_all(state: ServiceState, tenant_id: str, alert_ids: list[str]) -> None:
     smtp = smtp_from_env()
-    sender = send_webhook if state.settings.allow_private_urls else _public_webhook
+    sender = send_webhook if state.settings.allow_private_urls else public_webhook
     for alert_id in alert_ids:
         with state.sessions() as session:
             deliver(session, tenant_id, alert_id, smtp=smtp, send_webhook_fn=sender)

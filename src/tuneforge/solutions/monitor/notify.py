@@ -19,7 +19,10 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Delivery", "SmtpSettings", "alert_text", "send_email", "send_webhook", "sign"]
+from tuneforge.errors import InvalidRequestError
+from tuneforge.utils.net import check_public_url, public_client
+
+__all__ = ["Delivery", "SmtpSettings", "alert_text", "public_webhook", "send_email", "send_webhook", "sign"]
 
 SIGNATURE_HEADER = "X-TuneForge-Signature"
 
@@ -115,3 +118,14 @@ def alert_text(alert: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"- [{it.get('label')}] {it.get('published_at')} {it.get('text', '')[:200]}"
                      + (f" <{it['url']}>" if it.get("url") else ""))
     return subject, "\n".join(lines) + "\n"
+
+
+def public_webhook(url: str, payload: dict[str, Any], **kwargs: Any) -> Delivery:
+    """:func:`send_webhook` to public hosts only (what the service sends for its tenants): a private or local
+    address is recorded as a failed delivery."""
+    try:
+        check_public_url(url, param="webhook_url")
+    except InvalidRequestError as e:
+        return Delivery("webhook", url, False, str(e))
+    with public_client(timeout=10.0) as client:
+        return send_webhook(url, payload, client=client, **kwargs)
