@@ -33,15 +33,15 @@ def local_ray():
 
     from tuneforge.training.distributed.cluster import private_token, worker_env
 
-    saved = dict(os.environ)  # Ray sets RAY_ADDRESS (and private_token a token) for this process: restored after
     os.environ.pop("RAY_ADDRESS", None)
     private_token()  # no ~/.ray/auth_token left behind (it would change a later `ray start` on this machine)
     env = {**worker_env(), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
     yield
     ray.shutdown()
-    os.environ.clear()
-    os.environ.update(saved)  # a later ray.init (Flower's simulation) must not find this cluster's address
+    # a later ray.init (Flower's simulation) must not find this cluster's address; the token stays: Ray keeps the
+    # first one it read for the whole process
+    os.environ.pop("RAY_ADDRESS", None)
 
 
 def _values(tmp_path: Path, tiny_bert: Path, rows: list[dict], out: str, **extra) -> dict:

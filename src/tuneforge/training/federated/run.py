@@ -380,9 +380,14 @@ def simulate(fc: FederatedConfig, spec: ClientSpec, n: int, initial: dict[str, n
         server_app = make_server_app(fc, n_clients=n, initial=initial, evaluate=evaluate, on_round=on_round,
                                      result=result)
     gpus = _gpus()
+    # the cluster RAY_ADDRESS names, else a Ray of this process's own ("local"): never one that happens to be running
+    # on the machine (ray.init's default would attach to the last `ray start` here, or to a killed run's leftovers)
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    init_args: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": logging.ERROR}
+    if address == "local":
+        init_args.update(num_cpus=cpus, num_gpus=gpus)
     backend = {"client_resources": {"num_cpus": max(1, cpus // actors), "num_gpus": gpus / actors if gpus else 0.0},
-               "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False,
-                             "logging_level": logging.ERROR}}
+               "init_args": init_args}
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's coming default; silences its notice
     # Ray kills its workers when the whole machine's memory passes 95%, whoever holds it (a browser, another
     # training run); the clients need little, so only a nearly full machine stops them
