@@ -107,7 +107,7 @@ def data_import(
                                                          "question=query); repeat for several.")] = None,
     sheet: Annotated[str | None, typer.Option(help="Excel: the sheet to read (default: the first).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="The hub cache folder to look owner/name up in (default: "
-                                                        "$HF_HUB_CACHE or ~/.cache/huggingface/hub).")] = None,
+                                                        "huggingface_hub's: $HF_HUB_CACHE, $HF_HOME ...).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Import at most this many records.")] = None,
 ) -> None:
     """Convert open data to JSON Lines for training, offline.

@@ -10,7 +10,7 @@ Sources, told apart by what is on disk (nothing is ever downloaded):
   (``dataset_dict.json``: one split is read, ``train`` unless ``split`` says otherwise);
 - the hub cache: a ``datasets--owner--name`` folder (the snapshot ``refs/main`` names, else the newest), a
   ``snapshots/<sha>`` folder, any folder of data files, or ``owner/name`` looked up in the cache folder
-  (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``). A split's files are those whose path
+  (as huggingface_hub finds it: ``$HF_HUB_CACHE``, ``$HF_HOME`` ...). A split's files are those whose path
   names it (``data/train-00000-of-00001.parquet``, ``train.jsonl``, ``default/train/0000.parquet``).
 
 Integer labels of a ``ClassLabel`` feature become their names. ``fields`` renames columns (``{"text":
@@ -59,12 +59,12 @@ def _problem(file: str | os.PathLike[str], message: str, *, hint: str | None = N
 
 
 def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache folder (read only; nothing is downloaded into it)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+    """The Hugging Face hub cache folder as huggingface_hub resolves it (``$HF_HUB_CACHE``, ``$HF_HOME``, the XDG
+    cache), with ``$HF_HUB_CACHE`` read now rather than when huggingface_hub was imported. Read only: nothing is
+    downloaded into it."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
 
 
 def _snapshot(repo: Path) -> Path:
